@@ -1,0 +1,61 @@
+# Afterword: make install | run | test | lint | fmt | migrate | check | bench | up | down | lock
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+export UV_PYTHON_DOWNLOADS := never
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-integration lint fmt migrate check bench up down lock clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed ## Create .venv and install the locked dependencies
+
+$(VENV)/.installed: pyproject.toml uv.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	@$(BIN)/uv sync --locked --quiet
+	@touch $@
+
+run: install ## Migrate, then run gateway + jobs worker + SMTP catcher in the foreground (Ctrl-C stops all)
+	@$(BIN)/python -m services.preflight
+	@$(BIN)/python -m services.migrate
+	@$(BIN)/honcho --procfile Procfile.dev start
+
+migrate: install ## Apply migrations/*.sql to DATABASE_URL (creates the database if missing)
+	@$(BIN)/python -m services.migrate
+
+check: install ## Say whether Postgres, Redis, SMTP and a worker are reachable
+	@$(BIN)/python -m services.preflight --workers
+
+lint: install ## ruff (lint + format check) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: install ## Format and auto-fix
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: install lint ## Lint, then every test (unit + integration) against throwaway Redis/Postgres databases
+	$(BIN)/pytest
+
+test-integration: install ## Only the integration tests (GATEWAY_URL=... runs them against a running stack)
+	$(BIN)/pytest -m integration
+
+bench: install ## Benchmarks against baselines measured in the same run
+	$(BIN)/python -m bench
+
+up: ## docker compose: build and start the whole stack
+	docker compose up --build -d
+
+down: ## docker compose: stop the stack
+	docker compose down
+
+lock: ## Re-resolve uv.lock after editing pyproject.toml
+	$(BIN)/uv lock
+
+clean: ## Remove caches and local state (keeps .venv)
+	rm -rf .mypy_cache .ruff_cache .pytest_cache var

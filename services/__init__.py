@@ -1,0 +1,1 @@
+"""Afterword: durable background jobs for FastAPI, as a gateway and a jobs worker."""

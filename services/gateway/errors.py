@@ -1,0 +1,39 @@
+"""Errors the gateway answers with a status of their own, and their handlers."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+
+class GatewayError(Exception):
+    """Base of the gateway's own errors."""
+
+    status_code = 500
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class ServiceUnavailable(GatewayError):
+    """A backing service (Postgres) cannot be reached: nothing was accepted."""
+
+    status_code = 503
+
+
+class NotFound(GatewayError):
+    """No such job."""
+
+    status_code = 404
+
+
+async def _handle(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, GatewayError)
+    headers = {"Retry-After": "5"} if isinstance(exc, ServiceUnavailable) else None
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers of the gateway's errors on ``app``."""
+    app.add_exception_handler(GatewayError, _handle)

@@ -1,0 +1,103 @@
+"""Request and response bodies of the gateway's HTTP API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, PlainSerializer
+
+from services.contract import JobName, JobStatus, SingleLine, Text
+
+Timestamp = Annotated[
+    datetime, PlainSerializer(lambda value: value.isoformat(timespec="microseconds"), return_type=str)
+]
+
+
+class Request(BaseModel):
+    """Base of request bodies: unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SignupRequest(Request):
+    """A new user signing up."""
+
+    email: EmailStr = Field(examples=["ada@example.com"])
+    name: SingleLine = Field(min_length=1, max_length=100, examples=["Ada Lovelace"])
+
+
+class SendRequest(Request):
+    """Data a user sends; its message is logged."""
+
+    message: Text | None = Field(default=None, min_length=1, max_length=10_000, examples=["User sent data"])
+
+
+class JobRequest(Request):
+    """Any job of the contract, with its payload (validated against that job's payload model)."""
+
+    name: JobName = Field(examples=[JobName.write_log])
+    payload: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The job's payload; its schema is the one of the job named (see the examples).",
+        examples=[{"message": "hello from the API"}],
+    )
+    defer_by: float | None = Field(
+        default=None, ge=0, le=7 * 24 * 3600, description="Seconds to wait before the job may run."
+    )
+
+
+class AcceptedJob(BaseModel):
+    """A job the gateway accepted."""
+
+    id: str
+    name: JobName
+    status_url: str
+
+
+class Accepted(BaseModel):
+    """The 202 answer of /signup and /process."""
+
+    message: str
+    jobs: list[AcceptedJob]
+
+
+class SendAccepted(BaseModel):
+    """The 202 answer of /send (the seed tutorial names its key ``status``)."""
+
+    status: str
+    jobs: list[AcceptedJob]
+
+
+class JobAcceptedView(AcceptedJob):
+    """The 202 answer of POST /jobs."""
+
+    status: JobStatus
+
+
+class AttemptView(BaseModel):
+    """One start of a job."""
+
+    try_: int = Field(serialization_alias="try")
+    worker: str
+    started_at: Timestamp
+    finished_at: Timestamp | None
+    outcome: str | None
+    error: str | None
+
+
+class JobView(BaseModel):
+    """A job as the ledger knows it."""
+
+    id: str
+    name: str
+    status: JobStatus
+    tries: int
+    result: Any
+    error: str | None
+    enqueued_at: Timestamp
+    run_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    request_id: str | None
+    attempts: list[AttemptView]

@@ -1,0 +1,50 @@
+"""The gateway's lifespan: the pools it opens at start-up and closes at shutdown."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TypedDict
+
+import asyncpg
+from arq.connections import ArqRedis
+from fastapi import FastAPI
+from redis.asyncio import ConnectionPool
+
+from services.serialization import deserialize, serialize
+from services.settings import Settings
+
+
+class State(TypedDict):
+    """What the lifespan yields; handlers read it from ``request.state``."""
+
+    settings: Settings
+    db: asyncpg.Pool
+    redis: ArqRedis
+
+
+def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
+    """The lifespan of an app built with ``settings``.
+
+    Both pools connect lazily: the gateway starts while Postgres or Redis is away, and
+    ``/readyz`` says which.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[State]:
+        db = await asyncpg.create_pool(settings.database_dsn, min_size=0, max_size=10, timeout=5, command_timeout=10)
+        redis = ArqRedis(
+            ConnectionPool.from_url(
+                str(settings.redis_url), socket_connect_timeout=2, socket_timeout=5, max_connections=64
+            ),
+            job_serializer=serialize,
+            job_deserializer=deserialize,
+            default_queue_name=settings.queue_name,
+        )
+        try:
+            yield {"settings": settings, "db": db, "redis": redis}
+        finally:
+            await redis.aclose()
+            await db.close()
+
+    return lifespan

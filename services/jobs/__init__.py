@@ -1,0 +1,1 @@
+"""The jobs service: an ARQ worker that runs the contract's jobs (``python -m services.jobs``)."""

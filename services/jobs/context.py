@@ -1,0 +1,37 @@
+"""What ARQ hands every job: the resources ``on_startup`` opened, plus the job's own ids."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TypedDict
+
+import asyncpg
+from arq.connections import ArqRedis
+
+from services.heartbeat import Heartbeat
+from services.jobs.log_writer import LogWriter
+from services.jobs.mailer import Mailer
+from services.jobs.users import UserRepository
+from services.settings import Settings
+
+
+class WorkerContext(TypedDict):
+    """The worker's ``ctx`` after ``on_startup``; closed again by ``on_shutdown``."""
+
+    redis: ArqRedis
+    settings: Settings
+    worker_id: str
+    db: asyncpg.Pool
+    mailer: Mailer
+    log_writer: LogWriter
+    users: UserRepository
+    heartbeat: Heartbeat
+
+
+class JobContext(WorkerContext):
+    """The ``ctx`` of one run of a job."""
+
+    job_id: str
+    job_try: int
+    enqueue_time: datetime
+    score: int

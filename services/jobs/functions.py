@@ -1,0 +1,62 @@
+"""The job implementations: thin wrappers that hand the payload to the code doing the work.
+
+Every side effect is keyed on the job id and recorded in ``job_effects``, so a run repeated after
+a crash does not send the email or write the line again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from services import ledger
+from services.contract import CleanupTempFiles, JobName, SendEmail, UpdateUser, WriteLog
+from services.jobs.context import JobContext
+from services.jobs.registry import JobResult, job
+from services.jobs.temp_cleaner import remove_old_files
+
+
+@job(JobName.send_email)
+async def send_email(ctx: JobContext, payload: SendEmail) -> JobResult:
+    """Send the email once, then (for a welcome email) stamp the user's row."""
+    job_id = ctx["job_id"]
+    message = ctx["mailer"].build(job_id=job_id, to=payload.to, subject=payload.subject, body=payload.body)
+    sent = not await ledger.effect_done(ctx["db"], job_id=job_id, effect="email")
+    if sent:
+        await ctx["mailer"].send(message)
+        await ledger.record_effect(
+            ctx["db"],
+            job_id=job_id,
+            effect="email",
+            detail={"to": payload.to, "message_id": message["Message-ID"]},
+        )
+    if payload.mark_welcome_sent:
+        await ctx["users"].mark_welcome_sent(email=payload.to)
+    return {"to": payload.to, "message_id": message["Message-ID"], "sent_now": sent}
+
+
+@job(JobName.write_log)
+async def write_log(ctx: JobContext, payload: WriteLog) -> JobResult:
+    """Append the message's line to the log file, once."""
+    job_id = ctx["job_id"]
+    if await ledger.effect_done(ctx["db"], job_id=job_id, effect="log_line"):
+        return {"file": str(ctx["log_writer"].path), "written_now": False}
+    line = await ctx["log_writer"].write(job_id=job_id, message=payload.message)
+    await ledger.record_effect(ctx["db"], job_id=job_id, effect="log_line", detail={"line": line})
+    return {"file": str(ctx["log_writer"].path), "written_now": True}
+
+
+@job(JobName.update_user)
+async def update_user(ctx: JobContext, payload: UpdateUser) -> JobResult:
+    """Create or update the user row (a guarded upsert: a re-run changes nothing)."""
+    changed = await ctx["users"].upsert(email=payload.email, name=payload.name)
+    return {"email": payload.email.lower(), "changed": changed}
+
+
+@job(JobName.cleanup_temp_files)
+async def cleanup_temp_files(ctx: JobContext, payload: CleanupTempFiles) -> JobResult:
+    """Remove files older than the configured age from the configured temp directory."""
+    settings = ctx["settings"]
+    removed = await asyncio.to_thread(
+        remove_old_files, settings.temp_dir, max_age_seconds=settings.temp_max_age_seconds
+    )
+    return {"directory": str(settings.temp_dir), "removed": len(removed)}

@@ -1,0 +1,111 @@
+"""ARQ worker settings for the jobs service.
+
+``worker_options(settings)`` builds the keyword arguments of :class:`arq.worker.Worker`;
+``python -m services.jobs`` uses it. ``arq services.jobs.worker.WorkerSettings`` works too: the
+class is built from the environment on first access, not at import.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from typing import Any, cast
+
+import asyncpg
+from arq import cron, func
+from arq.connections import RedisSettings
+from arq.typing import WorkerCoroutine, WorkerSettingsBase
+
+import services.jobs.functions  # noqa: F401  (registers the job implementations)
+from services.contract import JobName
+from services.heartbeat import Heartbeat
+from services.jobs.context import WorkerContext
+from services.jobs.log_writer import LogWriter
+from services.jobs.mailer import Mailer
+from services.jobs.registry import REGISTRY
+from services.jobs.users import UserRepository
+from services.serialization import deserialize, serialize
+from services.settings import Settings, load_settings
+
+CRON_CLEANUP = "cron:" + JobName.cleanup_temp_files
+
+
+def new_worker_id() -> str:
+    """A name for this worker process, unique across hosts and restarts."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+async def on_startup(ctx: dict[str, Any]) -> None:
+    """Open the worker's resources and start its heartbeat."""
+    settings: Settings = ctx["settings"]
+    db = await asyncpg.create_pool(settings.database_dsn, min_size=1, max_size=settings.worker_max_jobs + 2)
+    ctx.update(
+        db=db,
+        mailer=Mailer.from_settings(settings),
+        log_writer=LogWriter(settings.log_file),
+        users=UserRepository(db),
+    )
+    heartbeat = Heartbeat(
+        ctx["redis"],
+        worker_id=ctx["worker_id"],
+        info={
+            "id": ctx["worker_id"],
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "queue": settings.queue_name,
+        },
+        interval=settings.heartbeat_seconds,
+    )
+    await heartbeat.start()
+    ctx["heartbeat"] = heartbeat
+
+
+async def on_shutdown(ctx: dict[str, Any]) -> None:
+    """Close what ``on_startup`` opened."""
+    context = cast(WorkerContext, ctx)
+    if "heartbeat" in context:
+        await context["heartbeat"].stop()
+    if "db" in context:
+        await context["db"].close()
+
+
+def worker_options(settings: Settings) -> dict[str, Any]:
+    """The keyword arguments of ``arq.worker.Worker`` for these settings."""
+    # ARQ's own timeout is a backstop: the job wrapper stops a job at job_timeout_seconds and
+    # records it, so ARQ never has to kill one unrecorded.
+    backstop = settings.job_timeout_seconds + 5
+    functions = [
+        func(cast(WorkerCoroutine, REGISTRY[name]), name=name.value, timeout=backstop, max_tries=settings.job_max_tries)
+        for name in JobName
+    ]
+    return {
+        "functions": functions,
+        "cron_jobs": [
+            cron(
+                cast(WorkerCoroutine, REGISTRY[JobName.cleanup_temp_files]),
+                name=CRON_CLEANUP,
+                second=0,
+                timeout=backstop,
+            )
+        ],
+        "redis_settings": RedisSettings.from_dsn(str(settings.redis_url)),
+        "queue_name": settings.queue_name,
+        "on_startup": on_startup,
+        "on_shutdown": on_shutdown,
+        "job_serializer": serialize,
+        "job_deserializer": deserialize,
+        "max_jobs": settings.worker_max_jobs,
+        "job_timeout": backstop,
+        "keep_result": settings.keep_result_seconds,
+        "max_tries": settings.job_max_tries,
+        "health_check_interval": settings.heartbeat_seconds,
+        "ctx": {"settings": settings, "worker_id": new_worker_id()},
+    }
+
+
+def __getattr__(name: str) -> type[WorkerSettingsBase]:
+    # `arq services.jobs.worker.WorkerSettings`: built on first access, from the environment.
+    if name == "WorkerSettings":
+        return cast(type[WorkerSettingsBase], type("WorkerSettings", (), worker_options(load_settings())))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

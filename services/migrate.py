@@ -1,0 +1,140 @@
+"""Apply ``migrations/NNNN_name.sql`` in order: ``python -m services.migrate``.
+
+Each file runs in its own transaction under a Postgres advisory lock, so two migrators never
+race, and is recorded with its SHA-256. A file that changed after it was applied is refused. The
+target database is created first when it does not exist yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from services.settings import Settings, load_settings
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+_LOCK_KEY = 0x61667477  # "aftw": one advisory lock for every migrator of this schema
+_FILE_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+class MigrationError(Exception):
+    """A migration cannot be applied: a bad file name, or an applied file that changed."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One SQL file of the migrations directory."""
+
+    version: str
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        """SHA-256 of the file's text, recorded when it is applied."""
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """Read every migration file of ``directory`` in version order."""
+    migrations: list[Migration] = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _FILE_NAME.match(path.name)
+        if match is None:
+            raise MigrationError(f"{path.name}: migration files are named NNNN_lower_case_name.sql")
+        migrations.append(Migration(version=match.group(1), name=path.name, sql=path.read_text("utf-8")))
+    versions = [m.version for m in migrations]
+    if len(set(versions)) != len(versions):
+        raise MigrationError(f"two migration files share a version number in {directory}")
+    return migrations
+
+
+async def apply(conn: asyncpg.Connection, migrations: list[Migration]) -> list[str]:
+    """Apply the migrations not applied yet; return the names of those applied now."""
+    await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+    try:
+        await conn.execute(
+            """
+            CREATE TABLE IF NOT EXISTS schema_migrations (
+                version text PRIMARY KEY,
+                name text NOT NULL,
+                checksum text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )
+            """
+        )
+        rows = await conn.fetch("SELECT version, name, checksum FROM schema_migrations")
+        applied = {row["version"]: row for row in rows}
+        done: list[str] = []
+        for migration in migrations:
+            row = applied.get(migration.version)
+            if row is not None:
+                if row["checksum"] != migration.checksum:
+                    raise MigrationError(
+                        f"{migration.name} was changed after it was applied (as {row['name']}); "
+                        "add a new migration instead of editing an applied one"
+                    )
+                continue
+            async with conn.transaction():
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                    migration.version,
+                    migration.name,
+                    migration.checksum,
+                )
+            done.append(migration.name)
+        return done
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+
+
+async def ensure_database(settings: Settings) -> None:
+    """Create the configured database when it does not exist (a fresh machine's first run)."""
+    try:
+        conn = await asyncpg.connect(settings.database_dsn)
+    except asyncpg.InvalidCatalogNameError:
+        database = (settings.database_url.path or "").lstrip("/")
+        admin = await asyncpg.connect(settings.database_dsn, database="postgres")
+        try:
+            await admin.execute(f"CREATE DATABASE {_quote_ident(database)}")
+        finally:
+            await admin.close()
+    else:
+        await conn.close()
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def migrate(settings: Settings, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Create the database if needed and apply pending migrations."""
+    migrations = discover(directory)
+    await ensure_database(settings)
+    conn = await asyncpg.connect(settings.database_dsn)
+    try:
+        return await apply(conn, migrations)
+    finally:
+        await conn.close()
+
+
+def main() -> None:
+    """Entry point of ``make migrate``."""
+    settings = load_settings()
+    try:
+        done = asyncio.run(migrate(settings))
+    except MigrationError as exc:
+        sys.stderr.write(f"migrate: {exc}\n")
+        raise SystemExit(1) from None
+    print("migrate: applied " + ", ".join(done) if done else "migrate: database is up to date")
+
+
+if __name__ == "__main__":
+    main()

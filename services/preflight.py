@@ -1,0 +1,103 @@
+"""``python -m services.preflight``: say whether what the stack needs can be reached, and how to fix it.
+
+``make run`` calls it before starting anything; ``make check`` adds the SMTP server and the
+workers' heartbeats. The exit status is 1 when something is down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable
+
+import asyncpg
+from redis.asyncio import Redis
+
+from services.heartbeat import live_workers
+from services.settings import Settings, load_settings
+
+_TIMEOUT = 3.0
+
+HOW_TO_START = {
+    "postgres": (
+        "start it (Debian: `pg_ctlcluster 15 main start`; macOS: `brew services start postgresql`; "
+        "Docker: `docker compose up -d postgres`) or point DATABASE_URL at a running server"
+    ),
+    "redis": (
+        "start it (`redis-server --daemonize yes`; Docker: `docker compose up -d redis`) "
+        "or point REDIS_URL at a running server"
+    ),
+    "smtp": "start one (`make run` starts a catcher) or point SMTP_HOST/SMTP_PORT at a server",
+    "workers": "start a worker: `python -m services.jobs` (or `make run`)",
+}
+
+
+async def _postgres(settings: Settings) -> None:
+    # The server, not the database: `make migrate` creates the database when it is missing.
+    conn = await asyncpg.connect(settings.database_dsn, database="postgres", timeout=_TIMEOUT)
+    await conn.close()
+
+
+async def _redis(settings: Settings) -> None:
+    redis = Redis.from_url(str(settings.redis_url), socket_connect_timeout=_TIMEOUT)
+    try:
+        await redis.ping()
+    finally:
+        await redis.aclose()
+
+
+async def _smtp(settings: Settings) -> None:
+    _reader, writer = await asyncio.open_connection(settings.smtp_host, settings.smtp_port)
+    writer.close()
+    await writer.wait_closed()
+
+
+async def _workers(settings: Settings) -> None:
+    redis = Redis.from_url(str(settings.redis_url), socket_connect_timeout=_TIMEOUT)
+    try:
+        if not await live_workers(redis, stale_after_seconds=settings.worker_stale_after_seconds):
+            raise RuntimeError("no worker heartbeat")
+    finally:
+        await redis.aclose()
+
+
+async def _check(name: str, target: str, probe: Awaitable[None]) -> bool:
+    try:
+        async with asyncio.timeout(_TIMEOUT + 1):
+            await probe
+    except Exception as exc:
+        reason = str(exc) or type(exc).__name__
+        sys.stderr.write(f"  {name:<8} DOWN at {target}: {reason}\n           -> {HOW_TO_START[name]}\n")
+        return False
+    print(f"  {name:<8} ok   at {target}")
+    return True
+
+
+async def preflight(settings: Settings, *, smtp: bool, workers: bool) -> bool:
+    """Check each dependency in turn; True when all are up."""
+    pg_target = f"{settings.database_url.hosts()[0].get('host')}:{settings.database_url.hosts()[0].get('port')}"
+    redis_target = f"{settings.redis_url.host}:{settings.redis_url.port}"
+    results = [
+        await _check("postgres", pg_target, _postgres(settings)),
+        await _check("redis", redis_target, _redis(settings)),
+    ]
+    if smtp:
+        results.append(await _check("smtp", f"{settings.smtp_host}:{settings.smtp_port}", _smtp(settings)))
+    if workers:
+        results.append(await _check("workers", redis_target, _workers(settings)))
+    return all(results)
+
+
+def main() -> None:
+    """Entry point of ``make run`` (Postgres and Redis) and ``make check`` (everything)."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workers", action="store_true", help="also check SMTP and worker heartbeats")
+    args = parser.parse_args()
+    settings = load_settings()
+    if not asyncio.run(preflight(settings, smtp=args.workers, workers=args.workers)):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

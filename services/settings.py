@@ -1,0 +1,94 @@
+"""Configuration for both services, read once from the environment (and ``.env`` when present).
+
+Each field is one documented environment variable of the same name in upper case. Build a
+:class:`Settings` with :func:`load_settings` at a process's entry point and pass it down; nothing
+else reads the environment.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, PostgresDsn, RedisDsn, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting of the gateway and the jobs worker."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = Field(
+        default="development", description="Where this runs; production refuses development defaults."
+    )
+    database_url: PostgresDsn = Field(
+        default=PostgresDsn("postgresql://postgres@127.0.0.1:5432/afterword"),
+        description="Postgres holding the users table and the jobs ledger.",
+    )
+    redis_url: RedisDsn = Field(
+        default=RedisDsn("redis://127.0.0.1:6379/0"), description="Redis that carries the ARQ queue."
+    )
+    queue_name: str = Field(default="afterword:queue", min_length=1, description="ARQ queue (sorted set) name.")
+
+    smtp_host: str = Field(default="127.0.0.1", min_length=1, description="SMTP server host.")
+    smtp_port: int = Field(default=1025, ge=1, le=65535, description="SMTP server port.")
+    smtp_username: str | None = Field(default=None, description="SMTP login user; no login when unset.")
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP login password.")
+    smtp_starttls: bool = Field(default=False, description="Upgrade the SMTP connection with STARTTLS.")
+    smtp_timeout: float = Field(default=10.0, gt=0, description="Seconds to wait on the SMTP server.")
+    mail_from: str = Field(
+        default="Afterword <noreply@afterword.localhost>",
+        min_length=3,
+        description="From header of every email.",
+    )
+
+    log_file: Path = Field(default=Path("var/afterword.log"), description="File that write_log appends to.")
+    temp_dir: Path = Field(default=Path("var/tmp"), description="Directory cleaned by cleanup_temp_files.")
+    temp_max_age_seconds: int = Field(
+        default=3600, ge=1, description="cleanup_temp_files removes files older than this."
+    )
+
+    gateway_host: str = Field(default="127.0.0.1", description="Address the gateway listens on.")
+    gateway_port: int = Field(default=8000, ge=1, le=65535, description="Port the gateway listens on.")
+    max_body_bytes: int = Field(default=65_536, ge=1024, description="Larger request bodies get 413.")
+
+    worker_max_jobs: int = Field(default=10, ge=1, description="Jobs one worker process runs at once.")
+    job_timeout_seconds: float = Field(default=60.0, gt=0, description="A job running longer is stopped.")
+    job_max_tries: int = Field(default=5, ge=1, description="Attempts of a job with transient errors.")
+    retry_base_delay_seconds: float = Field(
+        default=1.0, gt=0, description="First retry delay; doubles per attempt, with jitter."
+    )
+    keep_result_seconds: int = Field(default=3600, ge=0, description="How long ARQ keeps a job's result.")
+    heartbeat_seconds: float = Field(default=5.0, gt=0, description="How often a worker says it is alive.")
+
+    @field_validator("mail_from")
+    @classmethod
+    def _single_line_from(cls, value: str) -> str:
+        if "\r" in value or "\n" in value or "@" not in value:
+            raise ValueError("must be one address such as 'Name <user@example.com>'")
+        return value
+
+    @property
+    def database_dsn(self) -> str:
+        """The Postgres DSN as the plain string asyncpg takes."""
+        return str(self.database_url)
+
+    @property
+    def worker_stale_after_seconds(self) -> float:
+        """A worker whose last heartbeat is older than this is counted as gone."""
+        return self.heartbeat_seconds * 3
+
+
+def load_settings() -> Settings:
+    """Build the settings, or stop the process with a message naming each invalid setting."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = str(error["loc"][0]).upper() if error["loc"] else "settings"
+            lines.append(f"  {name}: {error['msg']}")
+        sys.stderr.write("afterword: invalid configuration\n" + "\n".join(lines) + "\n")
+        raise SystemExit(2) from None

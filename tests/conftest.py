@@ -1,0 +1,54 @@
+"""Fixtures shared by unit and integration tests: a migrated throwaway database, an SMTP sink."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+
+from tests.support.database import create_database, drop_database
+from tests.support.smtp_sink import SmtpSink
+
+
+@pytest.fixture(scope="session")
+async def database_dsn() -> AsyncIterator[str]:
+    """A migrated database for this test session, dropped at its end."""
+    dsn = await create_database()
+    try:
+        yield dsn
+    finally:
+        await drop_database(dsn)
+
+
+@pytest.fixture(scope="session")
+async def db_pool(database_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the session's database."""
+    pool = await asyncpg.create_pool(database_dsn, min_size=1, max_size=8)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+async def conn(db_pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A connection inside a transaction that is rolled back after the test."""
+    async with db_pool.acquire() as connection:
+        transaction = connection.transaction()
+        await transaction.start()
+        try:
+            yield connection
+        finally:
+            await transaction.rollback()
+
+
+@pytest.fixture(scope="session")
+def smtp_sink() -> Iterator[SmtpSink]:
+    """A real SMTP server in this process for the whole session."""
+    sink = SmtpSink()
+    sink.start()
+    try:
+        yield sink
+    finally:
+        sink.stop()
