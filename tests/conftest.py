@@ -32,15 +32,16 @@ async def db_pool(database_dsn: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture
-async def conn(db_pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+async def conn(database_dsn: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection inside a transaction that is rolled back after the test."""
-    async with db_pool.acquire() as connection:
-        transaction = connection.transaction()
-        await transaction.start()
-        try:
-            yield connection
-        finally:
-            await transaction.rollback()
+    connection = await asyncpg.connect(database_dsn)
+    transaction = connection.transaction()
+    await transaction.start()
+    try:
+        yield connection
+    finally:
+        await transaction.rollback()
+        await connection.close()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,100 @@
+"""Bad input gets a clear error naming the field, and queues nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.observers import Observer
+
+
+@pytest.fixture
+async def nothing_queued(observer: Observer) -> AsyncIterator[None]:
+    """Fail the test if the ledger or the ARQ queue grew while it ran."""
+    before = await observer.queued_count()
+    yield
+    assert await observer.queued_count() == before, "a refused request queued something"
+
+
+def locations(response: httpx.Response) -> list[list[Any]]:
+    assert response.status_code == 422, response.text
+    return [error["loc"] for error in response.json()["detail"]]
+
+
+@pytest.mark.usefixtures("nothing_queued")
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"email": "not-an-email", "name": "Ada"}, ["body", "email"]),
+        ({"email": "ada@example.com\r\nBcc: eve@example.com", "name": "Ada"}, ["body", "email"]),
+        ({"email": "ada@example.com", "name": "Ada\r\nBcc: eve@example.com"}, ["body", "name"]),
+        ({"email": "ada@example.com", "name": "Ada\u2028Bcc"}, ["body", "name"]),
+        ({"email": "ada@example.com", "name": ""}, ["body", "name"]),
+        ({"email": "ada@example.com"}, ["body", "name"]),
+        ({"email": "ada@example.com", "name": "Ada", "admin": True}, ["body", "admin"]),
+        ({"email": 42, "name": "Ada"}, ["body", "email"]),
+    ],
+)
+async def test_signup_refuses_bad_fields(client: httpx.AsyncClient, body: dict[str, Any], field: list[Any]) -> None:
+    assert field in locations(await client.post("/signup", json=body))
+
+
+@pytest.mark.usefixtures("nothing_queued")
+async def test_malformed_json_is_422(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/signup", content=b'{"email": "ada@example.com", "name": ', headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["type"] == "json_invalid"
+
+
+@pytest.mark.usefixtures("nothing_queued")
+async def test_unknown_job_name_is_422_on_name(client: httpx.AsyncClient) -> None:
+    assert ["body", "name"] in locations(await client.post("/jobs", json={"name": "rm_rf", "payload": {}}))
+
+
+@pytest.mark.usefixtures("nothing_queued")
+@pytest.mark.parametrize(
+    ("job", "field"),
+    [
+        ({"name": "write_log", "payload": {"message": 12}}, ["body", "payload", "message"]),
+        ({"name": "write_log", "payload": {}}, ["body", "payload", "message"]),
+        ({"name": "write_log", "payload": {"message": "a\x00b"}}, ["body", "payload", "message"]),
+        ({"name": "send_email", "payload": {"to": "x@example.com", "subject": "a\nBcc: e@x.io", "body": ""}},
+         ["body", "payload", "subject"]),
+        ({"name": "send_email", "payload": {"to": ["x@example.com"], "subject": "s", "body": "b"}},
+         ["body", "payload", "to"]),
+        ({"name": "update_user", "payload": {"email": "x@example.com", "name": "n", "role": "admin"}},
+         ["body", "payload", "role"]),
+        ({"name": "write_log", "payload": {"message": "m"}, "defer_by": -1}, ["body", "defer_by"]),
+        ({"name": "write_log", "payload": "message"}, ["body", "payload"]),
+    ],
+)  # fmt: skip
+async def test_jobs_refuses_bad_payloads(client: httpx.AsyncClient, job: dict[str, Any], field: list[Any]) -> None:
+    assert field in locations(await client.post("/jobs", json=job))
+
+
+@pytest.mark.usefixtures("nothing_queued")
+async def test_send_refuses_a_non_string_message(client: httpx.AsyncClient) -> None:
+    assert ["body", "message"] in locations(await client.post("/send", json={"message": ["x"]}))
+
+
+@pytest.mark.usefixtures("nothing_queued")
+async def test_an_oversized_body_is_413(client: httpx.AsyncClient) -> None:
+    response = await client.post("/send", json={"message": "x" * 200_000})
+    assert response.status_code == 413
+
+
+@pytest.mark.usefixtures("nothing_queued")
+async def test_an_oversized_chunked_body_is_413(client: httpx.AsyncClient) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"message": "'
+        for _ in range(100):
+            yield b"x" * 4096
+        yield b'"}'
+
+    response = await client.post("/send", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413
