@@ -22,7 +22,13 @@ $(VENV)/.installed: pyproject.toml uv.lock
 run: install ## Migrate, then run gateway + jobs worker + SMTP catcher in the foreground (Ctrl-C stops all)
 	@$(BIN)/python -m services.preflight
 	@$(BIN)/python -m services.migrate
-	@$(BIN)/honcho --procfile Procfile.dev start
+	@# A fresh development API key, unless API_KEYS is set here or in .env (honcho lets .env win).
+	@if [ -z "$${API_KEYS:-}" ] && ! grep -qsE '^[[:space:]]*(export[[:space:]]+)?API_KEYS=' .env; then \
+		API_KEYS=$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(24))'); export API_KEYS; \
+		echo "Development API key: $$API_KEYS"; \
+		echo "  curl -X POST -H \"Authorization: Bearer $$API_KEYS\" http://127.0.0.1:$${GATEWAY_PORT:-8000}/process"; \
+	fi; \
+	exec $(BIN)/honcho --procfile Procfile.dev start
 
 migrate: install ## Apply migrations/*.sql to DATABASE_URL (creates the database if missing)
 	@$(BIN)/python -m services.migrate

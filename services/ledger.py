@@ -95,7 +95,7 @@ async def insert_jobs(db: Executor, jobs: Sequence[NewJob]) -> None:
 
 async def get_job(db: Executor, job_id: str) -> JobRecord | None:
     """The ledger row of one job, or None."""
-    row = await db.fetchrow(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = $1", job_id)  # noqa: S608 (constant columns)
+    row = await db.fetchrow(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = $1", job_id)
     return None if row is None else _record(row)
 
 
@@ -118,41 +118,58 @@ async def get_attempts(db: Executor, job_id: str) -> list[Attempt]:
     ]
 
 
-async def start_attempt(db: asyncpg.Pool, *, job_id: str, job_try: int, worker: str) -> JobStatus | None:
-    """Mark a job in progress and open its attempt.
+@dataclass(frozen=True)
+class Started:
+    """What :func:`start_attempt` found: the status before this start, and this attempt's number."""
 
-    Returns the job's status before this start, or None when the ledger has no row for it (a
-    cron run). A job already in a final state is left alone: the caller must not run it again.
+    previous: JobStatus | None
+    attempt: int
+
+    @property
+    def may_run(self) -> bool:
+        """False when the job already ended (succeeded, failed or cancelled meanwhile)."""
+        return self.previous is None or not self.previous.is_final
+
+
+async def start_attempt(db: asyncpg.Pool, *, job_id: str, worker: str) -> Started:
+    """Mark a job in progress and open its next attempt.
+
+    An attempt left open by a worker that died is closed as ``interrupted`` first. For a job the
+    ledger does not know (a cron run) ``previous`` is None and nothing is written; for a job already
+    in a final state nothing is written either, and the caller must not run it.
     """
     async with db.acquire() as conn, conn.transaction():
         status = await conn.fetchval("SELECT status FROM jobs WHERE id = $1 FOR UPDATE", job_id)
         if status is None:
-            return None
+            return Started(previous=None, attempt=0)
         previous = JobStatus(status)
         if previous.is_final:
-            return previous
+            return Started(previous=previous, attempt=0)
         await conn.execute(
-            "UPDATE jobs SET status = 'in_progress', tries = $2, started_at = clock_timestamp(), "
-            "error = NULL, updated_at = clock_timestamp() WHERE id = $1",
+            "UPDATE job_attempts SET outcome = 'interrupted', finished_at = clock_timestamp(), "
+            "error = 'the worker stopped before the attempt ended' WHERE job_id = $1 AND outcome IS NULL",
             job_id,
-            job_try,
         )
-        await conn.execute(
-            "INSERT INTO job_attempts (job_id, try, worker) VALUES ($1, $2, $3) "
-            "ON CONFLICT (job_id, try) DO UPDATE SET worker = EXCLUDED.worker, "
-            "started_at = clock_timestamp(), finished_at = NULL, outcome = NULL, error = NULL",
+        attempt: int = await conn.fetchval(
+            "INSERT INTO job_attempts (job_id, try, worker) "
+            "SELECT $1, COALESCE(max(try), 0) + 1, $2 FROM job_attempts WHERE job_id = $1 RETURNING try",
             job_id,
-            job_try,
             worker,
         )
-        return previous
+        await conn.execute(
+            "UPDATE jobs SET status = 'in_progress', tries = $2, started_at = clock_timestamp(), "
+            "finished_at = NULL, updated_at = clock_timestamp() WHERE id = $1",
+            job_id,
+            attempt,
+        )
+        return Started(previous=previous, attempt=attempt)
 
 
 async def finish_attempt(
     db: asyncpg.Pool,
     *,
     job_id: str,
-    job_try: int,
+    attempt: int,
     status: JobStatus,
     result: Any = None,
     error: str | None = None,
@@ -160,29 +177,102 @@ async def finish_attempt(
     """Record how an attempt ended and the job's resulting status.
 
     ``status`` is the job's new status: ``succeeded``/``failed`` end it, ``retrying`` means ARQ
-    will run it again, ``queued`` means it was interrupted and handed back.
+    will run it again, ``queued`` means it was interrupted and handed back. A job already final
+    (cancelled meanwhile) keeps its status; its attempt is then recorded as ``cancelled``.
     """
-    outcome = {JobStatus.queued: "interrupted"}.get(status, status.value)
-    final = status.is_final
+    outcome = "interrupted" if status is JobStatus.queued else status.value
     async with db.acquire() as conn, conn.transaction():
-        await conn.execute(
+        updated = await conn.fetchval(
             "UPDATE jobs SET status = $2, result = $3, error = $4, updated_at = clock_timestamp(), "
             "finished_at = CASE WHEN $5 THEN clock_timestamp() ELSE NULL END "
-            "WHERE id = $1 AND status NOT IN ('succeeded', 'failed', 'cancelled')",
+            "WHERE id = $1 AND status NOT IN ('succeeded', 'failed', 'cancelled') RETURNING 1",
             job_id,
             status.value,
             None if result is None else json.dumps(result, default=str),
             error,
-            final,
+            status.is_final,
         )
         await conn.execute(
             "UPDATE job_attempts SET finished_at = clock_timestamp(), outcome = $3, error = $4 "
             "WHERE job_id = $1 AND try = $2",
             job_id,
-            job_try,
-            outcome,
+            attempt,
+            outcome if updated else "cancelled",
             error,
         )
+
+
+async def settle(db: Executor, *, job_id: str, status: JobStatus, result: Any = None, error: str | None = None) -> bool:
+    """Set a job's status from outside a run (sweep, cancel); never changes a job already final.
+
+    Returns True when the row changed. Open attempts are closed with the same outcome.
+    """
+    changed = await db.fetchval(
+        "UPDATE jobs SET status = $2, result = COALESCE($3, result), error = $4, updated_at = clock_timestamp(), "
+        "finished_at = CASE WHEN $5 THEN clock_timestamp() ELSE finished_at END "
+        "WHERE id = $1 AND status NOT IN ('succeeded', 'failed', 'cancelled') RETURNING 1",
+        job_id,
+        status.value,
+        None if result is None else json.dumps(result, default=str),
+        error,
+        status.is_final,
+    )
+    if changed and status.is_final:
+        await db.execute(
+            "UPDATE job_attempts SET finished_at = clock_timestamp(), outcome = $2, error = $3 "
+            "WHERE job_id = $1 AND outcome IS NULL",
+            job_id,
+            status.value,
+            error,
+        )
+    return bool(changed)
+
+
+async def requeue_for_retry(db: Executor, *, job_id: str) -> JobRecord | None:
+    """Put a failed or cancelled job back to ``queued`` (POST /jobs/{id}/retry); None if it is not one."""
+    row = await db.fetchrow(
+        "UPDATE jobs SET status = 'queued', error = NULL, result = NULL, finished_at = NULL, "
+        "run_at = clock_timestamp(), updated_at = clock_timestamp() "
+        f"WHERE id = $1 AND status IN ('failed', 'cancelled') RETURNING {_JOB_COLUMNS}",
+        job_id,
+    )
+    return None if row is None else _record(row)
+
+
+async def unsettled(db: Executor, *, idle_seconds: float, limit: int = 500) -> list[JobRecord]:
+    """Jobs not yet ended whose row has not changed for ``idle_seconds`` (what the sweep checks)."""
+    rows = await db.fetch(
+        f"SELECT {_JOB_COLUMNS} FROM jobs "
+        "WHERE status IN ('queued', 'deferred', 'retrying', 'in_progress') "
+        "AND updated_at < clock_timestamp() - make_interval(secs => $1) "
+        "ORDER BY updated_at LIMIT $2",
+        idle_seconds,
+        limit,
+    )
+    return [_record(row) for row in rows]
+
+
+async def list_jobs(
+    db: Executor,
+    *,
+    status: JobStatus | None,
+    name: str | None,
+    limit: int,
+    before: tuple[datetime, str] | None,
+) -> list[JobRecord]:
+    """Jobs newest first, optionally filtered, paginated by ``(enqueued_at, id)`` keyset."""
+    rows = await db.fetch(
+        f"SELECT {_JOB_COLUMNS} FROM jobs "
+        "WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR name = $2) "
+        "AND ($3::timestamptz IS NULL OR (enqueued_at, id) < ($3, $4)) "
+        "ORDER BY enqueued_at DESC, id DESC LIMIT $5",
+        None if status is None else status.value,
+        name,
+        None if before is None else before[0],
+        None if before is None else before[1],
+        limit,
+    )
+    return [_record(row) for row in rows]
 
 
 async def effect_done(db: Executor, *, job_id: str, effect: str) -> bool:

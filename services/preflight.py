@@ -21,11 +21,11 @@ _TIMEOUT = 3.0
 
 HOW_TO_START = {
     "postgres": (
-        "start it (Debian: `pg_ctlcluster 15 main start`; macOS: `brew services start postgresql`; "
-        "Docker: `docker compose up -d postgres`) or point DATABASE_URL at a running server"
+        "start it (Debian: `pg_ctlcluster 15 main start`; macOS: `brew services start postgresql`) "
+        "or point DATABASE_URL at a running server"
     ),
     "redis": (
-        "start it (`redis-server --daemonize yes`; Docker: `docker compose up -d redis`) "
+        "start it (`redis-server --daemonize yes`; macOS: `brew services start redis`) "
         "or point REDIS_URL at a running server"
     ),
     "smtp": "start one (`make run` starts a catcher) or point SMTP_HOST/SMTP_PORT at a server",

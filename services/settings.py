@@ -7,28 +7,42 @@ else reads the environment.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, PostgresDsn, RedisDsn, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, PostgresDsn, RedisDsn, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_API_KEY = re.compile(r"[!-~]+")
+"""An API key: printable ASCII, no spaces (it travels in a header)."""
 
 
 class Settings(BaseSettings):
     """Every setting of the gateway and the jobs worker."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # hide_input_in_errors: a ValidationError's text never quotes a value (an API key, a password).
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        hide_input_in_errors=True,
+        env_ignore_empty=True,
+    )
 
     environment: Literal["development", "test", "production"] = Field(
         default="development", description="Where this runs; production refuses development defaults."
     )
     database_url: PostgresDsn = Field(
+        repr=False,  # it may hold a password
         default=PostgresDsn("postgresql://postgres@127.0.0.1:5432/afterword"),
         description="Postgres holding the users table and the jobs ledger.",
     )
     redis_url: RedisDsn = Field(
-        default=RedisDsn("redis://127.0.0.1:6379/0"), description="Redis that carries the ARQ queue."
+        repr=False,  # it may hold a password
+        default=RedisDsn("redis://127.0.0.1:6379/0"),
+        description="Redis that carries the ARQ queue.",
     )
     queue_name: str = Field(default="afterword:queue", min_length=1, description="ARQ queue (sorted set) name.")
 
@@ -53,6 +67,15 @@ class Settings(BaseSettings):
     gateway_host: str = Field(default="127.0.0.1", description="Address the gateway listens on.")
     gateway_port: int = Field(default=8000, ge=1, le=65535, description="Port the gateway listens on.")
     max_body_bytes: int = Field(default=65_536, ge=1024, description="Larger request bodies get 413.")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        validate_default=True,
+        description=(
+            "Keys that every POST and DELETE must carry (Authorization: Bearer <key> or X-API-Key: <key>), "
+            "comma-separated as plain text, not JSON (API_KEYS=key1,key2; blanks around keys are trimmed). "
+            "Empty: no key is asked for, which production refuses."
+        ),
+    )
 
     worker_max_jobs: int = Field(default=10, ge=1, description="Jobs one worker process runs at once.")
     job_timeout_seconds: float = Field(default=60.0, gt=0, description="A job running longer is stopped.")
@@ -62,12 +85,41 @@ class Settings(BaseSettings):
     )
     keep_result_seconds: int = Field(default=3600, ge=0, description="How long ARQ keeps a job's result.")
     heartbeat_seconds: float = Field(default=5.0, gt=0, description="How often a worker says it is alive.")
+    lease_seconds: float = Field(
+        default=9.0, ge=1, description="A killed worker's running jobs are taken over after this long."
+    )
+    shutdown_grace_seconds: int = Field(
+        default=20, ge=0, description="On SIGTERM, running jobs get this long to finish before they are handed back."
+    )
+    sweep_every_seconds: int = Field(
+        default=5, ge=1, le=60, description="How often the recovery sweep reconciles the ledger with Redis."
+    )
+    sweep_idle_seconds: float = Field(
+        default=10.0, gt=0, description="The sweep checks unfinished jobs whose row has not changed for this long."
+    )
 
     @field_validator("mail_from")
     @classmethod
     def _single_line_from(cls, value: str) -> str:
         if "\r" in value or "\n" in value or "@" not in value:
             raise ValueError("must be one address such as 'Name <user@example.com>'")
+        return value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _usable_keys(cls, value: list[SecretStr], info: ValidationInfo) -> list[SecretStr]:
+        # The messages never quote a key.
+        if not all(_API_KEY.fullmatch(key.get_secret_value()) for key in value):
+            raise ValueError("each key must be printable ASCII without spaces (keys are separated by commas)")
+        if not value and info.data.get("environment") == "production":
+            raise ValueError("ENVIRONMENT=production needs at least one API key: set API_KEYS=key1[,key2...]")
         return value
 
     @property

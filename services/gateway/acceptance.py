@@ -20,19 +20,9 @@ from redis.exceptions import RedisError
 
 from services import ledger
 from services.contract import JobName, JobStatus, Payload
-from services.gateway.errors import ServiceUnavailable
+from services.gateway.errors import DATABASE_ERRORS, ServiceUnavailable
 
 log = logging.getLogger("afterword.gateway")
-
-DATABASE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.TooManyConnectionsError,
-)
 
 
 @dataclass(frozen=True)

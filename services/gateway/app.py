@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.gateway import errors
+from services.gateway import auth, errors
 from services.gateway.body_limit import BodyLimitMiddleware
+from services.gateway.idempotency import IdempotencyMiddleware
 from services.gateway.routes import health, jobs, seed
 from services.gateway.state import lifespan_for
 from services.settings import Settings
@@ -14,6 +15,10 @@ DESCRIPTION = """
 Durable background jobs for FastAPI. Every endpoint that starts work records the job in the jobs
 ledger, queues it for the jobs service and answers **202** at once with the job ids and their
 status URLs; `GET /jobs/{id}` tells how each one went.
+
+Every POST takes an optional `Idempotency-Key` header: the same key with the same request answers
+the first response again and starts nothing. When API keys are configured, every POST and DELETE
+needs `Authorization: Bearer <key>` or `X-API-Key: <key>`; reads stay open.
 """
 
 
@@ -24,7 +29,10 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan_for(settings),
+        dependencies=auth.dependencies(settings),
     )
+    auth.document(app)
+    app.add_middleware(IdempotencyMiddleware)  # inside the body limit, which bounds what it reads
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     errors.install(app)
     app.include_router(seed.router)

@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
+"""Errors that mean Postgres cannot be reached: answered with 503, never 500."""
 
 
 class GatewayError(Exception):
@@ -28,6 +40,18 @@ class NotFound(GatewayError):
     status_code = 404
 
 
+class Conflict(GatewayError):
+    """The job is not in a state that allows this."""
+
+    status_code = 409
+
+
+async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(
+        {"detail": "the jobs ledger (Postgres) is unavailable"}, status_code=503, headers={"Retry-After": "5"}
+    )
+
+
 async def _handle(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, GatewayError)
     headers = {"Retry-After": "5"} if isinstance(exc, ServiceUnavailable) else None
@@ -37,3 +61,5 @@ async def _handle(request: Request, exc: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     """Register the handlers of the gateway's errors on ``app``."""
     app.add_exception_handler(GatewayError, _handle)
+    for error in DATABASE_ERRORS:
+        app.add_exception_handler(error, _database_down)

@@ -101,3 +101,24 @@ class JobView(BaseModel):
     finished_at: Timestamp | None
     request_id: str | None
     attempts: list[AttemptView]
+
+
+class JobSummary(BaseModel):
+    """A job in a listing."""
+
+    id: str
+    name: str
+    status: JobStatus
+    tries: int
+    error: str | None
+    enqueued_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+
+
+class JobPage(BaseModel):
+    """One page of GET /jobs, newest first."""
+
+    jobs: list[JobSummary]
+    next_cursor: str | None = Field(description="Pass as ``cursor`` for the next page; null on the last page.")
+    next: str | None = Field(description="The URL of the next page; null on the last page.")

@@ -9,6 +9,7 @@ import asyncpg
 from arq.connections import ArqRedis
 
 from services.heartbeat import Heartbeat
+from services.jobs.leases import LeaseKeeper
 from services.jobs.log_writer import LogWriter
 from services.jobs.mailer import Mailer
 from services.jobs.users import UserRepository
@@ -26,6 +27,7 @@ class WorkerContext(TypedDict):
     log_writer: LogWriter
     users: UserRepository
     heartbeat: Heartbeat
+    leases: LeaseKeeper
 
 
 class JobContext(WorkerContext):
@@ -33,5 +35,6 @@ class JobContext(WorkerContext):
 
     job_id: str
     job_try: int
+    attempt: int
     enqueue_time: datetime
     score: int

@@ -52,6 +52,6 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def retry_delay(job_try: int, *, base: float, cap: float = 300.0) -> float:
-    """Seconds to wait before try ``job_try + 1``: exponential backoff with full jitter."""
+    """Seconds to wait before try ``job_try + 1``: exponential backoff, jittered in its upper half."""
     ceiling = min(cap, base * 2 ** max(job_try - 1, 0))
     return random.uniform(ceiling / 2, ceiling)

@@ -40,9 +40,9 @@ async def write_log(ctx: JobContext, payload: WriteLog) -> JobResult:
     job_id = ctx["job_id"]
     if await ledger.effect_done(ctx["db"], job_id=job_id, effect="log_line"):
         return {"file": str(ctx["log_writer"].path), "written_now": False}
-    line = await ctx["log_writer"].write(job_id=job_id, message=payload.message)
+    line, written = await ctx["log_writer"].write(job_id=job_id, message=payload.message, rerun=ctx["attempt"] > 1)
     await ledger.record_effect(ctx["db"], job_id=job_id, effect="log_line", detail={"line": line})
-    return {"file": str(ctx["log_writer"].path), "written_now": True}
+    return {"file": str(ctx["log_writer"].path), "written_now": written}
 
 
 @job(JobName.update_user)
@@ -52,7 +52,7 @@ async def update_user(ctx: JobContext, payload: UpdateUser) -> JobResult:
     return {"email": payload.email.lower(), "changed": changed}
 
 
-@job(JobName.cleanup_temp_files)
+@job(JobName.cleanup_temp_files, tries=1)
 async def cleanup_temp_files(ctx: JobContext, payload: CleanupTempFiles) -> JobResult:
     """Remove files older than the configured age from the configured temp directory."""
     settings = ctx["settings"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 
@@ -32,8 +33,8 @@ class Mailer:
         self._password = password
         self._starttls = starttls
         self._timeout = timeout
-        domain = parseaddr(sender)[1].rpartition("@")[2]
-        self._domain = domain or "afterword.localhost"
+        address = parseaddr(sender)[1]
+        self._domain = address.rpartition("@")[2] if "@" in address else "afterword.localhost"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Mailer:
@@ -67,27 +68,45 @@ class Mailer:
         return message
 
     async def send(self, message: EmailMessage) -> None:
-        """Deliver ``message``; raise TransientError or PermanentError when the server refuses."""
+        """Deliver ``message``; raise TransientError or PermanentError when the server refuses.
+
+        On any error or cancellation the connection is dropped at once, never closed with QUIT: a
+        server still busy with our DATA must see the client gone and not deliver, rather than answer
+        250 to a sender that has already given up (which would then send the message twice).
+        """
+        client = aiosmtplib.SMTP(
+            hostname=self._host, port=self._port, timeout=self._timeout, use_tls=False, start_tls=False
+        )
         try:
-            await aiosmtplib.send(
-                message,
-                hostname=self._host,
-                port=self._port,
-                username=self._username,
-                password=self._password,
-                start_tls=self._starttls,
-                use_tls=False,
-                timeout=self._timeout,
-            )
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            codes = [refused.code for refused in exc.recipients]
-            raise _by_code(min(codes), f"recipient refused: {codes}") from None
-        except aiosmtplib.SMTPResponseException as exc:
-            raise _by_code(exc.code, f"SMTP {exc.code}: {exc.message}") from None
-        except aiosmtplib.SMTPNotSupported as exc:
-            raise PermanentError(f"SMTP server does not support this: {exc}") from None
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            raise TransientError(f"SMTP server {self._host}:{self._port} unreachable: {exc}") from None
+            await client.connect()
+            if self._starttls:
+                await client.ehlo()
+                if not client.supports_extension("starttls"):
+                    raise PermanentError(f"SMTP server {self._host}:{self._port} does not offer STARTTLS")
+                await client.starttls()
+            if self._username is not None and self._password is not None:
+                await client.login(self._username, self._password)
+            await client.send_message(message)
+        except BaseException as exc:
+            client.close()
+            if isinstance(exc, Exception) and not isinstance(exc, PermanentError):
+                raise _classify(exc, self._host, self._port) from None
+            raise
+        else:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                await client.quit()
+
+
+def _classify(exc: Exception, host: str, port: int) -> TransientError | PermanentError:
+    """Retry what may pass (no answer, a 4xx reply), fail at once on a 5xx reply."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        codes = [recipient.code for recipient in exc.recipients]
+        return _by_code(min(codes), f"recipient refused: {codes}")
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return _by_code(exc.code, f"SMTP {exc.code}: {exc.message}")
+    if isinstance(exc, aiosmtplib.SMTPNotSupported):
+        return PermanentError(f"SMTP server does not support this: {exc}")
+    return TransientError(f"SMTP server {host}:{port} unreachable: {type(exc).__name__}: {exc}")
 
 
 def _by_code(code: int, text: str) -> TransientError | PermanentError:

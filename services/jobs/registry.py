@@ -8,6 +8,7 @@ are retried with backoff (through ``arq.Retry``) until the last try, anything el
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
@@ -30,9 +31,23 @@ ArqCoroutine = Callable[..., Awaitable[JobResult | None]]
 REGISTRY: dict[JobName, ArqCoroutine] = {}
 """The coroutine ARQ runs for each job name, filled by :func:`job`."""
 
+MAX_TRIES: dict[JobName, int] = {}
+"""Jobs whose maximum number of tries differs from the ``JOB_MAX_TRIES`` setting."""
 
-def job(name: JobName) -> Callable[[Implementation[P]], Implementation[P]]:
-    """Register ``implementation`` as the job ``name``; the implementation itself is returned."""
+
+def max_tries(name: JobName, default: int) -> int:
+    """How many times ``name`` may be tried."""
+    return MAX_TRIES.get(name, default)
+
+
+def job(name: JobName, *, tries: int | None = None) -> Callable[[Implementation[P]], Implementation[P]]:
+    """Register ``implementation`` as the job ``name``; the implementation itself is returned.
+
+    ``tries`` caps the attempts of this job (transient errors are retried until then); by default
+    the ``JOB_MAX_TRIES`` setting applies.
+    """
+    if tries is not None:
+        MAX_TRIES[name] = tries
 
     def register(implementation: Implementation[P]) -> Implementation[P]:
         if name in REGISTRY:
@@ -63,23 +78,40 @@ async def _run_tracked(
 ) -> JobResult | None:
     settings = ctx["settings"]
     job_id, job_try = ctx["job_id"], ctx["job_try"]
-    last_try = job_try >= settings.job_max_tries
+    last_try = job_try >= max_tries(name, settings.job_max_tries)
+
+    def retry_later(cause: BaseException) -> Retry:
+        delay = retry_delay(job_try, base=settings.retry_base_delay_seconds)
+        log.info("job %s try %d: %s; retrying in %.1fs", job_id, job_try, _describe(cause), delay)
+        return Retry(defer=delay)
 
     try:
-        previous = await ledger.start_attempt(ctx["db"], job_id=job_id, job_try=job_try, worker=ctx["worker_id"])
+        started = await ledger.start_attempt(ctx["db"], job_id=job_id, worker=ctx["worker_id"])
     except Exception as exc:
         if is_transient(exc) and not last_try:
-            log.warning("job %s: ledger unavailable (%s), retrying", job_id, _describe(exc))
-            raise Retry(defer=retry_delay(job_try, base=settings.retry_base_delay_seconds)) from exc
+            raise retry_later(exc) from exc
         raise
-    if previous is not None and previous.is_final:
-        log.info("job %s is already %s; not running it again", job_id, previous)
-        return {"skipped": f"already {previous}"}
+    if not started.may_run:
+        log.info("job %s is already %s; not running it again", job_id, started.previous)
+        return {"skipped": f"already {started.previous}"}
+    ctx["attempt"] = started.attempt
+    leased = started.previous is not None  # cron runs keep ARQ's own lock
+    if leased:
+        await ctx["leases"].hold(job_id)
 
     async def finish(status: JobStatus, *, result: Any = None, error: str | None = None) -> None:
-        await ledger.finish_attempt(
-            ctx["db"], job_id=job_id, job_try=job_try, status=status, result=result, error=error
-        )
+        # Recording the outcome can fail too (Postgres away): then the job is tried again, and
+        # its effects, keyed on the job id, are not repeated.
+        if started.previous is None:
+            return
+        try:
+            await ledger.finish_attempt(
+                ctx["db"], job_id=job_id, attempt=started.attempt, status=status, result=result, error=error
+            )
+        except Exception as exc:
+            if is_transient(exc) and not last_try:
+                raise retry_later(exc) from exc
+            raise
 
     try:
         data = model.model_validate(payload)
@@ -87,20 +119,23 @@ async def _run_tracked(
             result = await implementation(ctx, data)
     except asyncio.CancelledError:
         # Shutdown or abort: ARQ hands the job back (or the gateway already cancelled it).
-        await asyncio.shield(_quietly(finish(JobStatus.queued, error="interrupted by worker shutdown")))
+        interrupted = finish(JobStatus.queued, error="interrupted: the worker stopped or the job was cancelled")
+        await asyncio.shield(_quietly(interrupted))
         raise
     except ValidationError as exc:
         await finish(JobStatus.failed, error=f"invalid payload: {exc.errors(include_url=False)}")
         raise
     except Exception as exc:
-        error = _describe(exc)
         if is_transient(exc) and not last_try:
-            delay = retry_delay(job_try, base=settings.retry_base_delay_seconds)
-            await finish(JobStatus.retrying, error=error)
-            log.info("job %s try %d: %s; retrying in %.1fs", job_id, job_try, error, delay)
-            raise Retry(defer=delay) from exc
-        await finish(JobStatus.failed, error=error)
+            retry = retry_later(exc)
+            with contextlib.suppress(Retry):  # not recorded: the next attempt's start says enough
+                await finish(JobStatus.retrying, error=_describe(exc))
+            raise retry from exc
+        await finish(JobStatus.failed, error=_describe(exc))
         raise
+    finally:
+        if leased:
+            ctx["leases"].release(job_id)
     await finish(JobStatus.succeeded, result=result)
     return result
 
@@ -108,5 +143,5 @@ async def _run_tracked(
 async def _quietly(awaitable: Awaitable[None]) -> None:
     try:
         await awaitable
-    except Exception:
+    except Exception:  # Retry included: the worker is stopping, the next start records it
         log.exception("could not record the interrupted attempt")

@@ -18,8 +18,10 @@ def remove_old_files(directory: Path, *, max_age_seconds: float, now: float | No
     removed: list[Path] = []
     if not directory.is_dir():
         return removed
-    for root, _dirs, files in os.walk(directory, followlinks=False):
-        for name in files:
+    for root, dirs, files in os.walk(directory, followlinks=False):
+        # os.walk lists a symlink to a directory among the directories; it is removed as a link too.
+        linked_dirs = [name for name in dirs if Path(root, name).is_symlink()]
+        for name in [*files, *linked_dirs]:
             path = Path(root, name)
             try:
                 info = path.lstat()

@@ -21,14 +21,17 @@ import services.jobs.functions  # noqa: F401  (registers the job implementations
 from services.contract import JobName
 from services.heartbeat import Heartbeat
 from services.jobs.context import WorkerContext
+from services.jobs.leases import LeaseKeeper
 from services.jobs.log_writer import LogWriter
 from services.jobs.mailer import Mailer
-from services.jobs.registry import REGISTRY
+from services.jobs.registry import REGISTRY, max_tries
+from services.jobs.sweeper import sweep
 from services.jobs.users import UserRepository
 from services.serialization import deserialize, serialize
 from services.settings import Settings, load_settings
 
 CRON_CLEANUP = "cron:" + JobName.cleanup_temp_files
+CRON_SWEEP = "cron:recovery_sweep"
 
 
 def new_worker_id() -> str:
@@ -59,15 +62,38 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     )
     await heartbeat.start()
     ctx["heartbeat"] = heartbeat
+    leases = LeaseKeeper(ctx["redis"], lease_seconds=settings.lease_seconds)
+    await leases.start()
+    ctx["leases"] = leases
 
 
 async def on_shutdown(ctx: dict[str, Any]) -> None:
     """Close what ``on_startup`` opened."""
     context = cast(WorkerContext, ctx)
+    if "leases" in context:
+        await context["leases"].stop()
     if "heartbeat" in context:
         await context["heartbeat"].stop()
     if "db" in context:
         await context["db"].close()
+
+
+async def recovery_sweep(ctx: dict[str, Any]) -> dict[str, int]:
+    """Cron: reconcile unfinished ledger rows with what Redis knows (see services.jobs.sweeper)."""
+    context = cast(WorkerContext, ctx)
+    settings = context["settings"]
+    report = await sweep(
+        db=context["db"],
+        redis=context["redis"],
+        queue_name=settings.queue_name,
+        idle_seconds=settings.sweep_idle_seconds,
+    )
+    return {
+        "checked": report.checked,
+        "requeued": len(report.requeued),
+        "restored": len(report.restored),
+        "settled": len(report.settled),
+    }
 
 
 def worker_options(settings: Settings) -> dict[str, Any]:
@@ -76,19 +102,24 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     # records it, so ARQ never has to kill one unrecorded.
     backstop = settings.job_timeout_seconds + 5
     functions = [
-        func(cast(WorkerCoroutine, REGISTRY[name]), name=name.value, timeout=backstop, max_tries=settings.job_max_tries)
+        func(
+            cast(WorkerCoroutine, REGISTRY[name]),
+            name=name.value,
+            timeout=backstop,
+            max_tries=max_tries(name, settings.job_max_tries),
+        )
         for name in JobName
+    ]
+    every = set(range(0, 60, settings.sweep_every_seconds))
+    cron_jobs = [
+        cron(
+            cast(WorkerCoroutine, REGISTRY[JobName.cleanup_temp_files]), name=CRON_CLEANUP, second=0, timeout=backstop
+        ),
+        cron(recovery_sweep, name=CRON_SWEEP, second=every, timeout=60, keep_result=0),
     ]
     return {
         "functions": functions,
-        "cron_jobs": [
-            cron(
-                cast(WorkerCoroutine, REGISTRY[JobName.cleanup_temp_files]),
-                name=CRON_CLEANUP,
-                second=0,
-                timeout=backstop,
-            )
-        ],
+        "cron_jobs": cron_jobs,
         "redis_settings": RedisSettings.from_dsn(str(settings.redis_url)),
         "queue_name": settings.queue_name,
         "on_startup": on_startup,
@@ -100,6 +131,8 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "keep_result": settings.keep_result_seconds,
         "max_tries": settings.job_max_tries,
         "health_check_interval": settings.heartbeat_seconds,
+        "allow_abort_jobs": True,
+        "job_completion_wait": settings.shutdown_grace_seconds,
         "ctx": {"settings": settings, "worker_id": new_worker_id()},
     }
 

@@ -48,6 +48,7 @@ def stack_env(*, database_dsn: str, redis_url: str, sink: SmtpSink, workdir: Pat
     """The environment of the gateway and worker processes under test."""
     return {
         "ENVIRONMENT": "test",
+        "API_KEYS": "",  # the shared stack is open, whatever the developer's shell exports
         "DATABASE_URL": database_dsn,
         "REDIS_URL": redis_url,
         "QUEUE_NAME": QUEUE,

@@ -94,7 +94,11 @@ class Observer:
         return [record for record in self.log_records() if record["job_id"] == job_id]
 
     async def queued_count(self) -> int:
-        """Jobs in the ledger plus ids on the ARQ queue: what 'queues nothing' must leave unchanged."""
+        """Jobs in the ledger plus ids on the ARQ queue: what 'queues nothing' must leave unchanged.
+
+        The worker's own cron runs (ids ``cron:...``) come and go on the queue and are not counted.
+        """
         ledger = await self.db.fetchval("SELECT count(*) FROM jobs")
-        queue = await self.redis.zcard(self.queue_name or "afterword:queue")
-        return int(ledger) + int(queue)
+        ids = await self.redis.zrange(self.queue_name or "afterword:queue", 0, -1)
+        queue = [job_id for job_id in ids if not job_id.startswith(b"cron:")]
+        return int(ledger) + len(queue)

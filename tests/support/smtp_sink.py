@@ -6,6 +6,7 @@ next deliveries with a temporary error, or stop listening altogether.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -31,6 +32,8 @@ class Received:
 class _Behaviour:
     refuse: dict[str, tuple[int, str]] = field(default_factory=dict)
     temporary_failures: int = 0
+    data_delay: float = 0.0
+    waiting: int = 0
 
 
 class _Handler:
@@ -49,6 +52,15 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        with self._sink.lock:
+            delay = self._sink.behaviour.data_delay
+        if delay:
+            with self._sink.lock:
+                self._sink.behaviour.waiting += 1
+            await asyncio.sleep(delay)
+            if server.transport is None or server.transport.is_closing():
+                # Like a careful server: a client gone before the 250 means nothing is delivered.
+                return "451 4.4.2 Connection lost before the message was accepted"
         with self._sink.lock:
             if self._sink.behaviour.temporary_failures > 0:
                 self._sink.behaviour.temporary_failures -= 1
@@ -98,6 +110,17 @@ class SmtpSink:
         """Answer the next ``count`` deliveries with 451 (a temporary failure)."""
         with self.lock:
             self.behaviour.temporary_failures = count
+
+    def slow_down(self, seconds: float) -> None:
+        """Wait ``seconds`` before answering each message's DATA (0 to stop)."""
+        with self.lock:
+            self.behaviour.data_delay = seconds
+
+    @property
+    def waiting(self) -> int:
+        """How many deliveries have reached a slowed-down DATA so far."""
+        with self.lock:
+            return self.behaviour.waiting
 
     def messages_to(self, address: str) -> list[EmailMessage]:
         """Messages delivered to ``address`` so far."""

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Request, status
+from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
+from fastapi import APIRouter, Body, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from services import ledger
-from services.contract import PAYLOADS, JobName
-from services.gateway.acceptance import Order, accept
-from services.gateway.dependencies import DbDep, RedisDep, RequestIdDep
-from services.gateway.errors import NotFound
-from services.gateway.schemas import AttemptView, JobAcceptedView, JobRequest, JobView
+from services.contract import PAYLOADS, JobName, JobStatus
+from services.gateway import cursor as cursors
+from services.gateway.acceptance import Order, accept, push
+from services.gateway.dependencies import DbDep, RedisDep, RequestIdDep, SettingsDep
+from services.gateway.errors import Conflict, NotFound
+from services.gateway.schemas import AttemptView, JobAcceptedView, JobPage, JobRequest, JobSummary, JobView
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+log = logging.getLogger("afterword.gateway")
 
 _EXAMPLES: dict[str, dict[str, Any]] = {
     JobName.send_email: {
@@ -70,9 +75,8 @@ async def submit_job(
     )
 
 
-@router.get("/{job_id}", response_model=JobView, responses={404: {"description": "No such job"}})
-async def get_job(job_id: str, db: DbDep) -> JobView:
-    """A job's status, tries, result or error and timings, from the jobs ledger."""
+async def job_view(db: DbDep, job_id: str) -> JobView:
+    """A job's full record with its attempts; NotFound when the ledger has no such job."""
     record = await ledger.get_job(db, job_id)
     if record is None:
         raise NotFound(f"no job with id {job_id!r}")
@@ -101,3 +105,104 @@ async def get_job(job_id: str, db: DbDep) -> JobView:
             for a in attempts
         ],
     )
+
+
+@router.get("", response_model=JobPage)
+async def list_jobs(
+    request: Request,
+    db: DbDep,
+    status: JobStatus | None = None,
+    name: JobName | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> JobPage:
+    """Jobs newest first, filtered by status and name: ``?status=failed`` lists the dead letters."""
+    try:
+        before = None if cursor is None else cursors.decode(cursor)
+    except cursors.InvalidCursor as exc:
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("query", "cursor"), "msg": str(exc), "input": cursor}]
+        ) from None
+    records = await ledger.list_jobs(db, status=status, name=name, limit=limit + 1, before=before)
+    page, more = records[:limit], len(records) > limit
+    next_cursor = cursors.encode(page[-1].enqueued_at, page[-1].id) if more else None
+    return JobPage(
+        jobs=[
+            JobSummary(
+                id=r.id,
+                name=r.name,
+                status=r.status,
+                tries=r.tries,
+                error=r.error,
+                enqueued_at=r.enqueued_at,
+                started_at=r.started_at,
+                finished_at=r.finished_at,
+            )
+            for r in page
+        ],
+        next_cursor=next_cursor,
+        next=None if next_cursor is None else str(request.url.include_query_params(cursor=next_cursor)),
+    )
+
+
+@router.get("/{job_id}", response_model=JobView, responses={404: {"description": "No such job"}})
+async def get_job(job_id: str, db: DbDep) -> JobView:
+    """A job's status, tries, result or error and timings, from the jobs ledger."""
+    return await job_view(db, job_id)
+
+
+@router.post(
+    "/{job_id}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobAcceptedView,
+    responses={404: {"description": "No such job"}, 409: {"description": "The job is not failed or cancelled"}},
+)
+async def retry_job(job_id: str, request: Request, db: DbDep, redis: RedisDep) -> JobAcceptedView:
+    """Run a failed or cancelled job again, under the same id (its attempts keep counting)."""
+    record = await ledger.requeue_for_retry(db, job_id=job_id)
+    if record is None:
+        current = await ledger.get_job(db, job_id)
+        if current is None:
+            raise NotFound(f"no job with id {job_id!r}")
+        raise Conflict(f"job {job_id} is {current.status}; only failed or cancelled jobs can be retried")
+    # ARQ refuses an id whose result it still keeps, and counts tries per id: start afresh.
+    await redis.delete(result_key_prefix + job_id, retry_key_prefix + job_id)
+    job = ledger.NewJob(
+        id=record.id,
+        name=JobName(record.name),
+        payload=record.payload,
+        status=JobStatus.queued,
+        run_at=record.run_at,
+        request_id=record.request_id,
+    )
+    await push(redis, [job])
+    return JobAcceptedView(
+        id=job.id, name=job.name, status=job.status, status_url=str(request.url_for("get_job", job_id=job.id))
+    )
+
+
+@router.delete(
+    "/{job_id}",
+    response_model=JobView,
+    responses={404: {"description": "No such job"}, 409: {"description": "The job already ended"}},
+)
+async def cancel_job(job_id: str, db: DbDep, redis: RedisDep, settings: SettingsDep) -> JobView:
+    """Cancel a queued, deferred, retrying or running job; a running one is aborted."""
+    record = await ledger.get_job(db, job_id)
+    if record is None:
+        raise NotFound(f"no job with id {job_id!r}")
+    if not await ledger.settle(db, job_id=job_id, status=JobStatus.cancelled, error="cancelled by request"):
+        raise Conflict(f"job {job_id} already ended as {record.status}")
+    # The ledger now says cancelled, so no worker will start it; take it off the queue as well,
+    # and abort it where it runs. Redis trouble here changes nothing for the outcome.
+    try:
+        if await redis.exists(in_progress_key_prefix + job_id):
+            await redis.zadd(abort_jobs_ss, {job_id: int(time.time() * 1000)})
+        else:
+            async with redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(settings.queue_name, job_id)
+                pipe.delete(job_key_prefix + job_id)
+                await pipe.execute()
+    except Exception as exc:
+        log.warning("job %s cancelled in the ledger; Redis not updated: %s", job_id, exc)
+    return await job_view(db, job_id)

@@ -1,0 +1,163 @@
+"""API keys, end to end: a gateway of its own, started with API_KEYS, driven over HTTP.
+
+The shared stack runs without keys; this module starts a second gateway process with two keys on
+its own database and Redis (no worker: nothing here waits for a job to run, and the shared
+stack's worker must not sweep these jobs into its queue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.database import create_database, drop_database
+from tests.support.ports import free_port
+from tests.support.redis_server import RedisServer
+from tests.support.services import ServiceProcess
+
+KEY_ONE = "key-one-" + uuid.uuid4().hex
+KEY_TWO = "key-two-" + uuid.uuid4().hex
+WRITE_LOG = {"name": "write_log", "payload": {"message": "from the auth tests"}}
+
+
+async def wait_until_healthy(base_url: str, process: ServiceProcess, *, within: float = 30) -> None:
+    """Poll ``/healthz`` until it answers 200; fail with the process's output if it never does."""
+    deadline = time.monotonic() + within
+    async with httpx.AsyncClient(base_url=base_url, timeout=2) as http:
+        while time.monotonic() < deadline:
+            if process.process is not None and process.process.poll() is not None:
+                raise RuntimeError(f"{process.label} exited early:\n{process.output()}")
+            try:
+                if (await http.get("/healthz")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{process.label} not healthy after {within}s:\n{process.output()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+async def secured_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """The URL of a gateway started with two API keys (blanks around them, to be trimmed)."""
+    workdir: Path = tmp_path_factory.mktemp("auth")
+    dsn = await create_database()
+    redis = RedisServer(workdir / "redis")
+    port = free_port()
+    env = {
+        "ENVIRONMENT": "test",
+        "DATABASE_URL": dsn,
+        "REDIS_URL": redis.url,
+        "GATEWAY_HOST": "127.0.0.1",
+        "GATEWAY_PORT": str(port),
+        "LOG_FILE": str(workdir / "afterword.log"),
+        "TEMP_DIR": str(workdir / "tmp"),
+        "API_KEYS": f" {KEY_ONE} , {KEY_TWO} ",
+    }
+    gateway = ServiceProcess("services.gateway", env=env, workdir=workdir, label="secured-gateway")
+    try:
+        redis.start()
+        gateway.start()
+        base_url = f"http://127.0.0.1:{port}"
+        await wait_until_healthy(base_url, gateway)
+        yield base_url
+        logged = gateway.output()
+        assert KEY_ONE not in logged, "a key was logged"
+        assert KEY_TWO not in logged, "a key was logged"
+    finally:
+        gateway.stop()
+        redis.stop()
+        await drop_database(dsn)
+
+
+@pytest.fixture
+async def secured(secured_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the secured gateway, sending no key unless a test adds one."""
+    async with httpx.AsyncClient(base_url=secured_url, timeout=15) as http:
+        yield http
+
+
+def assert_unauthorized(response: httpx.Response) -> None:
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert "API key" in response.json()["detail"]
+    assert KEY_ONE not in response.text
+    assert KEY_TWO not in response.text
+
+
+async def test_a_post_without_a_key_is_401(secured: httpx.AsyncClient) -> None:
+    for path, body in (("/jobs", WRITE_LOG), ("/process", None), ("/send", {"message": "hi"})):
+        assert_unauthorized(await secured.post(path, json=body))
+
+
+async def test_a_post_with_a_wrong_key_is_401(secured: httpx.AsyncClient) -> None:
+    assert_unauthorized(await secured.post("/jobs", json=WRITE_LOG, headers={"Authorization": "Bearer wrong"}))
+    assert_unauthorized(await secured.post("/jobs", json=WRITE_LOG, headers={"X-API-Key": "wrong"}))
+    assert_unauthorized(await secured.post("/jobs", json=WRITE_LOG, headers={"Authorization": f"Basic {KEY_ONE}"}))
+    assert_unauthorized(await secured.post("/jobs", json=WRITE_LOG, headers={"X-API-Key": KEY_ONE[:-1]}))
+
+
+async def test_the_key_is_checked_before_the_body(secured: httpx.AsyncClient) -> None:
+    assert_unauthorized(await secured.post("/signup", json={"email": "not-an-email"}))
+
+
+async def test_a_bearer_key_is_accepted(secured: httpx.AsyncClient) -> None:
+    response = await secured.post("/jobs", json=WRITE_LOG, headers={"Authorization": f"Bearer {KEY_ONE}"})
+
+    assert response.status_code == 202, response.text
+
+
+async def test_an_x_api_key_is_accepted(secured: httpx.AsyncClient) -> None:
+    response = await secured.post("/process", headers={"X-API-Key": KEY_ONE})
+
+    assert response.status_code == 202, response.text
+
+
+async def test_every_configured_key_works(secured: httpx.AsyncClient) -> None:
+    for headers in ({"Authorization": f"Bearer {KEY_TWO}"}, {"X-API-Key": KEY_TWO}):
+        response = await secured.post("/send", json={"message": "second key"}, headers=headers)
+        assert response.status_code == 202, response.text
+
+
+async def test_reads_stay_open(secured: httpx.AsyncClient) -> None:
+    accepted = await secured.post("/jobs", json=WRITE_LOG, headers={"X-API-Key": KEY_ONE})
+    job_id = accepted.json()["id"]
+
+    job = await secured.get(f"/jobs/{job_id}")
+    assert job.status_code == 200, job.text
+    assert job.json()["status"] == "queued"
+    for path in ("/healthz", "/openapi.json", "/docs"):
+        assert (await secured.get(path)).status_code == 200, path
+
+
+async def test_the_openapi_schema_declares_the_keys_on_writes_only(secured: httpx.AsyncClient) -> None:
+    schema = (await secured.get("/openapi.json")).json()
+
+    schemes = schema["components"]["securitySchemes"].values()
+    assert {(scheme["type"], scheme.get("scheme") or scheme.get("name")) for scheme in schemes} == {
+        ("http", "bearer"),
+        ("apiKey", "X-API-Key"),
+    }
+    assert schema["paths"]["/jobs"]["post"]["security"]
+    assert "security" not in schema["paths"]["/jobs/{job_id}"]["get"]
+    assert "security" not in schema["paths"]["/healthz"]["get"]
+
+
+async def test_an_unauthenticated_request_cannot_claim_an_idempotency_key(secured: httpx.AsyncClient) -> None:
+    key = uuid.uuid4().hex
+
+    assert_unauthorized(await secured.post("/process", headers={"Idempotency-Key": key}))
+    first = await secured.post("/process", headers={"Idempotency-Key": key, "X-API-Key": KEY_ONE})
+    assert first.status_code == 202, first.text
+    assert "idempotent-replayed" not in first.headers
+
+    assert_unauthorized(await secured.post("/process", headers={"Idempotency-Key": key}))
+    again = await secured.post("/process", headers={"Idempotency-Key": key, "Authorization": f"Bearer {KEY_TWO}"})
+    assert again.status_code == 202
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()

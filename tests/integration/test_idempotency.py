@@ -1,0 +1,247 @@
+"""Idempotency-Key on POST: a repeat is answered from the first response and starts nothing.
+
+Most tests drive the stack's gateway over HTTP and count the ledger's rows. The last ones wrap
+the middleware around a tiny ASGI app in this process (on the stack's database), to make it see
+a 5xx or a Postgres that is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from starlette.types import Receive, Scope, Send
+
+from services.gateway.idempotency import Claimed, IdempotencyMiddleware, claim, fingerprint
+from services.settings import Settings
+from tests.support.observers import Observer
+from tests.support.ports import free_port
+
+
+def new_key() -> dict[str, str]:
+    return {"Idempotency-Key": f"test-{uuid.uuid4()}"}
+
+
+async def jobs_in_ledger(observer: Observer) -> int:
+    return int(await observer.db.fetchval("SELECT count(*) FROM jobs"))
+
+
+def post_scope(path: str) -> Scope:
+    """Enough of an ASGI scope for :func:`fingerprint`."""
+    return {"type": "http", "method": "POST", "path": path, "raw_path": path.encode(), "query_string": b""}
+
+
+async def test_a_repeat_gets_the_same_answer_and_queues_nothing(client: httpx.AsyncClient, observer: Observer) -> None:
+    headers = new_key()
+    body = {"email": f"idem-{uuid.uuid4().hex[:10]}@example.com", "name": "Ada"}
+    before = await jobs_in_ledger(observer)
+
+    first = await client.post("/signup", json=body, headers=headers)
+    assert first.status_code == 202, first.text
+    assert "idempotent-replayed" not in first.headers
+    assert await jobs_in_ledger(observer) == before + 3
+
+    for _ in range(2):
+        again = await client.post("/signup", json=body, headers=headers)
+        assert again.status_code == 202
+        assert again.json() == first.json()
+        assert again.content == first.content
+        assert again.headers["idempotent-replayed"] == "true"
+    assert await jobs_in_ledger(observer) == before + 3
+
+
+async def test_the_same_key_with_another_body_is_422(client: httpx.AsyncClient, observer: Observer) -> None:
+    headers = new_key()
+    first = await client.post("/send", json={"message": "first"}, headers=headers)
+    assert first.status_code == 202, first.text
+    before = await jobs_in_ledger(observer)
+
+    other = await client.post("/send", json={"message": "second"}, headers=headers)
+
+    assert other.status_code == 422
+    assert "Idempotency-Key" in other.json()["detail"]
+    assert "different request" in other.json()["detail"]
+    assert await jobs_in_ledger(observer) == before
+
+
+async def test_the_same_key_on_another_path_is_422(client: httpx.AsyncClient, observer: Observer) -> None:
+    headers = new_key()
+    assert (await client.post("/process", headers=headers)).status_code == 202
+    before = await jobs_in_ledger(observer)
+
+    elsewhere = await client.post("/send", headers=headers)
+
+    assert elsewhere.status_code == 422
+    assert "Idempotency-Key" in elsewhere.json()["detail"]
+    assert await jobs_in_ledger(observer) == before
+
+
+async def test_keys_are_independent_of_each_other(client: httpx.AsyncClient) -> None:
+    first = await client.post("/process", headers=new_key())
+    second = await client.post("/process", headers=new_key())
+
+    assert first.status_code == second.status_code == 202
+    assert first.json()["jobs"][0]["id"] != second.json()["jobs"][0]["id"]
+
+
+async def test_a_key_still_being_processed_is_409(client: httpx.AsyncClient, observer: Observer) -> None:
+    headers = new_key()
+    held = await claim(
+        observer.db, key=headers["Idempotency-Key"], fingerprint=fingerprint(post_scope("/process"), b"")
+    )
+    assert isinstance(held, Claimed)
+    before = await jobs_in_ledger(observer)
+
+    busy = await client.post("/process", headers=headers)
+
+    assert busy.status_code == 409
+    assert "Idempotency-Key" in busy.json()["detail"]
+    assert busy.headers["retry-after"] == "1"
+    assert await jobs_in_ledger(observer) == before
+
+
+async def test_two_requests_at_once_start_the_work_once(client: httpx.AsyncClient, observer: Observer) -> None:
+    headers = new_key()
+    before = await jobs_in_ledger(observer)
+
+    responses = await asyncio.gather(*(client.post("/process", headers=headers) for _ in range(2)))
+
+    first, second = sorted(responses, key=lambda r: (r.status_code != 202, "idempotent-replayed" in r.headers))
+    assert first.status_code == 202, first.text
+    assert second.status_code == 409 or (second.status_code == 202 and second.json() == first.json())
+    assert await jobs_in_ledger(observer) == before + 1
+
+
+async def test_a_claim_abandoned_for_a_minute_is_taken_over(client: httpx.AsyncClient, observer: Observer) -> None:
+    headers = new_key()
+    key = headers["Idempotency-Key"]
+    held = await claim(observer.db, key=key, fingerprint=fingerprint(post_scope("/process"), b""))
+    assert isinstance(held, Claimed)
+    await observer.db.execute(
+        "UPDATE idempotency_keys SET created_at = created_at - interval '61 seconds' WHERE key = $1", key
+    )
+
+    response = await client.post("/process", headers=headers)
+
+    assert response.status_code == 202, response.text
+    assert (await client.post("/process", headers=headers)).json() == response.json()
+
+
+async def test_an_expired_key_is_used_again(client: httpx.AsyncClient, observer: Observer) -> None:
+    headers = new_key()
+    old = await client.post("/send", json={"message": "yesterday"}, headers=headers)
+    await observer.db.execute(
+        "UPDATE idempotency_keys SET created_at = created_at - interval '25 hours' WHERE key = $1",
+        headers["Idempotency-Key"],
+    )
+
+    today = await client.post("/send", json={"message": "today"}, headers=headers)
+
+    assert today.status_code == 202, today.text
+    assert "idempotent-replayed" not in today.headers
+    assert today.json()["jobs"][0]["id"] != old.json()["jobs"][0]["id"]
+
+
+async def test_a_4xx_answer_is_kept_and_replayed(client: httpx.AsyncClient, observer: Observer) -> None:
+    headers = new_key()
+    body = {"email": "not-an-email", "name": "Ada"}
+
+    first = await client.post("/signup", json=body, headers=headers)
+    again = await client.post("/signup", json=body, headers=headers)
+
+    assert first.status_code == again.status_code == 422
+    assert again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true"
+
+
+async def test_requests_without_a_key_are_not_deduplicated(client: httpx.AsyncClient) -> None:
+    first = await client.post("/process")
+    second = await client.post("/process")
+
+    assert first.status_code == second.status_code == 202
+    assert "idempotent-replayed" not in second.headers
+    assert first.json()["jobs"][0]["id"] != second.json()["jobs"][0]["id"]
+
+
+@pytest.mark.parametrize("key", ["", "x" * 256, "tab\there"])
+async def test_a_malformed_key_is_400(client: httpx.AsyncClient, key: str) -> None:
+    response = await client.post("/process", headers={"Idempotency-Key": key})
+
+    assert response.status_code == 400
+    assert "Idempotency-Key" in response.json()["detail"]
+
+
+async def test_an_oversized_body_is_413_and_claims_nothing(client: httpx.AsyncClient, observer: Observer) -> None:
+    headers = new_key()
+
+    response = await client.post("/send", json={"message": "x" * 200_000}, headers=headers)
+
+    assert response.status_code == 413
+    claimed = await observer.db.fetchval(
+        "SELECT count(*) FROM idempotency_keys WHERE key = $1", headers["Idempotency-Key"]
+    )
+    assert claimed == 0
+
+
+class FlakyApp:
+    """An ASGI app that answers 500 once, then 202 with how many times it ran."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.calls += 1
+        while (await receive()).get("more_body"):
+            pass
+        status = 500 if self.calls == 1 else 202
+        body = b'{"calls": %d}' % self.calls
+        await send(
+            {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def in_process(app: IdempotencyMiddleware, db: asyncpg.Pool) -> httpx.AsyncClient:
+    """A client on ``app`` with the lifespan state the gateway would give it."""
+    state: dict[str, Any] = {"settings": Settings(_env_file=None, environment="test", api_keys=[]), "db": db}
+
+    async def with_state(scope: Scope, receive: Receive, send: Send) -> None:
+        await app({**scope, "state": state}, receive, send)
+
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=with_state), base_url="http://gateway")
+
+
+async def test_a_5xx_answer_frees_the_key_for_a_retry(observer: Observer) -> None:
+    flaky = FlakyApp()
+    headers = new_key()
+    async with in_process(IdempotencyMiddleware(flaky), observer.db) as http:
+        failed = await http.post("/process", headers=headers)
+        retried = await http.post("/process", headers=headers)
+        replayed = await http.post("/process", headers=headers)
+
+    assert failed.status_code == 500
+    assert retried.status_code == 202
+    assert retried.json() == {"calls": 2}
+    assert replayed.json() == {"calls": 2}
+    assert replayed.headers["idempotent-replayed"] == "true"
+    assert flaky.calls == 2
+
+
+async def test_postgres_down_is_503_and_runs_nothing(database_dsn: str) -> None:
+    flaky = FlakyApp()
+    nowhere = database_dsn.replace(database_dsn.split("@")[1].split("/")[0], f"127.0.0.1:{free_port()}")
+    db = await asyncpg.create_pool(nowhere, min_size=0, timeout=2)
+    try:
+        async with in_process(IdempotencyMiddleware(flaky), db) as http:
+            response = await http.post("/process", headers=new_key())
+    finally:
+        await db.close()
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+    assert "unavailable" in response.json()["detail"]
+    assert flaky.calls == 0
