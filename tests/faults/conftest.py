@@ -22,6 +22,9 @@ import asyncpg
 import httpx
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from services.migrate import apply, discover
 from tests.support.jobs_client import wait_for_job
@@ -105,7 +108,10 @@ class FaultStack:
         }
         # LEASE_SECONDS and JOB_TIMEOUT_SECONDS keep their defaults: the promise is about those.
         self.db = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
-        self.redis_client = Redis.from_url(self.redis.url)
+        # Survives the server restarts the tests cause: a dead pooled connection is retried once.
+        self.redis_client = Redis.from_url(
+            self.redis.url, retry=Retry(NoBackoff(), 3), retry_on_error=[RedisConnectionError]
+        )
         self.http = httpx.AsyncClient(base_url=self.base_url, timeout=15)
         self.gateway = ServiceProcess("services.gateway", env=self.env, workdir=self.workdir)
         self.gateway.start()

@@ -1,0 +1,98 @@
+"""Redis killed with jobs queued, flushed after the 202s, or down during the POST: nothing is lost."""
+
+from __future__ import annotations
+
+import pickle
+import signal
+import time
+from pathlib import Path
+
+from arq.constants import job_key_prefix, result_key_prefix
+
+from tests.faults.conftest import QUEUE, FaultStack, until
+
+
+async def stop_workers(stack: FaultStack) -> None:
+    for worker in list(stack.workers):
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+        stack.drop_worker(worker)
+
+
+async def test_redis_killed_with_jobs_queued_then_restarted(stack: FaultStack) -> None:
+    await stop_workers(stack)
+    for _ in range(5):
+        await stack.post("/process")
+    assert await stack.redis_client.zcard(QUEUE) >= 5
+
+    stack.redis.kill()
+    stack.redis.start()  # AOF with appendfsync always: the queue survives the crash
+
+    assert await stack.redis_client.zcard(QUEUE) >= 5
+    # check_books (after the test) starts the workers again and waits for every job.
+
+
+async def test_workers_survive_a_redis_restart(stack: FaultStack) -> None:
+    pids = {worker.pid for worker in stack.workers}
+    stack.redis.kill()
+    stack.redis.start()
+    await stack.ready()
+
+    answer = await stack.post("/process")
+    (job_id,) = (job["id"] for job in answer["jobs"])
+    job = await stack.job(job_id)
+    await until(_succeeded(stack, job_id), within=30, what="a job accepted after the restart ran")
+    assert {worker.pid for worker in stack.workers if worker.process is not None} == pids, (
+        "the worker processes restarted ARQ in place instead of exiting"
+    )
+    assert job["id"] == job_id
+
+
+async def test_flushall_after_the_202s_is_recovered_from_the_ledger(stack: FaultStack) -> None:
+    await stop_workers(stack)
+    await stack.post("/signup", {"email": f"flush-{time.time_ns()}@example.com", "name": "Flo"})
+    for _ in range(3):
+        await stack.post("/process")
+
+    await stack.redis_client.flushall()
+
+    # The sweep finds ledger rows Redis no longer knows and queues them again; check_books then
+    # proves each ran once.
+
+
+async def test_redis_down_during_the_post_still_acknowledges_and_runs_later(stack: FaultStack) -> None:
+    stack.redis.kill()
+    answer = await stack.post("/process")  # 202: the row is committed, the push failed
+    (job_id,) = (job["id"] for job in answer["jobs"])
+    assert (await stack.job(job_id))["status"] == "queued"
+    stack.redis.start()
+    await until(_succeeded(stack, job_id), within=45, what="the job accepted while Redis was down ran")
+
+
+async def test_a_pickle_planted_in_redis_never_runs(stack: FaultStack, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    job_id = f"planted-{time.time_ns()}"
+    job = {"f": "write_log", "a": [{"message": "x"}], "k": {}, "t": 1, "et": int(time.time() * 1000)}
+    await stack.redis_client.set(job_key_prefix + job_id, pickle.dumps(Exploit()) + pickle.dumps(job))
+    await stack.redis_client.zadd(QUEUE, {job_id: time.time() * 1000})
+
+    async def handled() -> bool:
+        return bool(await stack.redis_client.exists(result_key_prefix + job_id))
+
+    await until(handled, within=20, what="the worker dealt with the planted job")
+    assert not marker.exists(), "the pickle payload ran"
+    assert all(worker.process is not None and worker.process.poll() is None for worker in stack.workers)
+
+
+def _succeeded(stack: FaultStack, job_id: str):  # type: ignore[no-untyped-def]
+    async def check() -> bool:
+        return bool((await stack.job(job_id))["status"] == "succeeded")
+
+    return check
