@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import socket
+
 import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 DATABASE_ERRORS: tuple[type[Exception], ...] = (
-    OSError,
+    # Connection failures only: a plain OSError (a missing file, say) is a bug, not an outage.
+    ConnectionError,
+    socket.gaierror,
     TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,

@@ -44,7 +44,7 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
         try:
             yield {"settings": settings, "db": db, "redis": redis}
         finally:
-            await redis.aclose()
+            await redis.aclose(close_connection_pool=True)
             await db.close()
 
     return lifespan
