@@ -169,6 +169,21 @@ class FaultStack:
         await until(running, within=within, what=f"job {job_id} in progress")
         return await self.job(job_id)
 
+    async def email_in_flight(self, address: str, *, delay: float) -> tuple[dict[str, Any], ServiceProcess]:
+        """Post an email job to a sink slowed by ``delay`` s; return it and its worker once its DATA is sent."""
+        self.sink.slow_down(delay)
+        waiting = self.sink.waiting
+        accepted = await self.post(
+            "/jobs", {"name": "send_email", "payload": {"to": address, "subject": "s", "body": "b"}}
+        )
+        running = await self.wait_in_progress(accepted["id"])
+
+        async def in_data() -> bool:
+            return self.sink.waiting > waiting
+
+        await until(in_data, within=10, what="the email's DATA reached the server")
+        return accepted, self.worker_by_id(running["attempts"][0]["worker"])
+
     def log_lines(self) -> list[dict[str, Any]]:
         """Every line of the log file, parsed (a broken line fails the test)."""
         if not self.log_file.exists():

@@ -67,15 +67,8 @@ async def test_smtp_550_fails_at_once_and_a_manual_retry_delivers(stack: FaultSt
 
 async def test_cancelling_a_running_job_aborts_it_and_nothing_is_sent(stack: FaultStack) -> None:
     address = unique("cancel-running")
-    stack.sink.slow_down(20)
-    waiting = stack.sink.waiting
-    accepted = await stack.post("/jobs", email_job(address))
+    accepted, _worker = await stack.email_in_flight(address, delay=20)
     stack.cancelled.add(accepted["id"])
-
-    async def in_data() -> bool:
-        return stack.sink.waiting > waiting
-
-    await until(in_data, within=15, what="the email's DATA reached the server")
     stack.sink.slow_down(0)
     response = await stack.http.delete(f"/jobs/{accepted['id']}")
     assert response.status_code == 200, response.text

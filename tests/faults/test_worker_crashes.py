@@ -14,10 +14,6 @@ RECOVERY_BOUND = 15.0
 """Promise: a killed worker's job runs again on another worker within this many seconds."""
 
 
-def email_job(address: str) -> dict[str, object]:
-    return {"name": "send_email", "payload": {"to": address, "subject": "s", "body": "b"}}
-
-
 def unique(tag: str) -> str:
     return f"{tag}-{uuid.uuid4().hex[:10]}@example.com"
 
@@ -36,16 +32,7 @@ async def assert_taken_over(stack: FaultStack, job_id: str, killed_at: float) ->
 
 async def test_sigkill_while_sending_an_email_delivers_it_once(stack: FaultStack) -> None:
     address = unique("kill-mail")
-    stack.sink.slow_down(5)
-    waiting = stack.sink.waiting
-    accepted = await stack.post("/jobs", email_job(address))
-    running = await stack.wait_in_progress(accepted["id"])
-
-    async def in_data() -> bool:
-        return stack.sink.waiting > waiting
-
-    await until(in_data, within=10, what="the email's DATA reached the server")
-    victim = stack.worker_by_id(running["attempts"][0]["worker"])
+    accepted, victim = await stack.email_in_flight(address, delay=5)
     kill(victim)
     killed_at = time.time()
     stack.drop_worker(victim)
@@ -105,16 +92,7 @@ async def test_sigkill_during_the_user_update_applies_it_once(stack: FaultStack)
 
 async def test_sigterm_lets_the_running_job_finish_and_hands_back_nothing_twice(stack: FaultStack) -> None:
     address = unique("term-mail")
-    stack.sink.slow_down(2)
-    waiting = stack.sink.waiting
-    accepted = await stack.post("/jobs", email_job(address))
-    running = await stack.wait_in_progress(accepted["id"])
-
-    async def in_data() -> bool:
-        return stack.sink.waiting > waiting
-
-    await until(in_data, within=10, what="the email's DATA reached the server")
-    worker = stack.worker_by_id(running["attempts"][0]["worker"])
+    accepted, worker = await stack.email_in_flight(address, delay=2)
     worker.signal(signal.SIGTERM)
     # Jobs accepted while it stops go to the other worker.
     later = await stack.post("/process")
@@ -131,17 +109,8 @@ async def test_sigterm_lets_the_running_job_finish_and_hands_back_nothing_twice(
 
 async def test_sigterm_past_the_grace_period_hands_the_job_back(stack: FaultStack) -> None:
     address = unique("term-late")
-    stack.sink.slow_down(25)  # longer than SHUTDOWN_GRACE_SECONDS=15
-    waiting = stack.sink.waiting
-    accepted = await stack.post("/jobs", email_job(address))
-    running = await stack.wait_in_progress(accepted["id"])
-
-    async def in_data() -> bool:
-        return stack.sink.waiting > waiting
-
-    await until(in_data, within=10, what="the email's DATA reached the server")
+    accepted, worker = await stack.email_in_flight(address, delay=25)  # longer than SHUTDOWN_GRACE_SECONDS=15
     stack.sink.slow_down(0)  # this DATA keeps its 25 s; the hand-back's delivery will be quick
-    worker = stack.worker_by_id(running["attempts"][0]["worker"])
     worker.signal(signal.SIGTERM)
     assert worker.wait(timeout=40) == 0
     stack.drop_worker(worker)

@@ -120,7 +120,7 @@ async def observer(local_stack: LocalStack | None, smtp_sink: SmtpSink) -> Async
         redis_url = os.environ.get("REDIS_URL", "")
         log_file = Path(os.environ["LOG_FILE"]) if os.environ.get("LOG_FILE") else None
         sink = None
-        mailpit = os.environ.get("MAILPIT_URL", "http://127.0.0.1:8025")
+        mailpit = os.environ.get("MAILPIT_URL")  # compose: http://localhost:8025
     db = await asyncpg.create_pool(dsn, min_size=1, max_size=4) if dsn else None
     redis = Redis.from_url(redis_url) if redis_url else None
     try:
