@@ -24,6 +24,7 @@ ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     GATEWAY_HOST=0.0.0.0 \
+    WORKER_METRICS_HOST=0.0.0.0 \
     LOG_FILE=/var/lib/afterword/afterword.log \
     TEMP_DIR=/var/lib/afterword/tmp
 # A fixed non-root user. /var/lib/afterword is created here with its owner so that a new named
@@ -37,5 +38,6 @@ COPY --from=build /app/.venv /app/.venv
 COPY services/ services/
 COPY migrations/ migrations/
 USER afterword
-EXPOSE 8000
+# 8000: the gateway; 9101: a jobs worker's metrics (WORKER_METRICS_PORT)
+EXPOSE 8000 9101
 CMD ["python", "-m", "services.gateway"]

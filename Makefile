@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 export UV_PYTHON_DOWNLOADS := never
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-integration lint fmt migrate check bench up down lock clean
+.PHONY: help install run test test-integration browser lint fmt migrate check bench up down lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -45,8 +45,17 @@ fmt: install ## Format and auto-fix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: install lint ## Lint, then every test (unit + integration) against throwaway Redis/Postgres databases
+test: install lint browser ## Lint, then every test (unit + integration) against throwaway Redis/Postgres databases
 	$(BIN)/pytest
+
+browser: ## Install Debian's chromium for the dashboard tests, if missing (needs root; else they are skipped)
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing Debian's chromium for the dashboard tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "chromium is missing, so the dashboard tests will be skipped. Install it with: sudo apt-get install chromium"; \
+	fi
 
 test-integration: install ## Only the integration tests (GATEWAY_URL=... runs them against a running stack)
 	$(BIN)/pytest -m integration

@@ -120,10 +120,16 @@ async def get_attempts(db: Executor, job_id: str) -> list[Attempt]:
 
 @dataclass(frozen=True)
 class Started:
-    """What :func:`start_attempt` found: the status before this start, and this attempt's number."""
+    """What :func:`start_attempt` found: the status before this start, and this attempt's number.
+
+    ``request_id`` is the one stored with the job; ``crash_rerun`` is True when this start closed
+    an attempt that a dead worker had left open.
+    """
 
     previous: JobStatus | None
     attempt: int
+    request_id: str | None = None
+    crash_rerun: bool = False
 
     @property
     def may_run(self) -> bool:
@@ -139,13 +145,13 @@ async def start_attempt(db: asyncpg.Pool, *, job_id: str, worker: str) -> Starte
     in a final state nothing is written either, and the caller must not run it.
     """
     async with db.acquire() as conn, conn.transaction():
-        status = await conn.fetchval("SELECT status FROM jobs WHERE id = $1 FOR UPDATE", job_id)
-        if status is None:
+        row = await conn.fetchrow("SELECT status, request_id FROM jobs WHERE id = $1 FOR UPDATE", job_id)
+        if row is None:
             return Started(previous=None, attempt=0)
-        previous = JobStatus(status)
+        previous, request_id = JobStatus(row["status"]), row["request_id"]
         if previous.is_final:
-            return Started(previous=previous, attempt=0)
-        await conn.execute(
+            return Started(previous=previous, attempt=0, request_id=request_id)
+        closed = await conn.execute(
             "UPDATE job_attempts SET outcome = 'interrupted', finished_at = clock_timestamp(), "
             "error = 'the worker stopped before the attempt ended' WHERE job_id = $1 AND outcome IS NULL",
             job_id,
@@ -162,7 +168,7 @@ async def start_attempt(db: asyncpg.Pool, *, job_id: str, worker: str) -> Starte
             job_id,
             attempt,
         )
-        return Started(previous=previous, attempt=attempt)
+        return Started(previous=previous, attempt=attempt, request_id=request_id, crash_rerun=closed != "UPDATE 0")
 
 
 async def finish_attempt(
@@ -288,4 +294,29 @@ async def record_effect(db: Executor, *, job_id: str, effect: str, detail: dict[
         job_id,
         effect,
         json.dumps(detail),
+    )
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """A job's status at one moment: what GET /jobs/{id}/events sends, one per change.
+
+    ``at`` is the row's ``updated_at``, which only grows for a given job, so of two changes the
+    later one has the larger ``at``.
+    """
+
+    id: str
+    status: JobStatus
+    tries: int
+    error: str | None
+    at: datetime
+
+
+async def status_of(db: Executor, job_id: str) -> StatusChange | None:
+    """The job's current status, tries, error and the time its row last changed; None if unknown."""
+    row = await db.fetchrow("SELECT id, status, tries, error, updated_at FROM jobs WHERE id = $1", job_id)
+    if row is None:
+        return None
+    return StatusChange(
+        id=row["id"], status=JobStatus(row["status"]), tries=row["tries"], error=row["error"], at=row["updated_at"]
     )

@@ -97,6 +97,18 @@ class Settings(BaseSettings):
     sweep_idle_seconds: float = Field(
         default=10.0, gt=0, description="The sweep checks unfinished jobs whose row has not changed for this long."
     )
+    worker_metrics_host: str = Field(
+        default="127.0.0.1", description="Address the worker's Prometheus metrics endpoint listens on."
+    )
+    worker_metrics_port: int = Field(
+        default=9101,
+        ge=0,
+        le=65535,
+        description=(
+            "Port of the worker's Prometheus metrics endpoint; 0 turns it off. "
+            "Several workers on one host each need their own port."
+        ),
+    )
 
     @field_validator("mail_from")
     @classmethod

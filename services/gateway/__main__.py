@@ -1,16 +1,22 @@
-"""``python -m services.gateway``: serve the gateway with uvicorn (uvloop, httptools)."""
+"""``python -m services.gateway``: serve the gateway with uvicorn (uvloop, httptools).
+
+Logs are JSON lines on stdout (services.log_config), uvicorn's own included; uvicorn's access log
+stays off: the request middleware (services.gateway.metrics) writes one line per request.
+"""
 
 from __future__ import annotations
 
 import uvicorn
 
 from services.gateway.app import create_app
+from services.log_config import configure_logging
 from services.settings import load_settings
 
 
 def main() -> None:
     """Build the settings and the app, then serve until SIGINT/SIGTERM."""
     settings = load_settings()
+    configure_logging("gateway")
     uvicorn.run(
         create_app(settings),
         host=settings.gateway_host,
@@ -18,7 +24,11 @@ def main() -> None:
         loop="uvloop",
         http="httptools",
         access_log=False,
+        log_config=None,  # keep configure_logging's JSON handler on the root logger
         proxy_headers=True,
+        # Open event streams (GET /jobs/{id}/events) never end by themselves: on SIGTERM, requests
+        # still running after this many seconds are cut, so that the gateway does stop.
+        timeout_graceful_shutdown=5,
     )
 
 

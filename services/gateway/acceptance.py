@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from services import ledger
 from services.contract import JobName, JobStatus, Payload
 from services.gateway.errors import DATABASE_ERRORS, ServiceUnavailable
+from services.gateway.metrics import GatewayMetrics
 
 log = logging.getLogger("afterword.gateway")
 
@@ -35,9 +36,17 @@ class Order:
 
 
 async def accept(
-    *, db: asyncpg.Pool, redis: ArqRedis, orders: Sequence[Order], request_id: str | None = None
+    *,
+    db: asyncpg.Pool,
+    redis: ArqRedis,
+    orders: Sequence[Order],
+    metrics: GatewayMetrics,
+    request_id: str | None = None,
 ) -> list[ledger.NewJob]:
-    """Record ``orders`` in one transaction, then queue them; return the accepted jobs."""
+    """Record ``orders`` in one transaction, then queue them; return the accepted jobs.
+
+    ``metrics`` counts the jobs once their rows are committed (afterword_jobs_accepted_total).
+    """
     now = datetime.now(UTC)
     jobs = [
         ledger.NewJob(
@@ -56,6 +65,7 @@ async def accept(
     except DATABASE_ERRORS as exc:
         log.warning("ledger unavailable, refusing %d job(s): %s", len(jobs), type(exc).__name__)
         raise ServiceUnavailable("the jobs ledger (Postgres) is unavailable; nothing was queued") from exc
+    metrics.accepted(job.name for job in jobs)
     await push(redis, jobs)
     return jobs
 

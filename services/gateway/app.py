@@ -7,7 +7,10 @@ from fastapi import FastAPI
 from services.gateway import auth, errors
 from services.gateway.body_limit import BodyLimitMiddleware
 from services.gateway.idempotency import IdempotencyMiddleware
-from services.gateway.routes import health, jobs, seed
+from services.gateway.metrics import GatewayMetrics, RequestMetricsMiddleware, RouteTemplates
+from services.gateway.request_id import RequestIdMiddleware
+from services.gateway.routes import dashboard, health, jobs, live, seed
+from services.gateway.routes import metrics as metrics_route
 from services.gateway.state import lifespan_for
 from services.settings import Settings
 
@@ -24,18 +27,28 @@ needs `Authorization: Bearer <key>` or `X-API-Key: <key>`; reads stay open.
 
 def create_app(settings: Settings) -> FastAPI:
     """Build the gateway for ``settings``; its pools open in the lifespan."""
+    metrics = GatewayMetrics()  # a registry per app, not prometheus_client's global one
     app = FastAPI(
         title="Afterword gateway",
         version="0.1.0",
         description=DESCRIPTION,
-        lifespan=lifespan_for(settings),
+        lifespan=lifespan_for(settings, metrics=metrics),
         dependencies=auth.dependencies(settings),
     )
     auth.document(app)
     app.add_middleware(IdempotencyMiddleware)  # inside the body limit, which bounds what it reads
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # Outermost: every response is counted, logged and carries X-Request-ID, 413s and replays included.
+    app.add_middleware(
+        RequestMetricsMiddleware, metrics=metrics, templates=RouteTemplates(lambda: app.openapi()["paths"])
+    )
+    app.add_middleware(RequestIdMiddleware)
     errors.install(app)
     app.include_router(seed.router)
     app.include_router(jobs.router)
     app.include_router(health.router)
+    app.include_router(metrics_route.router)
+    app.include_router(live.router)
+    app.include_router(dashboard.router)
+    app.mount(dashboard.STATIC_PATH, dashboard.static_files(), name="dashboard_static")
     return app

@@ -1,4 +1,8 @@
-"""Dependency aliases that hand the lifespan's resources to route functions."""
+"""Dependency aliases that hand the lifespan's resources to route functions.
+
+The functions are ``async def`` although they never await: FastAPI runs a plain ``def``
+dependency in its thread pool, a thread hop per dependency and request.
+"""
 
 from __future__ import annotations
 
@@ -8,30 +12,47 @@ import asyncpg
 from arq.connections import ArqRedis
 from fastapi import Depends, Request
 
+from services.gateway.job_events import JobEvents
+from services.gateway.metrics import GatewayMetrics
 from services.settings import Settings
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.state.settings
     return settings
 
 
-def _db(request: Request) -> asyncpg.Pool:
+async def _db(request: Request) -> asyncpg.Pool:
     db: asyncpg.Pool = request.state.db
     return db
 
 
-def _redis(request: Request) -> ArqRedis:
+async def _redis(request: Request) -> ArqRedis:
     redis: ArqRedis = request.state.redis
     return redis
 
 
-def _request_id(request: Request) -> str | None:
-    value = request.headers.get("x-request-id")
-    return value[:200] if value and value.isprintable() else None
+async def _request_id(request: Request) -> str:
+    # Chosen by RequestIdMiddleware (the client's X-Request-ID or a new one), which sends it back.
+    request_id: str = request.state.request_id
+    return request_id
+
+
+async def _metrics(request: Request) -> GatewayMetrics:
+    metrics: GatewayMetrics = request.state.metrics
+    return metrics
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
 DbDep = Annotated[asyncpg.Pool, Depends(_db)]
 RedisDep = Annotated[ArqRedis, Depends(_redis)]
-RequestIdDep = Annotated[str | None, Depends(_request_id)]
+RequestIdDep = Annotated[str, Depends(_request_id)]
+MetricsDep = Annotated[GatewayMetrics, Depends(_metrics)]
+
+
+async def _events(request: Request) -> JobEvents:
+    events: JobEvents = request.state.events
+    return events
+
+
+JobEventsDep = Annotated[JobEvents, Depends(_events)]

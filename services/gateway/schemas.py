@@ -91,6 +91,7 @@ class JobView(BaseModel):
 
     id: str
     name: str
+    payload: dict[str, Any] = Field(description="The job's payload, as accepted.")
     status: JobStatus
     tries: int
     result: Any
@@ -122,3 +123,61 @@ class JobPage(BaseModel):
     jobs: list[JobSummary]
     next_cursor: str | None = Field(description="Pass as ``cursor`` for the next page; null on the last page.")
     next: str | None = Field(description="The URL of the next page; null on the last page.")
+
+
+class StatusEvent(BaseModel):
+    """The data of one ``status`` event of GET /jobs/{id}/events."""
+
+    id: str
+    status: JobStatus
+    tries: int
+    error: str | None
+    at: Timestamp = Field(description="When the job's row took this status.")
+
+
+class ThroughputMinute(BaseModel):
+    """Jobs that ended in one minute (by ``finished_at``)."""
+
+    minute: Timestamp
+    succeeded: int
+    failed: int
+
+
+class Percentiles(BaseModel):
+    """Pickup latency percentiles in milliseconds; null when no job started in the window."""
+
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+class LatencyMinute(Percentiles):
+    """Pickup latency percentiles of the jobs first started in one minute."""
+
+    minute: Timestamp
+
+
+class WorkerView(BaseModel):
+    """A worker whose heartbeat is fresh."""
+
+    id: str
+    host: str
+    pid: int
+    last_beat: Timestamp
+
+
+class StatsView(BaseModel):
+    """The answer of GET /stats."""
+
+    now: Timestamp = Field(description="The gateway's clock, to tell the age of timestamps.")
+    minutes: int = Field(description="The window of the per-minute figures.")
+    queue_depth: int | None = Field(description="Jobs on the ARQ queue (ZCARD); null when Redis is down.")
+    jobs_by_status: dict[JobStatus, int] = Field(description="Jobs of the ledger per status (every status named).")
+    throughput: list[ThroughputMinute] = Field(description="One entry per minute of the window, oldest first.")
+    pickup_latency_ms: Percentiles = Field(
+        description="From a job's run_at to the start of its first attempt, over the window."
+    )
+    pickup_latency_by_minute: list[LatencyMinute] = Field(
+        description="The same per minute of the first attempt's start; minutes without a start are left out."
+    )
+    workers: list[WorkerView] = Field(description="Live workers (empty when Redis is down).")

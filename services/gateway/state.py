@@ -11,6 +11,8 @@ from arq.connections import ArqRedis
 from fastapi import FastAPI
 from redis.asyncio import ConnectionPool
 
+from services.gateway.job_events import JobEvents
+from services.gateway.metrics import GatewayMetrics
 from services.serialization import deserialize, serialize
 from services.settings import Settings
 
@@ -21,14 +23,17 @@ class State(TypedDict):
     settings: Settings
     db: asyncpg.Pool
     redis: ArqRedis
+    events: JobEvents
+    metrics: GatewayMetrics
 
 
-def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
+def lifespan_for(settings: Settings, *, metrics: GatewayMetrics | None = None):  # type: ignore[no-untyped-def]
     """The lifespan of an app built with ``settings``.
 
     Both pools connect lazily: the gateway starts while Postgres or Redis is away, and
-    ``/readyz`` says which.
+    ``/readyz`` says which. ``metrics`` (the app's Prometheus metrics) is handed to the routes.
     """
+    metrics = metrics or GatewayMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
@@ -41,9 +46,12 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
             job_deserializer=deserialize,
             default_queue_name=settings.queue_name,
         )
+        events = JobEvents(settings.database_dsn)  # one LISTEN connection, for the live status routes
+        await events.start()
         try:
-            yield {"settings": settings, "db": db, "redis": redis}
+            yield {"settings": settings, "db": db, "redis": redis, "events": events, "metrics": metrics}
         finally:
+            await events.stop()
             await redis.aclose(close_connection_pool=True)
             await db.close()
 

@@ -19,6 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.jobs.worker import on_shutdown, worker_options
+from services.log_config import configure_logging
 from services.settings import Settings, load_settings
 
 log = logging.getLogger("afterword.jobs")
@@ -49,7 +50,7 @@ def run(settings: Settings) -> None:
 def main() -> None:
     """Build the settings, then run the ARQ worker on uvloop."""
     settings = load_settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging("jobs")  # JSON lines on stdout, ARQ's own records included
     log.info("jobs worker starting (pid %d)", os.getpid())
     run(settings)
 

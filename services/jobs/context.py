@@ -12,6 +12,7 @@ from services.heartbeat import Heartbeat
 from services.jobs.leases import LeaseKeeper
 from services.jobs.log_writer import LogWriter
 from services.jobs.mailer import Mailer
+from services.jobs.metrics import JobMetrics, MetricsServer
 from services.jobs.users import UserRepository
 from services.settings import Settings
 
@@ -28,6 +29,8 @@ class WorkerContext(TypedDict):
     users: UserRepository
     heartbeat: Heartbeat
     leases: LeaseKeeper
+    metrics: JobMetrics
+    metrics_server: MetricsServer | None
 
 
 class JobContext(WorkerContext):

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar, cast
 
+import structlog
 from arq import Retry
 from pydantic import ValidationError
 
@@ -20,8 +21,10 @@ from services import ledger
 from services.contract import PAYLOADS, JobName, JobStatus, Payload
 from services.jobs.context import JobContext
 from services.jobs.errors import is_transient, retry_delay
+from services.jobs.metrics import JobRun
 
 log = logging.getLogger("afterword.jobs")
+events = structlog.stdlib.get_logger("afterword.jobs")
 
 P = TypeVar("P", bound=Payload)
 JobResult = dict[str, Any]
@@ -55,7 +58,9 @@ def job(name: JobName, *, tries: int | None = None) -> Callable[[Implementation[
         model = cast(type[P], PAYLOADS[name])
 
         async def run(ctx: dict[str, Any], payload: dict[str, Any] | None = None) -> JobResult | None:
-            return await _run_tracked(cast(JobContext, ctx), name, model, implementation, payload or {})
+            context = cast(JobContext, ctx)
+            with _observed(context, name) as observed:
+                return await _run_tracked(context, name, model, implementation, payload or {}, observed)
 
         run.__qualname__ = run.__name__ = name.value
         REGISTRY[name] = run
@@ -75,6 +80,7 @@ async def _run_tracked(
     model: type[P],
     implementation: Implementation[P],
     payload: dict[str, Any],
+    observed: JobRun,
 ) -> JobResult | None:
     settings = ctx["settings"]
     job_id, job_try = ctx["job_id"], ctx["job_try"]
@@ -91,7 +97,9 @@ async def _run_tracked(
         if is_transient(exc) and not last_try:
             raise retry_later(exc) from exc
         raise
+    _note_start(ctx, started, observed)
     if not started.may_run:
+        observed.skip()
         log.info("job %s is already %s; not running it again", job_id, started.previous)
         return {"skipped": f"already {started.previous}"}
     ctx["attempt"] = started.attempt
@@ -138,6 +146,45 @@ async def _run_tracked(
             ctx["leases"].release(job_id)
     await finish(JobStatus.succeeded, result=result)
     return result
+
+
+# --- Observability: the log context and the metrics of one run -----------------------------------
+
+
+@contextlib.contextmanager
+def _observed(ctx: JobContext, name: JobName) -> Iterator[JobRun]:
+    """Around one run: ``job_id`` and ``job_name`` on every log line, its metrics, a closing log line."""
+    with structlog.contextvars.bound_contextvars(job_id=ctx["job_id"], job_name=name.value):
+        run = ctx["metrics"].start(name, due_ms=ctx.get("score"))
+        error: BaseException | None = None
+        try:
+            yield run
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            outcome = run.end(error)
+            events.info(
+                "job finished", outcome=outcome, job_try=ctx["job_try"], duration_ms=round(run.elapsed * 1000, 2)
+            )
+            structlog.contextvars.unbind_contextvars("request_id")
+
+
+def _note_start(ctx: JobContext, started: ledger.Started, observed: JobRun) -> None:
+    """What the ledger said at the start: the request id joins the log context; crash re-runs are counted."""
+    if started.request_id is not None:
+        structlog.contextvars.bind_contextvars(request_id=started.request_id)
+    if started.crash_rerun:
+        observed.crash_rerun()
+    if started.may_run:
+        pickup_ms = None if observed.pickup_seconds is None else round(observed.pickup_seconds * 1000, 2)
+        events.info(
+            "job started",
+            job_try=ctx["job_try"],
+            attempt=started.attempt,
+            crash_rerun=started.crash_rerun,
+            pickup_ms=pickup_ms,
+        )
 
 
 async def _quietly(awaitable: Awaitable[None]) -> None:

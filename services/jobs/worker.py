@@ -20,6 +20,7 @@ from arq.typing import WorkerCoroutine, WorkerSettingsBase
 import services.jobs.functions  # noqa: F401  (registers the job implementations)
 from services.contract import JobName
 from services.heartbeat import Heartbeat
+from services.jobs import metrics as job_metrics
 from services.jobs.context import WorkerContext
 from services.jobs.leases import LeaseKeeper
 from services.jobs.log_writer import LogWriter
@@ -49,6 +50,15 @@ async def on_startup(ctx: dict[str, Any]) -> None:
         log_writer=LogWriter(settings.log_file),
         users=UserRepository(db),
     )
+    # Prometheus metrics: recorded by the job wrapper, served on WORKER_METRICS_PORT (0: off).
+    ctx["metrics"] = job_metrics.JobMetrics()
+    ctx["metrics_server"] = metrics_server = await job_metrics.serve(
+        ctx["metrics"],
+        ctx["redis"],
+        queue_name=settings.queue_name,
+        host=settings.worker_metrics_host,
+        port=settings.worker_metrics_port,
+    )
     heartbeat = Heartbeat(
         ctx["redis"],
         worker_id=ctx["worker_id"],
@@ -57,6 +67,7 @@ async def on_startup(ctx: dict[str, Any]) -> None:
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "queue": settings.queue_name,
+            "metrics_port": None if metrics_server is None else metrics_server.port,
         },
         interval=settings.heartbeat_seconds,
     )
@@ -76,6 +87,9 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
         await context["heartbeat"].stop()
     if "db" in context:
         await context["db"].close()
+    metrics_server = ctx.pop("metrics_server", None)  # popped: on_shutdown may run twice after a Redis outage
+    if metrics_server is not None:
+        await metrics_server.stop()
 
 
 async def recovery_sweep(ctx: dict[str, Any]) -> dict[str, int]:

@@ -42,10 +42,18 @@ class LocalStack:
     redis: RedisServer
     gateway: ServiceProcess
     worker: ServiceProcess
+    worker_metrics_port: int
+
+    @property
+    def worker_metrics_url(self) -> str:
+        """The worker's Prometheus endpoint."""
+        return f"http://127.0.0.1:{self.worker_metrics_port}/metrics"
 
 
-def stack_env(*, database_dsn: str, redis_url: str, sink: SmtpSink, workdir: Path, port: int) -> dict[str, str]:
-    """The environment of the gateway and worker processes under test."""
+def stack_env(
+    *, database_dsn: str, redis_url: str, sink: SmtpSink, workdir: Path, port: int, worker_metrics_port: int = 0
+) -> dict[str, str]:
+    """The environment of the gateway and worker processes under test (worker metrics off unless given a port)."""
     return {
         "ENVIRONMENT": "test",
         "API_KEYS": "",  # the shared stack is open, whatever the developer's shell exports
@@ -62,6 +70,8 @@ def stack_env(*, database_dsn: str, redis_url: str, sink: SmtpSink, workdir: Pat
         "RETRY_BASE_DELAY_SECONDS": "0.2",
         "JOB_MAX_TRIES": "3",
         "JOB_TIMEOUT_SECONDS": "10",
+        "WORKER_METRICS_HOST": "127.0.0.1",
+        "WORKER_METRICS_PORT": str(worker_metrics_port),
     }
 
 
@@ -77,8 +87,15 @@ def local_stack(
     workdir = tmp_path_factory.mktemp("stack")
     redis = RedisServer(workdir / "redis")
     redis.start()
-    port = free_port()
-    env = stack_env(database_dsn=database_dsn, redis_url=redis.url, sink=smtp_sink, workdir=workdir, port=port)
+    port, metrics_port = free_port(), free_port()
+    env = stack_env(
+        database_dsn=database_dsn,
+        redis_url=redis.url,
+        sink=smtp_sink,
+        workdir=workdir,
+        port=port,
+        worker_metrics_port=metrics_port,
+    )
     gateway = ServiceProcess("services.gateway", env=env, workdir=workdir)
     worker = ServiceProcess("services.jobs", env=env, workdir=workdir, label="worker")
     try:
@@ -86,7 +103,15 @@ def local_stack(
         worker.start()
         base_url = f"http://127.0.0.1:{port}"
         wait_until_ready(base_url, processes=(gateway, worker))
-        yield LocalStack(base_url=base_url, env=env, workdir=workdir, redis=redis, gateway=gateway, worker=worker)
+        yield LocalStack(
+            base_url=base_url,
+            env=env,
+            workdir=workdir,
+            redis=redis,
+            gateway=gateway,
+            worker=worker,
+            worker_metrics_port=metrics_port,
+        )
     finally:
         worker.stop()
         gateway.stop()

@@ -192,7 +192,7 @@ async def test_start_attempt_closes_an_attempt_a_dead_worker_left_open(db_pool: 
 
     started = await ledger.start_attempt(db_pool, job_id=job_id, worker="alive")
 
-    assert started == ledger.Started(previous=JobStatus.in_progress, attempt=2)
+    assert started == ledger.Started(previous=JobStatus.in_progress, attempt=2, crash_rerun=True)
     first, second = await ledger.get_attempts(db_pool, job_id)
     assert (first.try_, first.worker, first.outcome) == (1, "dead", "interrupted")
     assert first.finished_at is not None

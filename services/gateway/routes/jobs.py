@@ -15,8 +15,9 @@ from services import ledger
 from services.contract import PAYLOADS, JobName, JobStatus
 from services.gateway import cursor as cursors
 from services.gateway.acceptance import Order, accept, push
-from services.gateway.dependencies import DbDep, RedisDep, RequestIdDep, SettingsDep
+from services.gateway.dependencies import DbDep, JobEventsDep, MetricsDep, RedisDep, RequestIdDep, SettingsDep
 from services.gateway.errors import Conflict, NotFound
+from services.gateway.job_events import wait_until_final
 from services.gateway.schemas import AttemptView, JobAcceptedView, JobPage, JobRequest, JobSummary, JobView
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -52,6 +53,7 @@ async def submit_job(
     db: DbDep,
     redis: RedisDep,
     request_id: RequestIdDep,
+    metrics: MetricsDep,
 ) -> JobAcceptedView:
     """Queue one job of the contract; its payload is validated against that job's model."""
     try:
@@ -66,6 +68,7 @@ async def submit_job(
         redis=redis,
         orders=[Order(job_request.name, payload, job_request.defer_by)],
         request_id=request_id,
+        metrics=metrics,
     )
     return JobAcceptedView(
         id=job.id,
@@ -84,6 +87,7 @@ async def job_view(db: DbDep, job_id: str) -> JobView:
     return JobView(
         id=record.id,
         name=record.name,
+        payload=record.payload,
         status=record.status,
         tries=record.tries,
         result=record.result,
@@ -146,8 +150,21 @@ async def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobView, responses={404: {"description": "No such job"}})
-async def get_job(job_id: str, db: DbDep) -> JobView:
-    """A job's status, tries, result or error and timings, from the jobs ledger."""
+async def get_job(
+    job_id: str,
+    db: DbDep,
+    events: JobEventsDep,
+    wait: Annotated[
+        float,
+        Query(ge=0, le=60, description="Seconds to wait for the job to end (succeeded, failed or cancelled) first."),
+    ] = 0,
+) -> JobView:
+    """A job's status, tries, result or error and timings, from the jobs ledger.
+
+    With ``?wait=N`` the answer waits until the job ends or ``N`` seconds pass (a long poll).
+    """
+    if wait > 0:
+        await wait_until_final(db, events, job_id, seconds=wait)
     return await job_view(db, job_id)
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Request, status
 
 from services.contract import JobName, SendEmail, UpdateUser, WriteLog
 from services.gateway.acceptance import Order, accept
-from services.gateway.dependencies import DbDep, RedisDep, RequestIdDep
+from services.gateway.dependencies import DbDep, MetricsDep, RedisDep, RequestIdDep
 from services.gateway.schemas import Accepted, AcceptedJob, SendAccepted, SendRequest, SignupRequest
 from services.ledger import NewJob
 
@@ -36,7 +36,12 @@ def welcome_email(signup: SignupRequest) -> SendEmail:
 
 @router.post("/signup", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted)
 async def signup(
-    signup: SignupRequest, request: Request, db: DbDep, redis: RedisDep, request_id: RequestIdDep
+    signup: SignupRequest,
+    request: Request,
+    db: DbDep,
+    redis: RedisDep,
+    request_id: RequestIdDep,
+    metrics: MetricsDep,
 ) -> Accepted:
     """Sign a user up: queue the welcome email, the user-row update and a log line."""
     orders = [
@@ -44,7 +49,7 @@ async def signup(
         Order(JobName.update_user, UpdateUser(email=signup.email, name=signup.name)),
         Order(JobName.write_log, WriteLog(message=f"signup: {signup.email}")),
     ]
-    jobs = await accept(db=db, redis=redis, orders=orders, request_id=request_id)
+    jobs = await accept(db=db, redis=redis, orders=orders, request_id=request_id, metrics=metrics)
     return Accepted(message="Signup complete", jobs=accepted_jobs(request, jobs))
 
 
@@ -54,6 +59,7 @@ async def send(
     db: DbDep,
     redis: RedisDep,
     request_id: RequestIdDep,
+    metrics: MetricsDep,
     data: Annotated[SendRequest | None, Body()] = None,
 ) -> SendAccepted:
     """Log the data a user sent (``"User sent data"`` when no message is given)."""
@@ -63,13 +69,16 @@ async def send(
         redis=redis,
         orders=[Order(JobName.write_log, WriteLog(message=message))],
         request_id=request_id,
+        metrics=metrics,
     )
     return SendAccepted(status="Log task added", jobs=accepted_jobs(request, jobs))
 
 
 @router.post("/process", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted)
-async def process(request: Request, db: DbDep, redis: RedisDep, request_id: RequestIdDep) -> Accepted:
+async def process(
+    request: Request, db: DbDep, redis: RedisDep, request_id: RequestIdDep, metrics: MetricsDep
+) -> Accepted:
     """Start processing: queue the ``"Process started"`` log line."""
     orders = [Order(JobName.write_log, WriteLog(message="Process started"))]
-    jobs = await accept(db=db, redis=redis, orders=orders, request_id=request_id)
+    jobs = await accept(db=db, redis=redis, orders=orders, request_id=request_id, metrics=metrics)
     return Accepted(message="Processing started", jobs=accepted_jobs(request, jobs))

@@ -1,0 +1,265 @@
+"""Live job status: one Postgres LISTEN connection, fanned out to the requests waiting on a job.
+
+Every write of a job's status makes Postgres announce it on :data:`CHANNEL` (the trigger of
+``migrations/0003_job_status_events.sql``), with the job's id, status, tries, error and the time
+of the change. The gateway's lifespan starts one :class:`JobEvents` hub, which holds the only
+listening connection of the process and hands each notification to the in-process subscribers of
+that job: the long-polls of ``GET /jobs/{id}?wait=N`` and the streams of ``GET /jobs/{id}/events``.
+
+A waiter always subscribes *before* it reads the job's current status, so that a change committed
+in between is not lost: it is either in what the read returns or in the subscription's queue. A
+change that the read already showed comes again as a notification; it is recognised by its time
+(``at``, the row's ``updated_at``, which only grows for one job) and skipped.
+
+When the listening connection is down, the hub reconnects every second and the waiters read the
+ledger every :attr:`JobEvents.poll_seconds` instead, so nothing hangs. On every (re)connection and
+disconnection each queue also gets a :data:`RESYNC` marker, which makes its waiter read the ledger
+at once (notifications sent while no one listened are lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from services import ledger
+from services.contract import JobStatus
+from services.ledger import StatusChange
+
+log = logging.getLogger("afterword.gateway.events")
+
+CHANNEL = "afterword_job_status"
+"""The Postgres notification channel of the jobs table's status trigger."""
+
+LISTENER_NAME = "afterword-gateway-listener"
+"""The ``application_name`` of the listening connection, as ``pg_stat_activity`` shows it."""
+
+RESYNC = None
+"""A queue item that says: notifications may have been missed, read the ledger."""
+
+Item = StatusChange | None
+"""What a subscription's queue receives: a change, or :data:`RESYNC`."""
+
+_LISTENER_ERRORS: tuple[type[Exception], ...] = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+def parse(payload: str) -> StatusChange:
+    """The change a notification of :data:`CHANNEL` carries (ValueError/KeyError when malformed)."""
+    data: dict[str, Any] = json.loads(payload)
+    return StatusChange(
+        id=str(data["id"]),
+        status=JobStatus(data["status"]),
+        tries=int(data["tries"]),
+        error=data.get("error"),
+        at=datetime.fromisoformat(data["at"]),
+    )
+
+
+class Subscription:
+    """One waiter's interest in one job; :meth:`close` (or leaving the ``with`` block) ends it."""
+
+    def __init__(self, hub: JobEvents, job_id: str) -> None:
+        self.hub = hub
+        self.job_id = job_id
+        self.queue: asyncio.Queue[Item] = asyncio.Queue()
+
+    def close(self) -> None:
+        """Stop receiving this job's changes (idempotent)."""
+        self.hub._remove(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class JobEvents:
+    """The hub: one listening connection, and the subscriptions it feeds."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        reconnect_seconds: float = 1.0,
+        poll_seconds: float = 1.0,
+        check_seconds: float = 10.0,
+    ) -> None:
+        self._dsn = dsn
+        self.reconnect_seconds = reconnect_seconds
+        self.poll_seconds = poll_seconds
+        """How often waiters read the ledger while the listening connection is down."""
+        self._check_seconds = check_seconds
+        self._subscriptions: dict[str, set[Subscription]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._connection: asyncpg.Connection | None = None
+        self._connected = asyncio.Event()
+
+    @property
+    def connected(self) -> bool:
+        """True while the listening connection is up."""
+        return self._connected.is_set()
+
+    @property
+    def subscriber_count(self) -> int:
+        """How many subscriptions are open."""
+        return sum(len(subs) for subs in self._subscriptions.values())
+
+    def subscribe(self, job_id: str) -> Subscription:
+        """Start receiving ``job_id``'s changes; subscribe before reading its current status."""
+        subscription = Subscription(self, job_id)
+        self._subscriptions.setdefault(job_id, set()).add(subscription)
+        return subscription
+
+    def _remove(self, subscription: Subscription) -> None:
+        subs = self._subscriptions.get(subscription.job_id)
+        if subs is not None:
+            subs.discard(subscription)
+            if not subs:
+                del self._subscriptions[subscription.job_id]
+
+    async def start(self) -> None:
+        """Start listening in the background (Postgres may be away: the hub keeps trying)."""
+        self._task = asyncio.create_task(self._run(), name="job-events-listener")
+
+    async def wait_connected(self, *, within: float) -> bool:
+        """Wait until the listening connection is up; False if it is not within ``within`` s."""
+        try:
+            async with asyncio.timeout(within):
+                await self._connected.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self) -> None:
+        """Stop listening and close the connection."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def _notify(
+        self, connection: asyncpg.Connection | PoolConnectionProxy, pid: int, channel: str, payload: object
+    ) -> None:
+        try:
+            change = parse(str(payload))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring a malformed %s notification: %s", CHANNEL, exc)
+            return
+        for subscription in self._subscriptions.get(change.id, ()):
+            subscription.queue.put_nowait(change)
+
+    def _resync_all(self) -> None:
+        for subs in self._subscriptions.values():
+            for subscription in subs:
+                subscription.queue.put_nowait(RESYNC)
+
+    async def _run(self) -> None:
+        failures = 0  # in a row: only the first of a streak is logged
+        while True:
+            try:
+                await self._listen(failures)
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except _LISTENER_ERRORS as exc:
+                if not failures:
+                    log.warning(
+                        "job status listener cannot reach Postgres, retrying every %.0f s: %s",
+                        self.reconnect_seconds,
+                        type(exc).__name__,
+                    )
+                failures += 1
+            except Exception:
+                log.exception("job status listener failed, reconnecting")
+                failures += 1
+            await asyncio.sleep(self.reconnect_seconds)
+
+    async def _listen(self, failures: int) -> None:
+        """Listen until the connection is lost (``failures``: failed attempts just before this one)."""
+        connection = await asyncpg.connect(self._dsn, timeout=5, server_settings={"application_name": LISTENER_NAME})
+        lost = asyncio.Event()
+        connection.add_termination_listener(lambda _: lost.set())
+        self._connection = connection
+        try:
+            await connection.add_listener(CHANNEL, self._notify)
+            self._connected.set()
+            self._resync_all()
+            if failures:
+                log.info("job status listener connected again after %d failed attempt(s)", failures)
+            while not lost.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._check_seconds):
+                        await lost.wait()
+                if not lost.is_set():  # a connection that died without a word only shows when used
+                    await connection.execute("SELECT 1", timeout=5)
+            log.warning("job status listener connection lost, reconnecting")
+        finally:
+            self._connected.clear()
+            self._connection = None
+            self._resync_all()
+            if not connection.is_closed():
+                connection.terminate()
+
+
+async def next_change(db: ledger.Executor, subscription: Subscription, last: StatusChange, *, within: float) -> Item:
+    """The job's first change after ``last`` within ``within`` seconds, or None if none came."""
+    hub = subscription.hub
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while (left := deadline - loop.time()) > 0:
+        listening = hub.connected
+        item: Item
+        try:
+            async with asyncio.timeout(left if listening else min(left, hub.poll_seconds)):
+                item = await subscription.queue.get()
+        except TimeoutError:
+            if listening:
+                return None
+            item = RESYNC
+        if item is None:  # RESYNC
+            item = await ledger.status_of(db, last.id)
+            if item is None:
+                return None
+        if item.at > last.at:
+            return item
+    return None
+
+
+async def wait_until_final(db: ledger.Executor, hub: JobEvents, job_id: str, *, seconds: float) -> None:
+    """Return once the job is succeeded, failed or cancelled, or after ``seconds`` (or if unknown)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    with hub.subscribe(job_id) as subscription:
+        last = await ledger.status_of(db, job_id)
+        while last is not None and not last.status.is_final:
+            last = await next_change(db, subscription, last, within=deadline - loop.time())
+
+
+async def follow(
+    db: ledger.Executor, subscription: Subscription, first: StatusChange, *, keepalive_seconds: float
+) -> AsyncIterator[Item]:
+    """Yield ``first``, then each change of the job until a final one; None after each quiet spell.
+
+    ``subscription`` must have been opened before ``first`` was read; it is closed when the
+    iteration ends, is closed, or is cancelled (a client that went away).
+    """
+    try:
+        yield first
+        last = first
+        while not last.status.is_final:
+            change = await next_change(db, subscription, last, within=keepalive_seconds)
+            if change is not None:
+                last = change
+            yield change
+    finally:
+        subscription.close()

@@ -1,0 +1,139 @@
+"""The gateway's Prometheus metrics, and the pure ASGI middleware that counts, times and logs requests.
+
+The metrics live in a :class:`GatewayMetrics` built by ``create_app`` around a registry of its
+own (not prometheus_client's global one), so that several apps in one process never collide.
+``GET /metrics`` renders it.
+
+Requests are labelled by their route's path template (``/jobs/{job_id}``), never the raw path,
+so the number of series stays bounded; a path no route matches is labelled ``other``, and so is
+a method outside the usual ones.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.contract import JobName
+
+OTHER = "other"
+"""The label of a route or method outside the known ones."""
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+access_log = structlog.stdlib.get_logger("afterword.gateway.access")
+
+
+class GatewayMetrics:
+    """The gateway's metrics, in their own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        self.requests = Counter(
+            "afterword_http_requests",
+            "HTTP requests answered, by method, route template and status code.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.request_duration = Histogram(
+            "afterword_http_request_duration_seconds",
+            "Time from a request's arrival to the end of its response, by method and route template.",
+            ["method", "route"],
+            registry=self.registry,
+        )
+        self.jobs_accepted = Counter(
+            "afterword_jobs_accepted",
+            "Jobs recorded in the ledger (the 202 follows), by job name.",
+            ["name"],
+            registry=self.registry,
+        )
+
+    def accepted(self, names: Iterable[JobName]) -> None:
+        """Count jobs whose ledger rows were just committed."""
+        for name in names:
+            self.jobs_accepted.labels(name=name.value).inc()
+
+    def render(self) -> bytes:
+        """Every metric in Prometheus' text exposition format."""
+        return generate_latest(self.registry)
+
+
+class RouteTemplates:
+    """Finds the path template of a request that no route saw (answered by a middleware first).
+
+    ``paths`` gives the templates (the OpenAPI schema's paths); it is read on first use.
+    """
+
+    def __init__(self, paths: Callable[[], Iterable[str]]) -> None:
+        self._paths = paths
+        self._compiled: Sequence[tuple[re.Pattern[str], str]] | None = None
+
+    def match(self, path: str) -> str | None:
+        """The template that ``path`` matches, or None."""
+        if self._compiled is None:
+            try:
+                self._compiled = [(compile_path(template)[0], template) for template in self._paths()]
+            except Exception:
+                self._compiled = []
+        return next((template for regex, template in self._compiled if regex.match(path)), None)
+
+
+def route_label(scope: Scope, templates: RouteTemplates | None = None) -> str:
+    """The route template of a request, after the app handled it; ``other`` when no route matches.
+
+    The router records the matched route in ``scope["route"]``; a request answered before routing
+    (413 on its Content-Length, an idempotent replay) is matched against ``templates``.
+    """
+    route = scope.get("route")
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    if isinstance(template, str) and template:
+        return template
+    if templates is not None:
+        return templates.match(scope["path"]) or OTHER
+    return OTHER
+
+
+class RequestMetricsMiddleware:
+    """Count and time every HTTP request, and log one line for it (uvicorn's access log is off)."""
+
+    def __init__(self, app: ASGIApp, *, metrics: GatewayMetrics, templates: RouteTemplates | None = None) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.templates = templates
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500  # unless the app starts a response
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_observed)
+        finally:
+            duration = time.perf_counter() - start
+            method = scope["method"] if scope["method"] in METHODS else OTHER
+            route = route_label(scope, self.templates)
+            self.metrics.requests.labels(method=method, route=route, status=str(status)).inc()
+            self.metrics.request_duration.labels(method=method, route=route).observe(duration)
+            (access_log.error if status >= 500 else access_log.info)(
+                "request",
+                method=scope["method"],
+                route=route,
+                path=scope["path"],
+                status=status,
+                duration_ms=round(duration * 1000, 2),
+            )

@@ -1,0 +1,145 @@
+"""Live status: a job's status changes as Server-Sent Events, and the figures of the dashboard."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+from redis.exceptions import RedisError
+
+from services import ledger, stats
+from services.contract import JobStatus
+from services.gateway.dependencies import DbDep, JobEventsDep, RedisDep, SettingsDep
+from services.gateway.errors import NotFound
+from services.gateway.job_events import Item, Subscription, follow
+from services.gateway.schemas import (
+    LatencyMinute,
+    Percentiles,
+    StatsView,
+    StatusEvent,
+    ThroughputMinute,
+    WorkerView,
+)
+
+router = APIRouter(tags=["live"])
+log = logging.getLogger("afterword.gateway")
+
+KEEPALIVE_SECONDS = 15.0
+"""A comment line is sent after this long without an event, so proxies keep the stream open."""
+
+_EVENTS_DOC = """\
+`text/event-stream`. The first event is the job's current status, then one event per change:
+
+```
+event: status
+data: {"id": "…", "status": "in_progress", "tries": 1, "error": null, "at": "2026-…"}
+```
+
+The stream ends after the event of a final status (succeeded, failed, cancelled); a job already
+ended gets that one event. A comment line (`: ping`) is sent every 15 s while nothing happens.
+"""
+
+
+_EVENT_SCHEMA = {
+    # Before OpenAPI 3.2 (`itemSchema`), the schema of an event stream describes each of its events.
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"const": "status"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {
+                "type": "object",
+                "required": ["id", "status", "tries", "error", "at"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "status": {"enum": [status.value for status in JobStatus]},
+                    "tries": {"type": "integer"},
+                    "error": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                    "at": {"type": "string", "format": "date-time"},
+                },
+            },
+        },
+    },
+}
+
+
+def status_event(change: ledger.StatusChange) -> bytes:
+    """One ``status`` event of the stream."""
+    data = StatusEvent(id=change.id, status=change.status, tries=change.tries, error=change.error, at=change.at)
+    return f"event: status\ndata: {data.model_dump_json()}\n\n".encode()
+
+
+async def _event_stream(items: AsyncIterator[Item]) -> AsyncIterator[bytes]:
+    yield b"retry: 2000\n\n"
+    async for item in items:
+        yield b": ping\n\n" if item is None else status_event(item)
+
+
+@router.get(
+    "/jobs/{job_id}/events",
+    response_class=StreamingResponse,
+    description=_EVENTS_DOC,
+    responses={
+        200: {"content": {"text/event-stream": {"schema": _EVENT_SCHEMA}}, "description": "The event stream"},
+        404: {"description": "No such job"},
+    },
+)
+async def job_status_events(job_id: str, db: DbDep, events: JobEventsDep) -> StreamingResponse:
+    """Follow a job's status as Server-Sent Events until it ends."""
+    subscription: Subscription = events.subscribe(job_id)  # before the read: no change is missed
+    try:
+        current = await ledger.status_of(db, job_id)
+        if current is None:
+            raise NotFound(f"no job with id {job_id!r}")
+    except BaseException:
+        subscription.close()
+        raise
+    items = follow(db, subscription, current, keepalive_seconds=KEEPALIVE_SECONDS)
+    return StreamingResponse(
+        _event_stream(items),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/stats", response_model=StatsView)
+async def job_stats(
+    db: DbDep,
+    redis: RedisDep,
+    settings: SettingsDep,
+    minutes: Annotated[int, Query(ge=1, le=1440, description="The window of the per-minute figures.")] = 15,
+) -> StatsView:
+    """Queue depth, jobs per status, throughput and pickup latency per minute, and the live workers."""
+    by_status, per_minute, latency, latency_by_minute = await asyncio.gather(
+        stats.jobs_by_status(db),
+        stats.throughput(db, minutes=minutes),
+        stats.pickup_latency(db, minutes=minutes),
+        stats.pickup_latency_by_minute(db, minutes=minutes),
+    )
+    depth: int | None
+    try:
+        depth = await stats.queue_depth(redis, queue_name=settings.queue_name)
+        alive = await stats.workers(redis, stale_after_seconds=settings.worker_stale_after_seconds)
+    except (RedisError, OSError) as exc:
+        log.warning("redis unavailable for /stats: %s", type(exc).__name__)
+        depth, alive = None, []
+    return StatsView(
+        now=datetime.now(UTC),
+        minutes=minutes,
+        queue_depth=depth,
+        jobs_by_status=by_status,
+        throughput=[ThroughputMinute(minute=m.minute, succeeded=m.succeeded, failed=m.failed) for m in per_minute],
+        pickup_latency_ms=Percentiles(p50=latency.p50, p95=latency.p95, p99=latency.p99),
+        pickup_latency_by_minute=[
+            LatencyMinute(minute=m.minute, p50=m.latency.p50, p95=m.latency.p95, p99=m.latency.p99)
+            for m in latency_by_minute
+        ],
+        workers=[WorkerView(id=w.id, host=w.host, pid=w.pid, last_beat=w.last_beat) for w in alive],
+    )

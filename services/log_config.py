@@ -1,0 +1,103 @@
+"""Structured logs: one JSON object per line on stdout, for both services.
+
+:func:`configure_logging` is called once, first thing, by each entry point. It puts a single
+handler on the standard library's root logger whose formatter is structlog's
+``ProcessorFormatter``, so the records of uvicorn, ARQ, asyncio and our own ``logging`` calls go
+through the same JSON renderer as structlog's loggers. Every line has ``timestamp`` (ISO 8601,
+UTC), ``level``, ``event``, ``logger`` and ``service``, plus whatever is bound in structlog's
+context variables at the time: the gateway binds ``request_id`` per request, the worker binds
+``job_id``, ``job_name`` and ``request_id`` per job.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from types import TracebackType
+from typing import Literal, TextIO
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+Service = Literal["gateway", "jobs"]
+
+
+def _service_adder(service: Service) -> Processor:
+    def add_service(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+        event_dict["service"] = service
+        return event_dict
+
+    return add_service
+
+
+def json_formatter(service: Service) -> structlog.stdlib.ProcessorFormatter:
+    """The formatter that renders any log record, structlog's or the standard library's, as one JSON line."""
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_shared_processors(service),
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+    )
+
+
+def _shared_processors(service: Service) -> list[Processor]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        _service_adder(service),
+    ]
+
+
+def configure_logging(service: Service, *, level: int = logging.INFO, stream: TextIO | None = None) -> None:
+    """Send every log record of this process to ``stream`` (stdout) as JSON lines tagged with ``service``."""
+    structlog.configure(
+        processors=[
+            *_shared_processors(service),
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(json_formatter(service))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level)
+    # Warnings and errors Python would print to stderr by itself become log records too.
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
+    sys.unraisablehook = _log_unraisable
+
+
+def _log_uncaught(exc_type: type[BaseException], exc: BaseException, traceback: TracebackType | None) -> None:
+    if issubclass(exc_type, KeyboardInterrupt):
+        sys.__excepthook__(exc_type, exc, traceback)
+        return
+    logging.getLogger("afterword").critical("uncaught exception", exc_info=(exc_type, exc, traceback))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_value is None:
+        return
+    thread = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("afterword").error(
+        "uncaught exception in thread %s", thread, exc_info=(args.exc_type, args.exc_value, args.exc_traceback)
+    )
+
+
+def _log_unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+    exc_info = None
+    if unraisable.exc_value is not None:
+        exc_info = (unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback)
+    logging.getLogger("afterword").error(
+        "%s: %r", unraisable.err_msg or "Exception ignored in", unraisable.object, exc_info=exc_info
+    )

@@ -1,0 +1,147 @@
+"""Figures about the jobs, for ``GET /stats`` and the dashboard: counts, throughput, pickup latency.
+
+Everything is computed in Postgres from the jobs ledger, over a window of whole minutes that ends
+with the current one. Pickup latency is the time from a job's ``run_at`` (when it became due) to
+the start of its first attempt. A job run again by ``POST /jobs/{id}/retry`` gets a new ``run_at``
+after its first attempt ended; such first attempts are left out, and a negative latency (clocks
+of the gateway and Postgres a little apart) counts as 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.asyncio import Redis
+
+from services.contract import JobStatus
+from services.heartbeat import live_workers
+from services.ledger import Executor
+
+PERCENTILES = (0.5, 0.95, 0.99)
+
+
+@dataclass(frozen=True)
+class Minute:
+    """Jobs that ended in one minute."""
+
+    minute: datetime
+    succeeded: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Pickup latency percentiles in milliseconds (None when no job started)."""
+
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+@dataclass(frozen=True)
+class LatencyMinute:
+    """Pickup latency percentiles of the jobs whose first attempt started in one minute."""
+
+    minute: datetime
+    latency: Latency
+
+
+@dataclass(frozen=True)
+class Worker:
+    """A live worker, from its heartbeat."""
+
+    id: str
+    host: str
+    pid: int
+    last_beat: datetime
+
+
+_WINDOW_START = "date_trunc('minute', now()) - make_interval(mins => $1 - 1)"
+
+_THROUGHPUT = f"""
+SELECT b.minute, COALESCE(c.succeeded, 0) AS succeeded, COALESCE(c.failed, 0) AS failed
+FROM generate_series({_WINDOW_START}, date_trunc('minute', now()), interval '1 minute') AS b (minute)
+LEFT JOIN (
+    SELECT date_trunc('minute', finished_at) AS minute,
+           count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE status = 'failed') AS failed
+    FROM jobs
+    WHERE finished_at >= {_WINDOW_START} AND status IN ('succeeded', 'failed')
+    GROUP BY 1
+) AS c USING (minute)
+ORDER BY b.minute
+"""
+
+_PICKUPS = f"""
+SELECT a.started_at, greatest(0, extract(epoch FROM a.started_at - j.run_at) * 1000)::float8 AS ms
+FROM job_attempts AS a JOIN jobs AS j ON j.id = a.job_id
+WHERE a.try = 1 AND a.started_at >= {_WINDOW_START}
+  AND (a.finished_at IS NULL OR a.finished_at >= j.run_at)
+"""
+
+_LATENCY = f"""
+SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]::float8[]) WITHIN GROUP (ORDER BY ms) FROM ({_PICKUPS}) AS p
+"""
+
+_LATENCY_BY_MINUTE = f"""
+SELECT date_trunc('minute', started_at) AS minute,
+       percentile_cont(ARRAY[0.5, 0.95, 0.99]::float8[]) WITHIN GROUP (ORDER BY ms) AS percentiles
+FROM ({_PICKUPS}) AS p
+GROUP BY 1 ORDER BY 1
+"""
+
+
+def _latency(values: Sequence[float] | None) -> Latency:
+    if not values:
+        return Latency(p50=None, p95=None, p99=None)
+    p50, p95, p99 = (round(value, 3) for value in values)
+    return Latency(p50=p50, p95=p95, p99=p99)
+
+
+async def jobs_by_status(db: Executor) -> dict[JobStatus, int]:
+    """How many jobs of the ledger are in each status (every status is named, 0 included)."""
+    rows = await db.fetch("SELECT status, count(*) AS n FROM jobs GROUP BY status")
+    counts = dict.fromkeys(JobStatus, 0)
+    for row in rows:
+        counts[JobStatus(row["status"])] = row["n"]
+    return counts
+
+
+async def throughput(db: Executor, *, minutes: int) -> list[Minute]:
+    """Jobs succeeded and failed per minute over the last ``minutes`` minutes, oldest first."""
+    rows = await db.fetch(_THROUGHPUT, minutes)
+    return [Minute(minute=r["minute"], succeeded=r["succeeded"], failed=r["failed"]) for r in rows]
+
+
+async def pickup_latency(db: Executor, *, minutes: int) -> Latency:
+    """Pickup latency percentiles over the last ``minutes`` minutes."""
+    return _latency(await db.fetchval(_LATENCY, minutes))
+
+
+async def pickup_latency_by_minute(db: Executor, *, minutes: int) -> list[LatencyMinute]:
+    """Pickup latency percentiles per minute (minutes in which no job started are left out)."""
+    rows = await db.fetch(_LATENCY_BY_MINUTE, minutes)
+    return [LatencyMinute(minute=r["minute"], latency=_latency(r["percentiles"])) for r in rows]
+
+
+async def queue_depth(redis: Redis, *, queue_name: str) -> int:
+    """How many jobs wait on the ARQ queue (its sorted set), deferred ones included."""
+    return int(await redis.zcard(queue_name))
+
+
+async def workers(redis: Redis, *, stale_after_seconds: float) -> list[Worker]:
+    """The live workers, from their heartbeats."""
+    found: list[dict[str, Any]] = await live_workers(redis, stale_after_seconds=stale_after_seconds)
+    return [
+        Worker(
+            id=str(info.get("id", "?")),
+            host=str(info.get("host", "?")),
+            pid=int(info.get("pid", 0)),
+            last_beat=datetime.fromtimestamp(float(info["last_beat"]), UTC),
+        )
+        for info in found
+        if "last_beat" in info
+    ]

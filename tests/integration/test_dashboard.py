@@ -1,0 +1,321 @@
+"""The dashboard in a real headless Chromium, driven by Playwright.
+
+The browser is Debian's ``chromium`` package (``make browser`` installs it); Playwright never
+downloads one of its own. Each test fails on any console error or uncaught page error. The
+screenshots go to ``test-artifacts/`` at the repository's root.
+
+Against a running stack (``GATEWAY_URL``) these tests are skipped unless ``DASHBOARD_TESTS=1``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Browser, ConsoleMessage, Error, Page, async_playwright, expect
+
+from tests.support.database import create_database, drop_database
+from tests.support.jobs_client import wait_for_job
+from tests.support.observers import Observer
+from tests.support.ports import free_port
+from tests.support.redis_server import RedisServer
+from tests.support.services import REPO, ServiceProcess
+from tests.support.sse import collapse
+
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = REPO / "test-artifacts"
+LAPTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+UPDATE_MS = 15_000
+"""How long a test waits for the page to show a change (it polls every 2 s)."""
+
+if os.environ.get("GATEWAY_URL") and os.environ.get("DASHBOARD_TESTS") != "1":
+    pytest.skip("dashboard tests run against a running stack only with DASHBOARD_TESTS=1", allow_module_level=True)
+if not CHROMIUM.exists():
+    pytest.skip(
+        f"{CHROMIUM} is missing: install Debian's chromium (`sudo apt-get install chromium`, or `make browser` "
+        "as root) to run the dashboard tests",
+        allow_module_level=True,
+    )
+
+
+@dataclass
+class Watched:
+    """A page, and the console errors and uncaught exceptions it produced."""
+
+    page: Page
+    problems: list[str] = field(default_factory=list)
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.problems.append(f"console error: {message.text} ({message.location})")
+
+    def _page_error(self, error: Error) -> None:
+        self.problems.append(f"page error: {error.message}")
+
+    def watch(self) -> Watched:
+        self.page.on("console", self._console)
+        self.page.on("pageerror", self._page_error)
+        return self
+
+    async def open(self, url: str) -> None:
+        """Load the dashboard and wait for its first round of data."""
+        response = await self.page.goto(url)
+        assert response is not None
+        assert response.status == 200
+        await expect(self.page.locator("body")).to_have_attribute("data-ready", "true", timeout=UPDATE_MS)
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def _watched(browser: Browser, viewport: dict[str, int], **options: Any) -> AsyncIterator[Watched]:
+    context = await browser.new_context(viewport={"width": viewport["width"], "height": viewport["height"]}, **options)
+    try:
+        watched = Watched(await context.new_page()).watch()
+        yield watched
+        assert watched.problems == [], "the page logged errors"
+    finally:
+        await context.close()
+
+
+@pytest.fixture
+async def laptop(browser: Browser) -> AsyncIterator[Watched]:
+    """A laptop-size page; the test fails if it logs a console error."""
+    async for watched in _watched(browser, LAPTOP):
+        yield watched
+
+
+async def _post(client: httpx.AsyncClient, body: dict[str, Any], headers: dict[str, str] | None = None) -> str:
+    response = await client.post("/jobs", json=body, headers=headers)
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["id"]
+    return job_id
+
+
+def _write_log(**extra: Any) -> dict[str, Any]:
+    return {"name": "write_log", "payload": {"message": f"dashboard {uuid.uuid4().hex}"}, **extra}
+
+
+def _row(page: Page, table: str, job_id: str) -> Any:
+    return page.locator(f'[data-testid="{table}"] tr[data-job-id="{job_id}"]')
+
+
+async def test_a_new_job_shows_up_and_reaches_succeeded(
+    laptop: Watched, base_url: str, client: httpx.AsyncClient
+) -> None:
+    page = laptop.page
+    await laptop.open(f"{base_url}/dashboard")
+    await expect(page.get_by_test_id("queue-depth")).to_have_text(re.compile(r"^\d+$"))
+    await expect(page.get_by_test_id("worker")).not_to_have_count(0)
+    await expect(page.get_by_test_id("status-count")).to_have_count(7)
+    await expect(page.get_by_test_id("live-indicator")).to_have_attribute("data-state", "live")
+
+    others = [
+        await _post(
+            client, {"name": "update_user", "payload": {"email": f"u-{uuid.uuid4().hex[:8]}@example.com", "name": "U"}}
+        ),
+        await _post(client, {"name": "cleanup_temp_files", "payload": {}}),
+        await _post(client, _write_log()),
+    ]
+    job_id = await _post(client, _write_log())
+
+    row = _row(page, "recent-jobs", job_id)
+    await expect(row).to_have_attribute("data-status", "succeeded", timeout=UPDATE_MS)
+    await expect(row).to_contain_text("write_log")
+    for other in others:
+        await expect(_row(page, "recent-jobs", other)).to_have_attribute("data-status", "succeeded", timeout=UPDATE_MS)
+    await expect(page.locator("#throughput-chart rect.ok")).not_to_have_count(0)
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=ARTIFACTS / "dashboard.png", full_page=True)
+
+
+async def test_a_failed_job_is_listed_and_its_retry_button_runs_it_again(
+    laptop: Watched, base_url: str, client: httpx.AsyncClient, observer: Observer
+) -> None:
+    sink = observer.require_sink()
+    page = laptop.page
+    address = f"dash-{uuid.uuid4().hex[:10]}@example.com"
+    sink.refuse(address, 550)
+    try:
+        job_id = await _post(
+            client, {"name": "send_email", "payload": {"to": address, "subject": "Dash", "body": "Hello"}}
+        )
+        assert (await wait_for_job(client, job_id))["status"] == "failed"
+        await laptop.open(f"{base_url}/dashboard")
+        failed_row = _row(page, "failed-jobs", job_id)
+        await expect(failed_row).to_have_attribute("data-status", "failed", timeout=UPDATE_MS)
+        await expect(failed_row).to_contain_text("550")
+        await expect(failed_row.locator('[data-action="cancel"]')).to_have_count(0)
+    finally:
+        sink.accept(address)
+
+    await failed_row.locator('[data-action="retry"]').click()
+
+    await expect(_row(page, "recent-jobs", job_id)).to_have_attribute("data-status", "succeeded", timeout=UPDATE_MS)
+    await expect(failed_row).to_have_count(0, timeout=UPDATE_MS)
+    job = (await client.get(f"/jobs/{job_id}")).json()
+    assert job["status"] == "succeeded"
+    assert [a["outcome"] for a in job["attempts"]] == ["failed", "succeeded"]
+    assert len(await observer.emails_to(address)) == 1
+
+
+async def test_a_job_opens_in_a_detail_view_that_follows_it_live(
+    laptop: Watched, base_url: str, client: httpx.AsyncClient
+) -> None:
+    page = laptop.page
+    await laptop.open(f"{base_url}/dashboard")
+    body = _write_log(defer_by=3)
+    job_id = await _post(client, body)
+    row = _row(page, "recent-jobs", job_id)
+    await expect(row).to_have_attribute("data-status", "deferred", timeout=UPDATE_MS)
+
+    await row.locator("td").first.click()
+
+    await expect(page).to_have_url(f"{base_url}/dashboard#/jobs/{job_id}")
+    detail = page.get_by_test_id("job-detail")
+    await expect(detail).to_be_visible()
+    await expect(page.get_by_test_id("detail-id")).to_have_text(job_id)
+    await expect(page.get_by_test_id("detail-payload")).to_contain_text(body["payload"]["message"])
+    await expect(page.get_by_test_id("detail-status")).to_have_attribute("data-status", "succeeded", timeout=UPDATE_MS)
+    await expect(page.get_by_test_id("attempt")).to_have_count(1)
+    await expect(page.get_by_test_id("attempt")).to_contain_text("succeeded")
+    events = page.get_by_test_id("detail-event")
+    await expect(events.last).to_have_attribute("data-status", "succeeded")
+    statuses = [await e.get_attribute("data-status") or "" for e in await events.all()]
+    assert collapse(statuses) == ["deferred", "in_progress", "succeeded"], "followed through the event stream"
+    await page.screenshot(path=ARTIFACTS / "dashboard-job.png", full_page=True)
+
+    await page.get_by_test_id("back").click()
+    await expect(page.get_by_test_id("recent-jobs")).to_be_visible()
+
+
+async def test_the_lists_filter_by_status_and_name(laptop: Watched, base_url: str, client: httpx.AsyncClient) -> None:
+    page = laptop.page
+    job_id = await _post(client, _write_log())
+    await wait_for_job(client, job_id)
+    await laptop.open(f"{base_url}/dashboard")
+
+    await page.get_by_test_id("filter-status").select_option("succeeded")
+    await page.get_by_test_id("filter-name").select_option("write_log")
+
+    await expect(page).to_have_url(f"{base_url}/dashboard#/?status=succeeded&name=write_log")
+    rows = page.locator('[data-testid="recent-jobs"] tr')
+    await expect(_row(page, "recent-jobs", job_id)).to_be_visible(timeout=UPDATE_MS)
+    await expect(page.locator('[data-testid="recent-jobs"] tr:not([data-status="succeeded"])')).to_have_count(0)
+    await expect(page.locator('[data-testid="recent-jobs"] tr:not([data-name="write_log"])')).to_have_count(0)
+    assert set(await rows.locator("td:nth-child(2)").all_inner_texts()) == {"write_log"}
+
+    await page.get_by_test_id("filter-status").select_option("failed")
+    await expect(page.locator('[data-testid="recent-jobs"] tr:not([data-status="failed"])')).to_have_count(
+        0, timeout=UPDATE_MS
+    )
+
+
+async def test_the_dashboard_fits_a_phone(browser: Browser, base_url: str, client: httpx.AsyncClient) -> None:
+    await wait_for_job(client, await _post(client, _write_log()))
+    async for phone in _watched(
+        browser, PHONE, device_scale_factor=2, is_mobile=True, has_touch=True, color_scheme="dark"
+    ):
+        await phone.open(f"{base_url}/dashboard")
+        await expect(phone.page.get_by_test_id("recent-jobs").locator("tr").first).to_be_visible(timeout=UPDATE_MS)
+        overflow = await phone.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, "nothing sticks out sideways"
+        ARTIFACTS.mkdir(exist_ok=True)
+        await phone.page.screenshot(path=ARTIFACTS / "dashboard-phone.png", full_page=True)
+
+
+# A gateway with API keys: the page asks for a key once, keeps it, and sends it as X-API-Key.
+
+KEY = "dashboard-key-" + uuid.uuid4().hex
+
+
+@pytest.fixture(scope="module")
+async def secured_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """A gateway with an API key, on a database and Redis of its own, and no worker (jobs wait)."""
+    workdir = tmp_path_factory.mktemp("dashboard-secured")
+    dsn = await create_database()
+    redis = RedisServer(workdir / "redis")
+    port = free_port()
+    env = {
+        "ENVIRONMENT": "test",
+        "DATABASE_URL": dsn,
+        "REDIS_URL": redis.url,
+        "GATEWAY_HOST": "127.0.0.1",
+        "GATEWAY_PORT": str(port),
+        "LOG_FILE": str(workdir / "afterword.log"),
+        "TEMP_DIR": str(workdir / "tmp"),
+        "API_KEYS": KEY,
+    }
+    gateway = ServiceProcess("services.gateway", env=env, workdir=workdir, label="dashboard-gateway")
+    try:
+        redis.start()
+        gateway.start()
+        base_url = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=base_url, timeout=2) as http:
+            for _ in range(300):
+                try:
+                    if (await http.get("/healthz")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert gateway.process is not None
+                assert gateway.process.poll() is None, gateway.output()
+                await asyncio.sleep(0.1)
+        yield base_url
+    finally:
+        gateway.stop()
+        redis.stop()
+        await drop_database(dsn)
+
+
+async def test_with_api_keys_the_page_asks_for_a_key_once_and_keeps_it(laptop: Watched, secured_url: str) -> None:
+    page = laptop.page
+    async with httpx.AsyncClient(base_url=secured_url, timeout=10) as secured:
+        first = await _post(secured, _write_log(defer_by=3600), headers={"X-API-Key": KEY})
+        await laptop.open(f"{secured_url}/dashboard")  # the page and every GET stay open
+        row = _row(page, "recent-jobs", first)
+        await expect(row).to_have_attribute("data-status", "deferred", timeout=UPDATE_MS)
+        await expect(page.get_by_test_id("api-key-button")).to_be_visible()
+
+        await row.locator('[data-action="cancel"]').click()
+        dialog = page.get_by_test_id("api-key-dialog")
+        await expect(dialog).to_be_visible()
+        await page.get_by_test_id("api-key-input").fill(KEY)
+        await page.get_by_test_id("api-key-save").click()
+
+        await expect(row).to_have_attribute("data-status", "cancelled", timeout=UPDATE_MS)
+        assert await page.evaluate("localStorage.getItem('afterword.apiKey')") == KEY
+
+        second = await _post(secured, _write_log(defer_by=3600), headers={"X-API-Key": KEY})
+        row = _row(page, "recent-jobs", second)
+        await expect(row).to_have_attribute("data-status", "deferred", timeout=UPDATE_MS)
+        await row.locator('[data-action="cancel"]').click()
+        await expect(row).to_have_attribute("data-status", "cancelled", timeout=UPDATE_MS)
+        await expect(dialog).to_be_hidden()
+        assert (await secured.get(f"/jobs/{second}")).json()["status"] == "cancelled"

@@ -1,0 +1,253 @@
+"""The live-status hub against a real Postgres: the trigger's notifications, ordering, reconnection.
+
+These tests commit jobs (a notification is only sent on commit), so they use a throwaway database
+of their own rather than the session's, which the integration stack's worker sweeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from services import ledger
+from services.contract import JobName, JobStatus
+from services.gateway.job_events import LISTENER_NAME, JobEvents, follow, next_change, parse, wait_until_final
+from services.ledger import NewJob, StatusChange
+from tests.support.database import create_database, drop_database
+
+
+@pytest.fixture(scope="module")
+async def events_dsn() -> AsyncIterator[str]:
+    dsn = await create_database("afterword_events")
+    try:
+        yield dsn
+    finally:
+        await drop_database(dsn)
+
+
+@pytest.fixture(scope="module")
+async def pool(events_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    db = await asyncpg.create_pool(events_dsn, min_size=1, max_size=4)
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
+@pytest.fixture
+async def hub(events_dsn: str) -> AsyncIterator[JobEvents]:
+    events = JobEvents(events_dsn, reconnect_seconds=0.1, poll_seconds=0.2)
+    await events.start()
+    try:
+        assert await events.wait_connected(within=10)
+        yield events
+    finally:
+        await events.stop()
+
+
+async def _new_job(pool: asyncpg.Pool, status: JobStatus = JobStatus.queued, *, job_id: str | None = None) -> str:
+    job = NewJob(
+        id=job_id or uuid.uuid4().hex,
+        name=JobName.write_log,
+        payload={"message": "hello"},
+        status=status,
+        run_at=datetime.now(UTC),
+    )
+    await ledger.insert_jobs(pool, [job])
+    return job.id
+
+
+async def _current(pool: asyncpg.Pool, job_id: str) -> StatusChange:
+    change = await ledger.status_of(pool, job_id)
+    assert change is not None
+    return change
+
+
+def test_parse_reads_the_trigger_payload() -> None:
+    change = parse(
+        '{"id": "abc", "status": "retrying", "tries": 2, "error": "451", "at": "2026-11-23T19:26:58.302863+00:00"}'
+    )
+
+    assert change == StatusChange(
+        id="abc",
+        status=JobStatus.retrying,
+        tries=2,
+        error="451",
+        at=datetime(2026, 11, 23, 19, 26, 58, 302863, tzinfo=UTC),
+    )
+
+
+async def test_each_committed_status_reaches_the_subscribers_of_that_job_in_order(
+    hub: JobEvents, pool: asyncpg.Pool
+) -> None:
+    job_id = uuid.uuid4().hex
+    other = hub.subscribe("someone-else")
+    with hub.subscribe(job_id) as subscription:
+        await _new_job(pool, job_id=job_id)
+        started = await ledger.start_attempt(pool, job_id=job_id, worker="w1")
+        await ledger.finish_attempt(pool, job_id=job_id, attempt=started.attempt, status=JobStatus.failed, error="boom")
+
+        changes = [await asyncio.wait_for(subscription.queue.get(), 5) for _ in range(3)]
+
+    assert all(change is not None for change in changes)
+    assert [(c.status, c.tries, c.error) for c in changes if c is not None] == [
+        (JobStatus.queued, 0, None),
+        (JobStatus.in_progress, 1, None),
+        (JobStatus.failed, 1, "boom"),
+    ]
+    assert [c.at for c in changes if c is not None] == sorted({c.at for c in changes if c is not None})
+    assert changes[-1] == await _current(pool, job_id), "the notification says what the ledger says"
+    assert other.queue.empty()
+    other.close()
+    assert hub.subscriber_count == 0
+
+
+async def test_next_change_skips_a_notification_older_than_what_was_read(hub: JobEvents, pool: asyncpg.Pool) -> None:
+    job_id = await _new_job(pool)
+    with hub.subscribe(job_id) as subscription:
+        await ledger.start_attempt(pool, job_id=job_id, worker="w1")
+        await asyncio.sleep(0.3)  # its notification is queued by now
+        current = await _current(pool, job_id)  # ...and the read shows the same change
+
+        assert await next_change(pool, subscription, current, within=0.5) is None
+
+
+async def test_wait_until_final_returns_when_the_job_ends(hub: JobEvents, pool: asyncpg.Pool) -> None:
+    job_id = await _new_job(pool)
+
+    async def finish_soon() -> None:
+        await asyncio.sleep(0.3)
+        started = await ledger.start_attempt(pool, job_id=job_id, worker="w1")
+        await ledger.finish_attempt(pool, job_id=job_id, attempt=started.attempt, status=JobStatus.succeeded)
+
+    task = asyncio.create_task(finish_soon())
+    await asyncio.wait_for(wait_until_final(pool, hub, job_id, seconds=10), 5)
+    await task
+
+    assert (await _current(pool, job_id)).status is JobStatus.succeeded
+    assert hub.subscriber_count == 0
+
+
+async def test_wait_until_final_gives_up_after_its_time(hub: JobEvents, pool: asyncpg.Pool) -> None:
+    job_id = await _new_job(pool, JobStatus.deferred)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+
+    await wait_until_final(pool, hub, job_id, seconds=0.5)
+
+    assert 0.4 < loop.time() - began < 3
+    assert (await _current(pool, job_id)).status is JobStatus.deferred
+    await wait_until_final(pool, hub, "no-such-job", seconds=5)  # an unknown job: at once
+
+
+async def test_follow_yields_every_status_then_stops_and_unsubscribes(hub: JobEvents, pool: asyncpg.Pool) -> None:
+    job_id = await _new_job(pool, JobStatus.deferred)
+    subscription = hub.subscribe(job_id)
+    first = await _current(pool, job_id)
+    seen: list[JobStatus] = []
+
+    async def consume() -> None:
+        async for item in follow(pool, subscription, first, keepalive_seconds=0.2):
+            if item is not None:
+                seen.append(item.status)
+
+    consumer = asyncio.create_task(consume())
+    await asyncio.sleep(0.5)  # a quiet spell or two: keep-alives, not statuses
+    started = await ledger.start_attempt(pool, job_id=job_id, worker="w1")
+    await ledger.finish_attempt(pool, job_id=job_id, attempt=started.attempt, status=JobStatus.succeeded)
+    await asyncio.wait_for(consumer, 5)
+
+    assert seen == [JobStatus.deferred, JobStatus.in_progress, JobStatus.succeeded]
+    assert hub.subscriber_count == 0
+
+
+async def test_a_cancelled_follower_unsubscribes(hub: JobEvents, pool: asyncpg.Pool) -> None:
+    """What happens when an SSE client goes away: Starlette cancels the stream's iteration."""
+    job_id = await _new_job(pool)
+    subscription = hub.subscribe(job_id)
+    first = await _current(pool, job_id)
+
+    async def consume() -> None:
+        async for _ in follow(pool, subscription, first, keepalive_seconds=30):
+            pass
+
+    consumer = asyncio.create_task(consume())
+    await asyncio.sleep(0.2)
+    assert hub.subscriber_count == 1
+    consumer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await consumer
+
+    assert hub.subscriber_count == 0
+
+
+async def _kill_listener(pool: asyncpg.Pool) -> None:
+    """Terminate the hub's connection from the server side, as a Postgres restart would."""
+    await pool.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 "
+        "AND datname = current_database()",
+        LISTENER_NAME,
+    )
+
+
+async def _until_down(events: JobEvents) -> None:
+    for _ in range(200):
+        if not events.connected:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the hub did not notice that its connection was lost")
+
+
+async def test_while_the_listener_is_down_waiters_read_the_ledger(events_dsn: str, pool: asyncpg.Pool) -> None:
+    events = JobEvents(events_dsn, reconnect_seconds=60, poll_seconds=0.2)  # stays down during the test
+    await events.start()
+    try:
+        assert await events.wait_connected(within=10)
+        job_id = await _new_job(pool)
+        with events.subscribe(job_id) as subscription:
+            last = await _current(pool, job_id)
+            await _kill_listener(pool)
+            await _until_down(events)
+
+            await ledger.start_attempt(pool, job_id=job_id, worker="w1")  # nobody hears of it
+            change = await next_change(pool, subscription, last, within=3)
+
+        assert change is not None
+        assert change.status is JobStatus.in_progress
+    finally:
+        await events.stop()
+
+
+async def test_the_hub_reconnects_after_losing_its_connection(hub: JobEvents, pool: asyncpg.Pool) -> None:
+    job_id = await _new_job(pool)
+    with hub.subscribe(job_id) as subscription:
+        last = await _current(pool, job_id)
+        await _kill_listener(pool)
+        await _until_down(hub)
+        assert await hub.wait_connected(within=10)
+        resyncs = []
+        while not subscription.queue.empty():
+            resyncs.append(subscription.queue.get_nowait())
+        assert resyncs == [None, None], "a resync when the connection was lost, one when it came back"
+        hub.poll_seconds = 60  # from here on only a notification can bring the change in time
+
+        await ledger.start_attempt(pool, job_id=job_id, worker="w1")
+        change = await asyncio.wait_for(subscription.queue.get(), 5)
+
+    assert change is not None
+    assert change.status is JobStatus.in_progress
+    assert change.at > last.at
+
+
+async def test_a_stale_job_row_counts_as_no_change(hub: JobEvents, pool: asyncpg.Pool) -> None:
+    job_id = await _new_job(pool)
+    current = await _current(pool, job_id)
+    newer = StatusChange(job_id, JobStatus.queued, 0, None, current.at + timedelta(hours=1))
+    with hub.subscribe(job_id) as subscription:
+        subscription.queue.put_nowait(None)  # a resync: the ledger is read, and is older than `newer`
+        assert await next_change(pool, subscription, newer, within=0.3) is None
