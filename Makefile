@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 export UV_PYTHON_DOWNLOADS := never
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-integration browser lint fmt migrate check bench up down lock clean
+.PHONY: help install run test test-integration browser wrk lint fmt migrate check bench up down lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -45,7 +45,7 @@ fmt: install ## Format and auto-fix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: install lint browser ## Lint, then every test (unit + integration) against throwaway Redis/Postgres databases
+test: install lint browser wrk ## Lint, then every test (unit + integration) against throwaway Redis/Postgres databases
 	$(BIN)/pytest
 
 browser: ## Install Debian's chromium for the dashboard tests, if missing (needs root; else they are skipped)
@@ -60,8 +60,17 @@ browser: ## Install Debian's chromium for the dashboard tests, if missing (needs
 test-integration: install ## Only the integration tests (GATEWAY_URL=... runs them against a running stack)
 	$(BIN)/pytest -m integration
 
-bench: install ## Benchmarks against baselines measured in the same run
+bench: install wrk ## Our stack against the seed and plain ARQ, in one run (table, bench/results/*.json|png)
 	$(BIN)/python -m bench
+
+wrk: ## Install Debian's wrk (the bench's load generator), if missing (needs root; else the bench smoke test is skipped)
+	@if command -v wrk >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing Debian's wrk for the bench"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+	else \
+		echo "wrk is missing, so the bench cannot run and its smoke test is skipped. Install it with: sudo apt-get install wrk"; \
+	fi
 
 up: ## docker compose: build and start the whole stack
 	docker compose up --build -d

@@ -86,10 +86,19 @@ def _record(row: asyncpg.Record) -> JobRecord:
 
 
 async def insert_jobs(db: Executor, jobs: Sequence[NewJob]) -> None:
-    """Record newly accepted jobs (call inside the transaction that must commit before the 202)."""
-    await db.executemany(
-        "INSERT INTO jobs (id, name, payload, status, run_at, request_id) VALUES ($1, $2, $3, $4, $5, $6)",
-        [(j.id, j.name.value, json.dumps(j.payload), j.status.value, j.run_at, j.request_id) for j in jobs],
+    """Record newly accepted jobs, all of them or none, in one statement (one round trip).
+
+    Outside a transaction the statement commits on its own; the 202 may follow when it returns.
+    """
+    await db.execute(
+        "INSERT INTO jobs (id, name, payload, status, run_at, request_id) "
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[], $5::timestamptz[], $6::text[])",
+        [j.id for j in jobs],
+        [j.name.value for j in jobs],
+        [json.dumps(j.payload) for j in jobs],
+        [j.status.value for j in jobs],
+        [j.run_at for j in jobs],
+        [j.request_id for j in jobs],
     )
 
 
@@ -137,42 +146,57 @@ class Started:
         return self.previous is None or not self.previous.is_final
 
 
-async def start_attempt(db: asyncpg.Pool, *, job_id: str, worker: str) -> Started:
-    """Mark a job in progress and open its next attempt.
+async def start_attempt(db: Executor, *, job_id: str, worker: str) -> Started:
+    """Mark a job in progress and open its next attempt, in one round trip.
 
     An attempt left open by a worker that died is closed as ``interrupted`` first. For a job the
     ledger does not know (a cron run) ``previous`` is None and nothing is written; for a job already
     in a final state nothing is written either, and the caller must not run it.
     """
-    async with db.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow("SELECT status, request_id FROM jobs WHERE id = $1 FOR UPDATE", job_id)
-        if row is None:
-            return Started(previous=None, attempt=0)
-        previous, request_id = JobStatus(row["status"]), row["request_id"]
-        if previous.is_final:
-            return Started(previous=previous, attempt=0, request_id=request_id)
-        closed = await conn.execute(
-            "UPDATE job_attempts SET outcome = 'interrupted', finished_at = clock_timestamp(), "
-            "error = 'the worker stopped before the attempt ended' WHERE job_id = $1 AND outcome IS NULL",
-            job_id,
-        )
-        attempt: int = await conn.fetchval(
-            "INSERT INTO job_attempts (job_id, try, worker) "
-            "SELECT $1, COALESCE(max(try), 0) + 1, $2 FROM job_attempts WHERE job_id = $1 RETURNING try",
-            job_id,
-            worker,
-        )
-        await conn.execute(
-            "UPDATE jobs SET status = 'in_progress', tries = $2, started_at = clock_timestamp(), "
-            "finished_at = NULL, updated_at = clock_timestamp() WHERE id = $1",
-            job_id,
-            attempt,
-        )
-        return Started(previous=previous, attempt=attempt, request_id=request_id, crash_rerun=closed != "UPDATE 0")
+    (started,) = await start_attempts(db, job_ids=[job_id], worker=worker)
+    return started
+
+
+async def start_attempts(db: Executor, *, job_ids: Sequence[str], worker: str) -> list[Started]:
+    """:func:`start_attempt` for several jobs in one statement (one commit); results in order.
+
+    Each job's statements run server-side under its row's lock (migration 0004,
+    ``afterword_start_attempt``); the rows are locked in id order.
+    """
+    rows = await db.fetch(
+        "SELECT j.id, s.* FROM unnest($1::text[]) AS j(id), LATERAL afterword_start_attempt(j.id, $2) AS s "
+        "ORDER BY j.id",
+        sorted(set(job_ids)),
+        worker,
+    )
+    by_id = {row["id"]: row for row in rows}
+    return [_started(by_id[job_id]) for job_id in job_ids]
+
+
+def _started(row: asyncpg.Record) -> Started:
+    if row["previous"] is None:
+        return Started(previous=None, attempt=0)
+    return Started(
+        previous=JobStatus(row["previous"]),
+        attempt=row["attempt"],
+        request_id=row["request_id"],
+        crash_rerun=row["crash_rerun"],
+    )
+
+
+@dataclass(frozen=True)
+class Finish:
+    """How an attempt ended: the job's new status, and its result or error."""
+
+    job_id: str
+    attempt: int
+    status: JobStatus
+    result: Any = None
+    error: str | None = None
 
 
 async def finish_attempt(
-    db: asyncpg.Pool,
+    db: Executor,
     *,
     job_id: str,
     attempt: int,
@@ -180,32 +204,37 @@ async def finish_attempt(
     result: Any = None,
     error: str | None = None,
 ) -> None:
-    """Record how an attempt ended and the job's resulting status.
+    """Record how an attempt ended and the job's resulting status, in one statement.
 
     ``status`` is the job's new status: ``succeeded``/``failed`` end it, ``retrying`` means ARQ
     will run it again, ``queued`` means it was interrupted and handed back. A job already final
     (cancelled meanwhile) keeps its status; its attempt is then recorded as ``cancelled``.
     """
-    outcome = "interrupted" if status is JobStatus.queued else status.value
-    async with db.acquire() as conn, conn.transaction():
-        updated = await conn.fetchval(
-            "UPDATE jobs SET status = $2, result = $3, error = $4, updated_at = clock_timestamp(), "
-            "finished_at = CASE WHEN $5 THEN clock_timestamp() ELSE NULL END "
-            "WHERE id = $1 AND status NOT IN ('succeeded', 'failed', 'cancelled') RETURNING 1",
-            job_id,
-            status.value,
-            None if result is None else json.dumps(result, default=str),
-            error,
-            status.is_final,
-        )
-        await conn.execute(
-            "UPDATE job_attempts SET finished_at = clock_timestamp(), outcome = $3, error = $4 "
-            "WHERE job_id = $1 AND try = $2",
-            job_id,
-            attempt,
-            outcome if updated else "cancelled",
-            error,
-        )
+    await finish_attempts(db, [Finish(job_id, attempt, status, result, error)])
+
+
+async def finish_attempts(db: Executor, finishes: Sequence[Finish]) -> None:
+    """:func:`finish_attempt` for several attempts in one statement (one commit)."""
+    await db.execute(
+        "WITH input AS ("
+        "  SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::bool[])"
+        "  AS t(id, try, status, outcome, result, error, final)"
+        "), job AS ("
+        "  UPDATE jobs j SET status = i.status, result = i.result, error = i.error, updated_at = clock_timestamp(), "
+        "  finished_at = CASE WHEN i.final THEN clock_timestamp() ELSE NULL END "
+        "  FROM input i WHERE j.id = i.id AND j.status NOT IN ('succeeded', 'failed', 'cancelled') RETURNING j.id"
+        ") "
+        "UPDATE job_attempts a SET finished_at = clock_timestamp(), error = i.error, "
+        "outcome = CASE WHEN i.id IN (SELECT id FROM job) THEN i.outcome ELSE 'cancelled' END "
+        "FROM input i WHERE a.job_id = i.id AND a.try = i.try",
+        [f.job_id for f in finishes],
+        [f.attempt for f in finishes],
+        [f.status.value for f in finishes],
+        ["interrupted" if f.status is JobStatus.queued else f.status.value for f in finishes],
+        [None if f.result is None else json.dumps(f.result, default=str) for f in finishes],
+        [f.error for f in finishes],
+        [f.status.is_final for f in finishes],
+    )
 
 
 async def settle(db: Executor, *, job_id: str, status: JobStatus, result: Any = None, error: str | None = None) -> bool:

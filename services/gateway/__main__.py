@@ -9,6 +9,7 @@ from __future__ import annotations
 import uvicorn
 
 from services.gateway.app import create_app
+from services.heap import freeze_startup_heap
 from services.log_config import configure_logging
 from services.settings import load_settings
 
@@ -17,8 +18,10 @@ def main() -> None:
     """Build the settings and the app, then serve until SIGINT/SIGTERM."""
     settings = load_settings()
     configure_logging("gateway")
+    app = create_app(settings)
+    freeze_startup_heap()  # fewer, shorter GC pauses: the slowest requests were waiting on them
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.gateway_host,
         port=settings.gateway_port,
         loop="uvloop",

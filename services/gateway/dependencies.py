@@ -12,6 +12,7 @@ import asyncpg
 from arq.connections import ArqRedis
 from fastapi import Depends, Request
 
+from services.gateway.acceptance import Acceptance
 from services.gateway.job_events import JobEvents
 from services.gateway.metrics import GatewayMetrics
 from services.settings import Settings
@@ -56,3 +57,12 @@ async def _events(request: Request) -> JobEvents:
 
 
 JobEventsDep = Annotated[JobEvents, Depends(_events)]
+
+
+async def _acceptance(request: Request) -> Acceptance:
+    state = request.state
+    return Acceptance(intake=state.intake, metrics=state.metrics, request_id=state.request_id)
+
+
+AcceptanceDep = Annotated[Acceptance, Depends(_acceptance)]
+"""Everything a route needs to accept jobs: the intake, the metrics and the request id."""

@@ -11,6 +11,8 @@ from arq.connections import ArqRedis
 from fastapi import FastAPI
 from redis.asyncio import ConnectionPool
 
+from services.database import create_pool
+from services.gateway.intake import Intake
 from services.gateway.job_events import JobEvents
 from services.gateway.metrics import GatewayMetrics
 from services.serialization import deserialize, serialize
@@ -25,6 +27,7 @@ class State(TypedDict):
     redis: ArqRedis
     events: JobEvents
     metrics: GatewayMetrics
+    intake: Intake
 
 
 def lifespan_for(settings: Settings, *, metrics: GatewayMetrics | None = None):  # type: ignore[no-untyped-def]
@@ -37,7 +40,7 @@ def lifespan_for(settings: Settings, *, metrics: GatewayMetrics | None = None): 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
-        db = await asyncpg.create_pool(settings.database_dsn, min_size=0, max_size=10, timeout=5, command_timeout=10)
+        db = await create_pool(settings.database_dsn, min_size=0, max_size=10, timeout=5, command_timeout=10)
         redis = ArqRedis(
             ConnectionPool.from_url(
                 str(settings.redis_url), socket_connect_timeout=2, socket_timeout=5, max_connections=64
@@ -49,7 +52,14 @@ def lifespan_for(settings: Settings, *, metrics: GatewayMetrics | None = None): 
         events = JobEvents(settings.database_dsn)  # one LISTEN connection, for the live status routes
         await events.start()
         try:
-            yield {"settings": settings, "db": db, "redis": redis, "events": events, "metrics": metrics}
+            yield {
+                "settings": settings,
+                "db": db,
+                "redis": redis,
+                "events": events,
+                "metrics": metrics,
+                "intake": Intake(db=db, redis=redis),  # ledger rows, then the queue, batched across requests
+            }
         finally:
             await events.stop()
             await redis.aclose(close_connection_pool=True)

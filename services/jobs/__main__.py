@@ -14,10 +14,11 @@ import os
 import time
 
 import uvloop
-from arq.worker import Worker
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from services.heap import freeze_startup_heap
+from services.jobs.wakeup import Worker
 from services.jobs.worker import on_shutdown, worker_options
 from services.log_config import configure_logging
 from services.settings import Settings, load_settings
@@ -33,7 +34,7 @@ def run(settings: Settings) -> None:
     while True:
         loop = uvloop.new_event_loop()
         asyncio.set_event_loop(loop)
-        worker = Worker(**worker_options(settings))
+        worker = Worker(**worker_options(settings))  # ARQ's worker, woken when work arrives
         try:
             worker.run()
             return  # stopped by a signal
@@ -52,6 +53,7 @@ def main() -> None:
     settings = load_settings()
     configure_logging("jobs")  # JSON lines on stdout, ARQ's own records included
     log.info("jobs worker starting (pid %d)", os.getpid())
+    freeze_startup_heap()  # the job code is imported: keep it out of the collector's way
     run(settings)
 
 

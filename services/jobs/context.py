@@ -9,6 +9,7 @@ import asyncpg
 from arq.connections import ArqRedis
 
 from services.heartbeat import Heartbeat
+from services.jobs.attempts import AttemptBook
 from services.jobs.leases import LeaseKeeper
 from services.jobs.log_writer import LogWriter
 from services.jobs.mailer import Mailer
@@ -29,6 +30,7 @@ class WorkerContext(TypedDict):
     users: UserRepository
     heartbeat: Heartbeat
     leases: LeaseKeeper
+    attempts: AttemptBook
     metrics: JobMetrics
     metrics_server: MetricsServer | None
 

@@ -15,12 +15,22 @@ from services.jobs.registry import JobResult, job
 from services.jobs.temp_cleaner import remove_old_files
 
 
+async def _done_before(ctx: JobContext, effect: str) -> bool:
+    """True when an earlier attempt of this job did ``effect``.
+
+    A job's first attempt (``attempt == 1``) has no earlier one, so the ledger is not asked.
+    """
+    if ctx["attempt"] == 1:
+        return False
+    return await ledger.effect_done(ctx["db"], job_id=ctx["job_id"], effect=effect)
+
+
 @job(JobName.send_email)
 async def send_email(ctx: JobContext, payload: SendEmail) -> JobResult:
     """Send the email once, then (for a welcome email) stamp the user's row."""
     job_id = ctx["job_id"]
     message = ctx["mailer"].build(job_id=job_id, to=payload.to, subject=payload.subject, body=payload.body)
-    sent = not await ledger.effect_done(ctx["db"], job_id=job_id, effect="email")
+    sent = not await _done_before(ctx, "email")
     if sent:
         await ctx["mailer"].send(message)
         await ledger.record_effect(
@@ -38,7 +48,7 @@ async def send_email(ctx: JobContext, payload: SendEmail) -> JobResult:
 async def write_log(ctx: JobContext, payload: WriteLog) -> JobResult:
     """Append the message's line to the log file, once."""
     job_id = ctx["job_id"]
-    if await ledger.effect_done(ctx["db"], job_id=job_id, effect="log_line"):
+    if await _done_before(ctx, "log_line"):
         return {"file": str(ctx["log_writer"].path), "written_now": False}
     line, written = await ctx["log_writer"].write(job_id=job_id, message=payload.message, rerun=ctx["attempt"] > 1)
     await ledger.record_effect(ctx["db"], job_id=job_id, effect="log_line", detail={"line": line})

@@ -92,7 +92,7 @@ async def _run_tracked(
         return Retry(defer=delay)
 
     try:
-        started = await ledger.start_attempt(ctx["db"], job_id=job_id, worker=ctx["worker_id"])
+        started = await ctx["attempts"].start(job_id)  # batched with concurrent starts
     except Exception as exc:
         if is_transient(exc) and not last_try:
             raise retry_later(exc) from exc
@@ -113,8 +113,8 @@ async def _run_tracked(
         if started.previous is None:
             return
         try:
-            await ledger.finish_attempt(
-                ctx["db"], job_id=job_id, attempt=started.attempt, status=status, result=result, error=error
+            await ctx["attempts"].finish(
+                job_id=job_id, attempt=started.attempt, status=status, result=result, error=error
             )
         except Exception as exc:
             if is_transient(exc) and not last_try:

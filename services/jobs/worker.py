@@ -12,15 +12,16 @@ import socket
 import uuid
 from typing import Any, cast
 
-import asyncpg
 from arq import cron, func
 from arq.connections import RedisSettings
 from arq.typing import WorkerCoroutine, WorkerSettingsBase
 
 import services.jobs.functions  # noqa: F401  (registers the job implementations)
 from services.contract import JobName
+from services.database import create_pool
 from services.heartbeat import Heartbeat
 from services.jobs import metrics as job_metrics
+from services.jobs.attempts import AttemptBook
 from services.jobs.context import WorkerContext
 from services.jobs.leases import LeaseKeeper
 from services.jobs.log_writer import LogWriter
@@ -43,12 +44,13 @@ def new_worker_id() -> str:
 async def on_startup(ctx: dict[str, Any]) -> None:
     """Open the worker's resources and start its heartbeat."""
     settings: Settings = ctx["settings"]
-    db = await asyncpg.create_pool(settings.database_dsn, min_size=1, max_size=settings.worker_max_jobs + 2)
+    db = await create_pool(settings.database_dsn, min_size=1, max_size=settings.worker_max_jobs + 2)
     ctx.update(
         db=db,
         mailer=Mailer.from_settings(settings),
         log_writer=LogWriter(settings.log_file),
         users=UserRepository(db),
+        attempts=AttemptBook(db, worker_id=ctx["worker_id"]),  # attempt starts/ends, batched
     )
     # Prometheus metrics: recorded by the job wrapper, served on WORKER_METRICS_PORT (0: off).
     ctx["metrics"] = job_metrics.JobMetrics()

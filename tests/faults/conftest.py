@@ -105,6 +105,7 @@ class FaultStack:
             "SHUTDOWN_GRACE_SECONDS": "15",
             "SWEEP_EVERY_SECONDS": "1",
             "SWEEP_IDLE_SECONDS": "2",
+            "WORKER_METRICS_PORT": "0",  # two workers on one host: no metrics endpoint to clash on
         }
         # LEASE_SECONDS and JOB_TIMEOUT_SECONDS keep their defaults: the promise is about those.
         self.db = await asyncpg.create_pool(dsn, min_size=1, max_size=4)

@@ -14,9 +14,11 @@ from tests.support.observers import Observer
 @pytest.fixture
 async def nothing_queued(observer: Observer) -> AsyncIterator[None]:
     """Fail the test if the ledger or the ARQ queue grew while it ran."""
-    before = await observer.queued_count()
+    rows_before, queue_before = await observer.queued_snapshot()
     yield
-    assert await observer.queued_count() == before, "a refused request queued something"
+    rows_after, queue_after = await observer.queued_snapshot()
+    assert rows_after == rows_before, "a refused request wrote a ledger row"
+    assert not queue_after - queue_before, "a refused request put a job on the queue"
 
 
 def locations(response: httpx.Response) -> list[list[Any]]:

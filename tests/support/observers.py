@@ -93,12 +93,13 @@ class Observer:
         """The log lines written by one job."""
         return [record for record in self.log_records() if record["job_id"] == job_id]
 
-    async def queued_count(self) -> int:
-        """Jobs in the ledger plus ids on the ARQ queue: what 'queues nothing' must leave unchanged.
+    async def queued_snapshot(self) -> tuple[int, set[bytes]]:
+        """The ledger's row count and the ids on the ARQ queue: 'queues nothing' must add to neither.
 
-        The worker's own cron runs (ids ``cron:...``) come and go on the queue and are not counted.
+        Rows are never deleted, so the count only grows; the queue also shrinks as jobs finish, so
+        what matters there is that no new id appears. The worker's own cron runs (``cron:...``) are
+        left out.
         """
         ledger = await self.db.fetchval("SELECT count(*) FROM jobs")
         ids = await self.redis.zrange(self.queue_name or "afterword:queue", 0, -1)
-        queue = [job_id for job_id in ids if not job_id.startswith(b"cron:")]
-        return int(ledger) + len(queue)
+        return int(ledger), {job_id for job_id in ids if not job_id.startswith(b"cron:")}

@@ -476,3 +476,51 @@ async def test_record_effect_twice_keeps_the_first(conn: asyncpg.Connection) -> 
 
     rows = await conn.fetch("SELECT detail FROM job_effects WHERE job_id = $1", job_id)
     assert [r["detail"] for r in rows] == ['{"n": 1}']
+
+
+# start_attempts / finish_attempts: several jobs in one statement
+
+
+async def test_start_attempts_starts_each_job_and_answers_in_the_order_asked(db_pool: asyncpg.Pool) -> None:
+    queued, retrying = await _queued(db_pool), await _queued(db_pool, JobStatus.retrying)
+    done = await _queued(db_pool)
+    await ledger.settle(db_pool, job_id=done, status=JobStatus.succeeded)
+    unknown = uuid.uuid4().hex
+
+    started = await ledger.start_attempts(db_pool, job_ids=[retrying, unknown, done, queued], worker="w1")
+
+    assert [s.previous for s in started] == [JobStatus.retrying, None, JobStatus.succeeded, JobStatus.queued]
+    assert [s.attempt for s in started] == [1, 0, 0, 1]
+    assert [s.may_run for s in started] == [True, True, False, True]
+    for job_id in (queued, retrying):
+        record = await _record(db_pool, job_id)
+        assert (record.status, record.tries) == (JobStatus.in_progress, 1)
+    assert (await _record(db_pool, done)).status is JobStatus.succeeded
+
+
+async def test_finish_attempts_ends_each_attempt_with_its_own_outcome(db_pool: asyncpg.Pool) -> None:
+    ok, broken, cancelled = await _queued(db_pool), await _queued(db_pool), await _queued(db_pool)
+    await ledger.start_attempts(db_pool, job_ids=[ok, broken, cancelled], worker="w1")
+    await ledger.settle(db_pool, job_id=cancelled, status=JobStatus.cancelled, error="cancelled by request")
+
+    await ledger.finish_attempts(
+        db_pool,
+        [
+            ledger.Finish(ok, 1, JobStatus.succeeded, result={"written_now": True}),
+            ledger.Finish(broken, 1, JobStatus.failed, error="ValueError: no"),
+            ledger.Finish(cancelled, 1, JobStatus.succeeded, result={"late": True}),
+        ],
+    )
+
+    assert (await _record(db_pool, ok)).result == {"written_now": True}
+    assert (await _record(db_pool, broken)).error == "ValueError: no"
+    assert (await _record(db_pool, cancelled)).status is JobStatus.cancelled
+    outcomes = {
+        job_id: [(a.outcome, a.error) for a in await ledger.get_attempts(db_pool, job_id)]
+        for job_id in (ok, broken, cancelled)
+    }
+    assert outcomes == {
+        ok: [("succeeded", None)],
+        broken: [("failed", "ValueError: no")],
+        cancelled: [("cancelled", None)],
+    }

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -257,3 +259,23 @@ async def test_concurrent_reruns_of_one_job_write_one_line(tmp_path: Path) -> No
     assert sum(written for _line, written in results) == 1
     assert len({line for line, _written in results}) == 1
     assert len(_lines(writer.path)) == 1
+
+
+async def test_a_held_lock_is_waited_for_off_the_event_loop(tmp_path: Path) -> None:
+    path = tmp_path / "afterword.log"
+    writer = LogWriter(path)
+    await writer.write(job_id="a" * 32, message="first")
+    holder = os.open(path, os.O_WRONLY | os.O_APPEND)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # another writer (another worker process, say) holds the lock
+    try:
+        pending = asyncio.create_task(writer.write(job_id="b" * 32, message="second"))
+        await asyncio.sleep(0.1)
+        assert not pending.done()  # waiting in a thread: the event loop still runs this test
+        assert [r["message"] for r in _records(path)] == ["first"]
+    finally:
+        os.close(holder)  # releases the lock
+    line, written = await pending
+
+    assert written
+    assert [r["message"] for r in _records(path)] == ["first", "second"]
+    assert json.loads(line)["job_id"] == "b" * 32

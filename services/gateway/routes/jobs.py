@@ -14,8 +14,8 @@ from pydantic import ValidationError
 from services import ledger
 from services.contract import PAYLOADS, JobName, JobStatus
 from services.gateway import cursor as cursors
-from services.gateway.acceptance import Order, accept, push
-from services.gateway.dependencies import DbDep, JobEventsDep, MetricsDep, RedisDep, RequestIdDep, SettingsDep
+from services.gateway.acceptance import Order, push
+from services.gateway.dependencies import AcceptanceDep, DbDep, JobEventsDep, RedisDep, SettingsDep
 from services.gateway.errors import Conflict, NotFound
 from services.gateway.job_events import wait_until_final
 from services.gateway.schemas import AttemptView, JobAcceptedView, JobPage, JobRequest, JobSummary, JobView
@@ -46,14 +46,18 @@ _EXAMPLES: dict[str, dict[str, Any]] = {
 }
 
 
+def status_url(request: Request, job_id: str) -> str:
+    """The URL of ``GET /jobs/{job_id}``: what ``request.url_for("get_job", ...)`` gives, without its
+    search through every route (a tenth of the gateway's CPU time on the 202 path)."""
+    base = request.base_url
+    return f"{base.scheme}://{base.netloc}{base.path.rstrip('/')}{router.prefix}/{job_id}"
+
+
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobAcceptedView)
 async def submit_job(
     job_request: Annotated[JobRequest, Body(openapi_examples=_EXAMPLES)],
     request: Request,
-    db: DbDep,
-    redis: RedisDep,
-    request_id: RequestIdDep,
-    metrics: MetricsDep,
+    acceptance: AcceptanceDep,
 ) -> JobAcceptedView:
     """Queue one job of the contract; its payload is validated against that job's model."""
     try:
@@ -63,18 +67,12 @@ async def submit_job(
         raise RequestValidationError(
             [{**error, "loc": ("body", "payload", *error["loc"])} for error in errors]
         ) from None
-    (job,) = await accept(
-        db=db,
-        redis=redis,
-        orders=[Order(job_request.name, payload, job_request.defer_by)],
-        request_id=request_id,
-        metrics=metrics,
-    )
+    (job,) = await acceptance.accept([Order(job_request.name, payload, job_request.defer_by)])
     return JobAcceptedView(
         id=job.id,
         name=job.name,
         status=job.status,
-        status_url=str(request.url_for("get_job", job_id=job.id)),
+        status_url=status_url(request, job.id),
     )
 
 
@@ -193,9 +191,7 @@ async def retry_job(job_id: str, request: Request, db: DbDep, redis: RedisDep) -
         request_id=record.request_id,
     )
     await push(redis, [job])
-    return JobAcceptedView(
-        id=job.id, name=job.name, status=job.status, status_url=str(request.url_for("get_job", job_id=job.id))
-    )
+    return JobAcceptedView(id=job.id, name=job.name, status=job.status, status_url=status_url(request, job.id))
 
 
 @router.delete(

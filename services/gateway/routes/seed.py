@@ -7,8 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Request, status
 
 from services.contract import JobName, SendEmail, UpdateUser, WriteLog
-from services.gateway.acceptance import Order, accept
-from services.gateway.dependencies import DbDep, MetricsDep, RedisDep, RequestIdDep
+from services.gateway.acceptance import Order
+from services.gateway.dependencies import AcceptanceDep
+from services.gateway.routes.jobs import status_url
 from services.gateway.schemas import Accepted, AcceptedJob, SendAccepted, SendRequest, SignupRequest
 from services.ledger import NewJob
 
@@ -19,9 +20,7 @@ DEFAULT_SEND_MESSAGE = "User sent data"
 
 def accepted_jobs(request: Request, jobs: list[NewJob]) -> list[AcceptedJob]:
     """The ``jobs`` list of a 202 answer, each with its status URL."""
-    return [
-        AcceptedJob(id=job.id, name=job.name, status_url=str(request.url_for("get_job", job_id=job.id))) for job in jobs
-    ]
+    return [AcceptedJob(id=job.id, name=job.name, status_url=status_url(request, job.id)) for job in jobs]
 
 
 def welcome_email(signup: SignupRequest) -> SendEmail:
@@ -38,10 +37,7 @@ def welcome_email(signup: SignupRequest) -> SendEmail:
 async def signup(
     signup: SignupRequest,
     request: Request,
-    db: DbDep,
-    redis: RedisDep,
-    request_id: RequestIdDep,
-    metrics: MetricsDep,
+    acceptance: AcceptanceDep,
 ) -> Accepted:
     """Sign a user up: queue the welcome email, the user-row update and a log line."""
     orders = [
@@ -49,36 +45,25 @@ async def signup(
         Order(JobName.update_user, UpdateUser(email=signup.email, name=signup.name)),
         Order(JobName.write_log, WriteLog(message=f"signup: {signup.email}")),
     ]
-    jobs = await accept(db=db, redis=redis, orders=orders, request_id=request_id, metrics=metrics)
+    jobs = await acceptance.accept(orders)
     return Accepted(message="Signup complete", jobs=accepted_jobs(request, jobs))
 
 
 @router.post("/send", status_code=status.HTTP_202_ACCEPTED, response_model=SendAccepted)
 async def send(
     request: Request,
-    db: DbDep,
-    redis: RedisDep,
-    request_id: RequestIdDep,
-    metrics: MetricsDep,
+    acceptance: AcceptanceDep,
     data: Annotated[SendRequest | None, Body()] = None,
 ) -> SendAccepted:
     """Log the data a user sent (``"User sent data"`` when no message is given)."""
     message = data.message if data is not None and data.message is not None else DEFAULT_SEND_MESSAGE
-    jobs = await accept(
-        db=db,
-        redis=redis,
-        orders=[Order(JobName.write_log, WriteLog(message=message))],
-        request_id=request_id,
-        metrics=metrics,
-    )
+    jobs = await acceptance.accept([Order(JobName.write_log, WriteLog(message=message))])
     return SendAccepted(status="Log task added", jobs=accepted_jobs(request, jobs))
 
 
 @router.post("/process", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted)
-async def process(
-    request: Request, db: DbDep, redis: RedisDep, request_id: RequestIdDep, metrics: MetricsDep
-) -> Accepted:
+async def process(request: Request, acceptance: AcceptanceDep) -> Accepted:
     """Start processing: queue the ``"Process started"`` log line."""
     orders = [Order(JobName.write_log, WriteLog(message="Process started"))]
-    jobs = await accept(db=db, redis=redis, orders=orders, request_id=request_id, metrics=metrics)
+    jobs = await acceptance.accept(orders)
     return Accepted(message="Processing started", jobs=accepted_jobs(request, jobs))

@@ -1,0 +1,1 @@
+"""``python -m bench``: our stack against the FastAPI tutorial (the seed) and plain ARQ, in one run."""

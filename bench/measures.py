@@ -1,0 +1,173 @@
+"""The measures: HTTP throughput and latency, pickup latency, drain rate, idle CPU, crash recovery.
+
+Each takes a started system and returns plain numbers; :mod:`bench.__main__` decides what runs
+against what, and :mod:`bench.report` turns the numbers into the table, the JSON and the chart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from bench.load import LoadRun, median_run
+from bench.processes import Proc
+from bench.systems import Timing
+
+
+class Drainable(Protocol):
+    """A system whose jobs can be preloaded and timed."""
+
+    async def preload(self, kind: str, count: int, *, tag: str) -> list[str]: ...
+    async def drained(self) -> bool: ...
+    async def timings(self, job_ids: Sequence[str]) -> list[Timing]: ...
+
+
+def percentiles(samples: Sequence[float]) -> dict[str, float]:
+    """p50, p90, p99 and max of ``samples`` (nearest rank)."""
+    ordered = sorted(samples)
+
+    def rank(p: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
+
+    return {"p50": rank(50), "p90": rank(90), "p99": rank(99), "max": ordered[-1], "mean": statistics.fmean(ordered)}
+
+
+# --- Throughput ---------------------------------------------------------------------------------
+
+
+def summarize_load(runs: Sequence[LoadRun]) -> dict[str, Any]:
+    """The medians of several wrk runs, and every run."""
+    median = median_run(list(runs))
+    return {
+        "rps": median.rps,
+        "latency_ms": _latency(median),
+        "errors": median.errors,
+        "distribution_ms": median.percentiles_ms,
+        "runs": [{"rps": r.rps, "latency_ms": _latency(r), "errors": r.errors} for r in runs],
+    }
+
+
+def _latency(run: LoadRun) -> dict[str, float]:
+    return {"p50": run.at(50), "p90": run.at(90), "p99": run.at(99), "p99.9": run.at(99.9), "max": run.max_ms}
+
+
+# --- Idle CPU -----------------------------------------------------------------------------------
+
+
+async def wait_quiet(processes: Sequence[Proc], *, below: float = 5.0, within: float = 300) -> None:
+    """Wait until ``processes`` together use less than ``below`` % of a core (a backlog worked off)."""
+    deadline = time.monotonic() + within
+    while sum(await idle_cpu(processes, seconds=0.5)) >= below:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"still busy after {within}s: {[p.label for p in processes]}")
+
+
+async def idle_cpu(processes: Sequence[Proc], *, seconds: float) -> list[float]:
+    """CPU use of each process over ``seconds`` of doing nothing, in percent of one core."""
+    before = [p.cpu_seconds() for p in processes]
+    start = time.monotonic()
+    await asyncio.sleep(seconds)
+    elapsed = time.monotonic() - start
+    return [100 * (p.cpu_seconds() - b) / elapsed for p, b in zip(processes, before, strict=True)]
+
+
+# --- Pickup latency -----------------------------------------------------------------------------
+
+
+async def paced(count: int, interval: float, accept: Callable[[httpx.AsyncClient], Awaitable[str]]) -> list[str]:
+    """Accept ``count`` jobs, one every ``interval`` seconds (light load); return their ids."""
+    ids = []
+    async with httpx.AsyncClient(timeout=10) as client:
+        next_at = time.monotonic()
+        for _ in range(count):
+            ids.append(await accept(client))
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+    return ids
+
+
+async def until(condition: Callable[[], Awaitable[bool]], *, within: float, what: str, interval: float = 0.02) -> None:
+    """Poll ``condition`` every ``interval`` seconds until it holds."""
+    deadline = time.monotonic() + within
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not reached within {within}s: {what}")
+        await asyncio.sleep(interval)
+
+
+# --- Drain rate ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Drain:
+    """How fast workers emptied a preloaded queue."""
+
+    jobs: int
+    rate: float
+    """Jobs per second between the 10th and the 90th percentile of finish times (steady state)."""
+    overall_rate: float
+    """Jobs over the time from the first start to the last finish."""
+
+
+def drain_rate(timings: Sequence[Timing]) -> Drain:
+    """The steady and overall drain rates of a set of job timings."""
+    finishes = sorted(t.finished for t in timings)
+    first_start = min(t.started for t in timings)
+    n = len(finishes)
+    low, high = int(0.1 * n), int(0.9 * n) - 1
+    steady = (high - low) / max(1e-9, finishes[high] - finishes[low])
+    overall = n / max(1e-9, finishes[-1] - first_start)
+    return Drain(jobs=n, rate=steady, overall_rate=overall)
+
+
+async def drain(
+    system: Drainable,
+    *,
+    kind: str,
+    requests: int,
+    start_workers: Callable[[], Awaitable[Sequence[Proc]]],
+    stop_workers: Callable[[], None],
+    tag: str,
+    within: float = 300,
+) -> tuple[Drain, list[float]]:
+    """Preload ``requests`` requests' jobs with no worker running, start the workers, time the drain.
+
+    Returns the drain and each worker's peak RSS (MiB).
+    """
+    job_ids = await system.preload(kind, requests, tag=tag)
+    workers = await start_workers()
+    try:
+        # Polled slowly and cheaply: the drain's figures come from the jobs' own timings.
+        await until(system.drained, within=within, what=f"{len(job_ids)} {kind} jobs drained", interval=0.25)
+        rss = [w.peak_rss_mib() for w in workers]
+    finally:
+        stop_workers()
+    return drain_rate(await system.timings(job_ids)), rss
+
+
+# --- A hanging SMTP server, for the crash measure -----------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def hanging_smtp(port: int) -> AsyncIterator[None]:
+    """An SMTP 'server' that accepts connections and never answers: a send stays in flight."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", port)
+    try:
+        yield
+    finally:
+        server.close()
+        for writer in writers:
+            writer.close()
+        await server.wait_closed()

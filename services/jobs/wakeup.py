@@ -1,0 +1,180 @@
+"""ARQ's worker, woken when work arrives rather than polling faster.
+
+ARQ's ``Worker.main`` polls the queue every ``poll_delay`` (0.5 s): a job waits 250 ms on average
+before it starts, and a worker whose ``max_jobs`` slots are full waits for its next poll to take
+more, however early a slot frees. :class:`Worker` keeps everything else of ARQ's worker (running a
+job, retries, timeouts, aborts, cron, health checks, signals, burst mode) and changes two things:
+
+* **When it looks.** Between two looks it waits on an event, set by a Pub/Sub subscription to the
+  queue's wake channel (``services.queue.wake_channel``; every enqueue publishes there in the same
+  round trip), by the end of a job when the last look left due jobs behind for lack of a free
+  slot, or by the clock: at the latest ``poll_delay`` later, earlier if a deferred job (a retry,
+  ``defer_by``, a cron run) falls due sooner. Polling stays as the safety net.
+* **How it takes jobs.** One Lua script reads the due job ids and claims as many as it has free
+  slots, setting ARQ's ``arq:in-progress:<id>`` key on each exactly as ARQ's WATCH/MULTI does (a
+  job running elsewhere is skipped), and returns the score of the next deferred job: one round
+  trip per look instead of one plus four per job.
+
+The installed arq package is not patched: this is a subclass, and ``main`` repeats the few lines
+of ARQ's own around the loop it replaces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from arq.connections import create_pool, log_redis_info
+from arq.constants import in_progress_key_prefix
+from arq.utils import timestamp_ms
+from arq.worker import Worker as ArqWorker
+
+from services.queue import Script, wake_channel
+
+log = logging.getLogger("arq.worker")
+
+# KEYS[1]: the queue. ARGV: now (ms), how many jobs to claim at most, the in-progress key's TTL
+# (ms), how many ids to read, the in-progress key prefix. Returns the claimed ids with their
+# scores, the score of the earliest job not yet due (or nil), and 1 if a due job that nobody
+# runs was left for lack of room.
+_CLAIM = Script(b"""
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[4])
+local claimed = {}
+local room = tonumber(ARGV[2])
+local left = 0
+for i = 1, #due, 2 do
+  local key = ARGV[5] .. due[i]
+  if redis.call('EXISTS', key) == 0 then
+    if room <= 0 then
+      left = 1
+      break
+    end
+    redis.call('PSETEX', key, ARGV[3], '1')
+    claimed[#claimed + 1] = due[i]
+    claimed[#claimed + 1] = due[i + 1]
+    room = room - 1
+  end
+end
+local later = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+return {claimed, later[2] or false, left}
+""")
+
+
+class Worker(ArqWorker):
+    """ARQ's worker that waits for work to arrive (see the module docstring); same arguments."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._wake = asyncio.Event()
+        self._more_waiting = False  # the last look left due jobs behind: take them when a slot frees
+        self._next_due_ms: int | None = None
+        self._last_abort_check = 0.0
+
+    async def main(self) -> None:
+        """ARQ's ``Worker.main``, with the fixed-period poll replaced by a wait for work."""
+        if self._pool is None:
+            self._pool = await create_pool(
+                self.redis_settings,
+                job_deserializer=self.job_deserializer,
+                job_serializer=self.job_serializer,
+                default_queue_name=self.queue_name,
+                expires_extra_ms=self.expires_extra_ms,
+            )
+        log.info("Starting worker for %d functions: %s", len(self.functions), ", ".join(self.functions))
+        await log_redis_info(self.pool, log.info)
+        self.ctx["redis"] = self.pool
+        if self.on_startup:
+            await self.on_startup(self.ctx)
+        listener = asyncio.create_task(self._listen(), name="wakeup-listener")
+        try:
+            while True:
+                self._wake.clear()
+                await self._poll_iteration()
+                if self.burst:
+                    if 0 <= self.max_burst_jobs <= self._jobs_started():
+                        await asyncio.gather(*self.tasks.values())
+                        return
+                    if await self.pool.zcard(self.queue_name) == 0:
+                        await asyncio.gather(*self.tasks.values())
+                        return
+                await self._wait_for_work()
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    async def _wait_for_work(self) -> None:
+        """Until woken, the next deferred job falls due, or ``poll_delay`` passes."""
+        timeout = self.poll_delay_s
+        if self._next_due_ms is not None:
+            timeout = min(timeout, max(0.0, (self._next_due_ms - timestamp_ms()) / 1000))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
+
+    async def _listen(self) -> None:
+        """Set the wake event on every message of the wake channel; resubscribe after an outage."""
+        channel = wake_channel(self.queue_name)
+        pause = 0.1
+        while True:
+            try:
+                async with self.pool.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(channel)
+                    self._wake.set()  # jobs may have arrived while we were not listening
+                    pause = 0.1
+                    async for message in pubsub.listen():
+                        if message is not None:
+                            self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis away: polling goes on; the main loop notices too
+                log.warning("wake-up channel lost (%s); resubscribing in %.1fs", exc, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, self.poll_delay_s or 1.0)
+
+    async def _poll_iteration(self) -> None:
+        """ARQ's ``_poll_iteration``, taking jobs with one script and checking aborts at most every poll delay."""
+        count = self.queue_read_limit
+        if self.burst and self.max_burst_jobs >= 0:
+            remaining = self.max_burst_jobs - self._jobs_started()
+            if remaining < 1:
+                return
+            count = min(remaining, count)
+        if self.allow_pick_jobs and self.job_counter < self.max_jobs:
+            await self._claim_and_start(room=min(self.max_jobs - self.job_counter, count), count=count)
+        else:  # no room: look again when a job ends (or at the next poll)
+            self._next_due_ms, self._more_waiting = None, self.allow_pick_jobs
+        now = asyncio.get_running_loop().time()
+        if self.allow_abort_jobs and now - self._last_abort_check >= self.poll_delay_s:
+            self._last_abort_check = now
+            await self._cancel_aborted_jobs()
+        for job_id, task in list(self.tasks.items()):
+            if task.done():
+                del self.tasks[job_id]
+                task.result()  # errors in run_job propagate, as in ARQ
+        await self.heart_beat()
+
+    async def _claim_and_start(self, *, room: int, count: int) -> None:
+        now = timestamp_ms()
+        args = [now, room, int(self.in_progress_timeout_s * 1000), count, in_progress_key_prefix]
+        claimed, later, left = await self._claim(args)
+        self._next_due_ms = None if later is None else int(float(later))
+        self._more_waiting = bool(left)
+        for i in range(0, len(claimed), 2):
+            job_id, score = claimed[i].decode(), int(float(claimed[i + 1]))
+            await self.sem.acquire()  # never blocks: room <= free slots
+            self.job_counter += 1
+            task = self.loop.create_task(self.run_job(job_id, score))
+            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            self.tasks[job_id] = task
+
+    async def _claim(self, args: list[Any]) -> tuple[list[bytes], bytes | None, int]:
+        claimed, later, left = await _CLAIM(self.pool, [self.queue_name], args)
+        return claimed, later, int(left)
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        super()._release_sem_dec_counter_on_complete()
+        if self._more_waiting:
+            self._wake.set()  # a slot is free and due jobs wait: look now, not at the next poll

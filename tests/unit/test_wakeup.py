@@ -1,0 +1,211 @@
+"""The worker woken by work: it starts jobs without waiting for its (here very long) poll delay.
+
+No timings are asserted beyond "long before the next poll": with ``poll_delay=60`` a job that runs
+within a few seconds was started by a wake-up (a message, a freed slot, a due time), not a poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix
+from arq.jobs import Job, JobStatus, SerializationError
+from arq.worker import func
+from redis.asyncio import ConnectionPool
+
+from services import queue
+from services.jobs.wakeup import Worker
+from services.serialization import deserialize, serialize
+from tests.support.redis_server import RedisServer
+
+QUEUE = "wakeup-test:queue"
+LONG_POLL = 60.0
+SOON = 10.0
+"""Generous: only says the job did not wait for a poll."""
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("wakeup-redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def arq_redis(server: RedisServer) -> ArqRedis:
+    return ArqRedis(
+        ConnectionPool.from_url(server.url),
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        default_queue_name=QUEUE,
+    )
+
+
+@pytest.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[ArqRedis]:
+    client = arq_redis(redis_server)
+    await client.flushall()
+    try:
+        yield client
+    finally:
+        await client.aclose(close_connection_pool=True)
+
+
+class Ran:
+    """What the test jobs did."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.changed = asyncio.Event()
+
+
+def worker_for(server: RedisServer, ran: Ran, **options: Any) -> Worker:
+    async def record(ctx: dict[str, Any], message: str, seconds: float = 0) -> str:
+        await asyncio.sleep(seconds)
+        ran.messages.append(message)
+        ran.changed.set()
+        return message
+
+    return Worker(
+        [func(record, name="record")],
+        redis_pool=arq_redis(server),
+        queue_name=QUEUE,
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        handle_signals=False,
+        **{"poll_delay": LONG_POLL, **options},
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(worker: Worker, redis: ArqRedis) -> AsyncIterator[Worker]:
+    """Run ``worker`` until the block ends; enter once it listens on the wake channel."""
+    task = asyncio.create_task(worker.async_run())
+    channel = queue.wake_channel(QUEUE)
+    try:
+        await soon(lambda: subscribed(redis, channel))
+        yield worker
+    finally:
+        await stop(worker, task)
+
+
+async def stop(worker: Worker, task: asyncio.Task[None] | None = None) -> None:
+    """What ``Worker.close`` does, minus redis-py's deprecated ``close()`` of the pool."""
+    worker.handle_sig(signal.SIGUSR1)  # cancels the running jobs and the main loop
+    if task is not None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+    await worker.pool.aclose(close_connection_pool=True)
+
+
+async def soon(condition: Callable[[], Awaitable[bool]]) -> None:
+    """Wait until ``condition`` holds (at most :data:`SOON` seconds)."""
+    async with asyncio.timeout(SOON):
+        while True:
+            if await condition():
+                return
+            await asyncio.sleep(0.01)
+
+
+async def subscribed(redis: ArqRedis, channel: str) -> bool:
+    return bool((await redis.pubsub_numsub(channel))[0][1])
+
+
+async def running_now(job: Job) -> bool:
+    return await job.status() is JobStatus.in_progress
+
+
+async def enqueue(redis: ArqRedis, message: str, *, seconds: float = 0, defer_by: float = 0) -> str:
+    job_id = uuid.uuid4().hex
+    run_at = datetime.now(UTC) + timedelta(seconds=defer_by) if defer_by else None
+    entry = queue.Entry("record", job_id, args=(message,), kwargs={"seconds": seconds}, defer_until=run_at)
+    await queue.enqueue(redis, [entry], queue_name=QUEUE, serializer=serialize)
+    return job_id
+
+
+async def until_ran(ran: Ran, count: int) -> None:
+    async with asyncio.timeout(SOON):
+        while len(ran.messages) < count:
+            ran.changed.clear()
+            await ran.changed.wait()
+
+
+async def test_a_new_job_wakes_the_waiting_worker(redis_server: RedisServer, redis: ArqRedis) -> None:
+    ran = Ran()
+    async with running(worker_for(redis_server, ran), redis):
+        await asyncio.sleep(0.2)  # the worker is waiting now
+        await enqueue(redis, "woken")
+        await until_ran(ran, 1)
+
+    assert ran.messages == ["woken"]
+
+
+async def test_a_deferred_job_runs_when_due_without_a_poll(redis_server: RedisServer, redis: ArqRedis) -> None:
+    ran = Ran()
+    async with running(worker_for(redis_server, ran), redis):
+        await enqueue(redis, "later", defer_by=0.5)
+        await until_ran(ran, 1)
+
+    assert ran.messages == ["later"]
+
+
+async def test_a_freed_slot_takes_the_next_due_job_at_once(redis_server: RedisServer, redis: ArqRedis) -> None:
+    ran = Ran()
+    for i in range(4):
+        await enqueue(redis, f"job {i}", seconds=0.05)
+    async with running(worker_for(redis_server, ran, max_jobs=1), redis):
+        await until_ran(ran, 4)
+
+    assert sorted(ran.messages) == [f"job {i}" for i in range(4)]
+
+
+async def test_a_job_running_elsewhere_is_left_alone(redis_server: RedisServer, redis: ArqRedis) -> None:
+    ran = Ran()
+    elsewhere = await enqueue(redis, "elsewhere")
+    await redis.psetex(in_progress_key_prefix + elsewhere, 60_000, b"1")
+    async with running(worker_for(redis_server, ran), redis):
+        await enqueue(redis, "here")
+        await until_ran(ran, 1)
+        await asyncio.sleep(0.2)
+
+        assert ran.messages == ["here"]
+        assert await redis.zscore(QUEUE, elsewhere) is not None
+
+
+async def test_burst_mode_runs_everything_then_returns(redis_server: RedisServer, redis: ArqRedis) -> None:
+    ran = Ran()
+    for i in range(5):
+        await enqueue(redis, f"job {i}")
+    worker = worker_for(redis_server, ran, burst=True, poll_delay=0)
+    try:
+        await asyncio.wait_for(worker.async_run(), SOON)
+    finally:
+        await worker.pool.aclose(close_connection_pool=True)
+
+    assert sorted(ran.messages) == [f"job {i}" for i in range(5)]
+    assert worker.jobs_complete == 5
+
+
+async def test_a_running_job_can_be_aborted(redis_server: RedisServer, redis: ArqRedis) -> None:
+    ran = Ran()
+    async with running(worker_for(redis_server, ran, allow_abort_jobs=True, poll_delay=0.1), redis):
+        job_id = await enqueue(redis, "never", seconds=30)
+        job = Job(job_id, redis, _queue_name=QUEUE, _deserializer=deserialize)
+        await soon(lambda: running_now(job))
+
+        # Aborted: ARQ stores the CancelledError, which the JSON serializer keeps as text.
+        with pytest.raises(SerializationError, match="CancelledError"):
+            await job.abort(timeout=SOON)
+
+    assert ran.messages == []
