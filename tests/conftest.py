@@ -8,6 +8,7 @@ import asyncpg
 import pytest
 
 from tests.support.database import create_database, drop_database
+from tests.support.redis_server import RedisServer
 from tests.support.smtp_sink import SmtpSink
 
 
@@ -53,3 +54,14 @@ def smtp_sink() -> Iterator[SmtpSink]:
         yield sink
     finally:
         sink.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A throwaway redis-server for unit tests (each test's client fixture flushes it)."""
+    server = RedisServer(tmp_path_factory.mktemp("unit-redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

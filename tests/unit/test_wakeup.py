@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import signal
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,16 +30,6 @@ QUEUE = "wakeup-test:queue"
 LONG_POLL = 60.0
 SOON = 10.0
 """Generous: only says the job did not wait for a poll."""
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("wakeup-redis"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def arq_redis(server: RedisServer) -> ArqRedis:
