@@ -6,10 +6,15 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import redis
+from arq.connections import ArqRedis
+from redis.asyncio import ConnectionPool
 
+from services.serialization import deserialize, serialize
 from tests.support.ports import free_port
 
 
@@ -57,6 +62,25 @@ class RedisServer:
                 time.sleep(0.05)
         finally:
             client.close()
+
+    def arq_client(self, queue_name: str) -> ArqRedis:
+        """An ARQ client on this server, speaking the services' JSON serialization."""
+        return ArqRedis(
+            ConnectionPool.from_url(self.url),
+            job_serializer=serialize,
+            job_deserializer=deserialize,
+            default_queue_name=queue_name,
+        )
+
+    @asynccontextmanager
+    async def fresh_arq_client(self, queue_name: str) -> AsyncIterator[ArqRedis]:
+        """:meth:`arq_client` on an emptied server, closed with its connection pool afterwards."""
+        client = self.arq_client(queue_name)
+        await client.flushall()
+        try:
+            yield client
+        finally:
+            await client.aclose(close_connection_pool=True)
 
     def kill(self) -> None:
         """SIGKILL the server (what is not persisted is lost)."""

@@ -11,7 +11,6 @@ import pytest
 from arq.connections import ArqRedis
 from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
 from arq.worker import Worker, func
-from redis.asyncio import ConnectionPool
 
 from services import queue
 from services.serialization import deserialize, serialize
@@ -22,17 +21,8 @@ QUEUE = "queue-test:queue"
 
 @pytest.fixture
 async def redis(redis_server: RedisServer) -> AsyncIterator[ArqRedis]:
-    client = ArqRedis(
-        ConnectionPool.from_url(redis_server.url),
-        job_serializer=serialize,
-        job_deserializer=deserialize,
-        default_queue_name=QUEUE,
-    )
-    await client.flushall()
-    try:
+    async with redis_server.fresh_arq_client(QUEUE) as client:
         yield client
-    finally:
-        await client.aclose(close_connection_pool=True)
 
 
 async def ours(redis: ArqRedis, *entries: queue.Entry) -> list[bool]:

@@ -11,7 +11,6 @@ import asyncpg
 import pytest
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
-from redis.asyncio import ConnectionPool
 
 from services import ledger
 from services.contract import JobName, JobStatus
@@ -24,17 +23,8 @@ QUEUE = "sweep-test:queue"
 
 @pytest.fixture
 async def redis(redis_server: RedisServer) -> AsyncIterator[ArqRedis]:
-    client = ArqRedis(
-        ConnectionPool.from_url(redis_server.url),
-        job_serializer=serialize,
-        job_deserializer=deserialize,
-        default_queue_name=QUEUE,
-    )
-    await client.flushall()
-    try:
+    async with redis_server.fresh_arq_client(QUEUE) as client:
         yield client
-    finally:
-        await client.aclose(close_connection_pool=True)
 
 
 async def idle_job(db: asyncpg.Pool, status: JobStatus = JobStatus.queued, *, run_at: datetime | None = None) -> str:

@@ -19,7 +19,6 @@ from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 from arq.jobs import Job, JobStatus, SerializationError
 from arq.worker import func
-from redis.asyncio import ConnectionPool
 
 from services import queue
 from services.jobs.wakeup import Worker
@@ -33,22 +32,13 @@ SOON = 10.0
 
 
 def arq_redis(server: RedisServer) -> ArqRedis:
-    return ArqRedis(
-        ConnectionPool.from_url(server.url),
-        job_serializer=serialize,
-        job_deserializer=deserialize,
-        default_queue_name=QUEUE,
-    )
+    return server.arq_client(QUEUE)
 
 
 @pytest.fixture
 async def redis(redis_server: RedisServer) -> AsyncIterator[ArqRedis]:
-    client = arq_redis(redis_server)
-    await client.flushall()
-    try:
+    async with redis_server.fresh_arq_client(QUEUE) as client:
         yield client
-    finally:
-        await client.aclose(close_connection_pool=True)
 
 
 class Ran:
