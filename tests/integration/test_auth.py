@@ -7,72 +7,28 @@ stack's worker must not sweep these jobs into its queue).
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.database import create_database, drop_database
-from tests.support.ports import free_port
-from tests.support.redis_server import RedisServer
-from tests.support.services import ServiceProcess
+from tests.support.lone_gateway import lone_gateway
 
 KEY_ONE = "key-one-" + uuid.uuid4().hex
 KEY_TWO = "key-two-" + uuid.uuid4().hex
 WRITE_LOG = {"name": "write_log", "payload": {"message": "from the auth tests"}}
 
 
-async def wait_until_healthy(base_url: str, process: ServiceProcess, *, within: float = 30) -> None:
-    """Poll ``/healthz`` until it answers 200; fail with the process's output if it never does."""
-    deadline = time.monotonic() + within
-    async with httpx.AsyncClient(base_url=base_url, timeout=2) as http:
-        while time.monotonic() < deadline:
-            if process.process is not None and process.process.poll() is not None:
-                raise RuntimeError(f"{process.label} exited early:\n{process.output()}")
-            try:
-                if (await http.get("/healthz")).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{process.label} not healthy after {within}s:\n{process.output()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 async def secured_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     """The URL of a gateway started with two API keys (blanks around them, to be trimmed)."""
-    workdir: Path = tmp_path_factory.mktemp("auth")
-    dsn = await create_database()
-    redis = RedisServer(workdir / "redis")
-    port = free_port()
-    env = {
-        "ENVIRONMENT": "test",
-        "DATABASE_URL": dsn,
-        "REDIS_URL": redis.url,
-        "GATEWAY_HOST": "127.0.0.1",
-        "GATEWAY_PORT": str(port),
-        "LOG_FILE": str(workdir / "afterword.log"),
-        "TEMP_DIR": str(workdir / "tmp"),
-        "API_KEYS": f" {KEY_ONE} , {KEY_TWO} ",
-    }
-    gateway = ServiceProcess("services.gateway", env=env, workdir=workdir, label="secured-gateway")
-    try:
-        redis.start()
-        gateway.start()
-        base_url = f"http://127.0.0.1:{port}"
-        await wait_until_healthy(base_url, gateway)
-        yield base_url
+    workdir = tmp_path_factory.mktemp("auth")
+    async with lone_gateway(workdir, api_keys=f" {KEY_ONE} , {KEY_TWO} ", label="secured-gateway") as (url, gateway):
+        yield url
         logged = gateway.output()
         assert KEY_ONE not in logged, "a key was logged"
         assert KEY_TWO not in logged, "a key was logged"
-    finally:
-        gateway.stop()
-        redis.stop()
-        await drop_database(dsn)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ Against a running stack (``GATEWAY_URL``) these tests are skipped unless ``DASHB
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import uuid
@@ -22,12 +21,10 @@ import httpx
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Error, Page, async_playwright, expect
 
-from tests.support.database import create_database, drop_database
 from tests.support.jobs_client import wait_for_job
+from tests.support.lone_gateway import lone_gateway
 from tests.support.observers import Observer
-from tests.support.ports import free_port
-from tests.support.redis_server import RedisServer
-from tests.support.services import REPO, ServiceProcess
+from tests.support.services import REPO
 from tests.support.sse import collapse
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -259,39 +256,8 @@ KEY = "dashboard-key-" + uuid.uuid4().hex
 async def secured_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     """A gateway with an API key, on a database and Redis of its own, and no worker (jobs wait)."""
     workdir = tmp_path_factory.mktemp("dashboard-secured")
-    dsn = await create_database()
-    redis = RedisServer(workdir / "redis")
-    port = free_port()
-    env = {
-        "ENVIRONMENT": "test",
-        "DATABASE_URL": dsn,
-        "REDIS_URL": redis.url,
-        "GATEWAY_HOST": "127.0.0.1",
-        "GATEWAY_PORT": str(port),
-        "LOG_FILE": str(workdir / "afterword.log"),
-        "TEMP_DIR": str(workdir / "tmp"),
-        "API_KEYS": KEY,
-    }
-    gateway = ServiceProcess("services.gateway", env=env, workdir=workdir, label="dashboard-gateway")
-    try:
-        redis.start()
-        gateway.start()
-        base_url = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(base_url=base_url, timeout=2) as http:
-            for _ in range(300):
-                try:
-                    if (await http.get("/healthz")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert gateway.process is not None
-                assert gateway.process.poll() is None, gateway.output()
-                await asyncio.sleep(0.1)
-        yield base_url
-    finally:
-        gateway.stop()
-        redis.stop()
-        await drop_database(dsn)
+    async with lone_gateway(workdir, api_keys=KEY, label="dashboard-gateway") as (url, _gateway):
+        yield url
 
 
 async def test_with_api_keys_the_page_asks_for_a_key_once_and_keeps_it(laptop: Watched, secured_url: str) -> None:
