@@ -11,11 +11,12 @@ context variables at the time: the gateway binds ``request_id`` per request, the
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import threading
 from types import TracebackType
-from typing import Literal, TextIO
+from typing import Any, BinaryIO, Literal, TextIO
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -51,6 +52,41 @@ def _shared_processors(service: Service) -> list[Processor]:
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
         _service_adder(service),
     ]
+
+
+def direct_logger(service: Service, name: str, *, level: int = logging.INFO, stream: BinaryIO | None = None) -> Any:
+    """A structlog logger for a hot path: the same JSON line, written straight to ``stream`` (stdout).
+
+    Its lines carry the same fields as every other line (context variables included) but skip the
+    standard library's ``LogRecord`` and formatter, which made the gateway's access log line
+    cost a fifth of its CPU time on the 202 path. Lines below ``level`` are dropped.
+    """
+    processors: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        _fields_adder(logger=name),
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        _service_adder(service),
+        structlog.processors.JSONRenderer(serializer=_json_bytes),
+    ]
+    return structlog.wrap_logger(
+        structlog.BytesLogger(stream or sys.stdout.buffer),
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        cache_logger_on_first_use=True,
+    )
+
+
+def _json_bytes(obj: Any, **kwargs: Any) -> bytes:
+    return json.dumps(obj, **kwargs).encode()
+
+
+def _fields_adder(**fields: str) -> Processor:
+    def add_fields(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+        event_dict.update(fields)
+        return event_dict
+
+    return add_fields
 
 
 def configure_logging(service: Service, *, level: int = logging.INFO, stream: TextIO | None = None) -> None:

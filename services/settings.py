@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     gateway_host: str = Field(default="127.0.0.1", description="Address the gateway listens on.")
     gateway_port: int = Field(default=8000, ge=1, le=65535, description="Port the gateway listens on.")
     max_body_bytes: int = Field(default=65_536, ge=1024, description="Larger request bodies get 413.")
+    opentelemetry: bool = Field(
+        default=False,
+        description=(
+            "FastAPI's native OpenTelemetry spans and metrics, sent to the globally configured providers "
+            "(opentelemetry-instrument, say). Off: no per-request check for a provider."
+        ),
+    )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         validate_default=True,

@@ -150,6 +150,8 @@ class JobEvents:
     def _notify(
         self, connection: asyncpg.Connection | PoolConnectionProxy, pid: int, channel: str, payload: object
     ) -> None:
+        if not self._subscriptions:  # nobody waits on any job: most notifications, under load
+            return
         try:
             change = parse(str(payload))
         except (ValueError, KeyError, TypeError) as exc:

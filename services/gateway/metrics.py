@@ -14,20 +14,19 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
-import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.contract import JobName
+from services.log_config import direct_logger
 
 OTHER = "other"
 """The label of a route or method outside the known ones."""
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-
-access_log = structlog.stdlib.get_logger("afterword.gateway.access")
 
 
 class GatewayMetrics:
@@ -48,12 +47,26 @@ class GatewayMetrics:
             ["method", "route"],
             registry=self.registry,
         )
+        # The labelled children of the request metrics, looked up once per label set, not per request.
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.jobs_accepted = Counter(
             "afterword_jobs_accepted",
             "Jobs recorded in the ledger (the 202 follows), by job name.",
             ["name"],
             registry=self.registry,
         )
+
+    def observe_request(self, *, method: str, route: str, status: int, duration: float) -> None:
+        """Count and time one answered request."""
+        key = (method, route, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.requests.labels(method=method, route=route, status=str(status)),
+                self.request_duration.labels(method=method, route=route),
+            )
+        children[0].inc()
+        children[1].observe(duration)
 
     def accepted(self, names: Iterable[JobName]) -> None:
         """Count jobs whose ledger rows were just committed."""
@@ -107,6 +120,7 @@ class RequestMetricsMiddleware:
         self.app = app
         self.metrics = metrics
         self.templates = templates
+        self.access_log = direct_logger("gateway", "afterword.gateway.access")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -127,9 +141,8 @@ class RequestMetricsMiddleware:
             duration = time.perf_counter() - start
             method = scope["method"] if scope["method"] in METHODS else OTHER
             route = route_label(scope, self.templates)
-            self.metrics.requests.labels(method=method, route=route, status=str(status)).inc()
-            self.metrics.request_duration.labels(method=method, route=route).observe(duration)
-            (access_log.error if status >= 500 else access_log.info)(
+            self.metrics.observe_request(method=method, route=route, status=status, duration=duration)
+            (self.access_log.error if status >= 500 else self.access_log.info)(
                 "request",
                 method=scope["method"],
                 route=route,

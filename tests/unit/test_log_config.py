@@ -15,13 +15,16 @@ from tests.support.services import REPO
 SCRIPT = """
 import logging, threading, warnings
 import structlog
-from services.log_config import configure_logging
+from services.log_config import configure_logging, direct_logger
 
 configure_logging("jobs")
+direct = direct_logger("jobs", "afterword.direct")
 logging.getLogger("arq.worker").info("plain %s record", "stdlib")
 log = structlog.stdlib.get_logger("afterword.test")
 with structlog.contextvars.bound_contextvars(job_id="j1", job_name="write_log", request_id="r1"):
     log.info("job finished", outcome="succeeded")
+    direct.info("written directly", attempt=2)
+    direct.debug("below the level")
     logging.getLogger("afterword.jobs").warning("inside a job")
 try:
     raise ValueError("bad\\nvalue")
@@ -64,11 +67,12 @@ def test_every_record_is_one_json_line_with_the_common_fields(output: Output) ->
     assert [r["event"] for r in records] == [
         "plain stdlib record",
         "job finished",
+        "written directly",
         "inside a job",
         "it failed",
-        records[4]["event"],
+        records[5]["event"],
         "uncaught exception in thread side-thread",
-        records[6]["event"],
+        records[7]["event"],
         "uncaught exception",
     ]
     for record in records:
@@ -77,22 +81,24 @@ def test_every_record_is_one_json_line_with_the_common_fields(output: Output) ->
         assert record["level"] in {"info", "warning", "error", "critical"}
         assert record["logger"]
     assert records[0]["logger"] == "arq.worker"
-    assert "careful" in records[4]["event"]
-    assert records[4]["logger"] == "py.warnings"
-    assert "ZeroDivisionError" in records[5]["exception"]
-    assert "Unraisable" in records[6]["event"]
-    assert "OSError: in __del__" in records[6]["exception"]
+    assert records[2]["logger"] == "afterword.direct"
+    assert "careful" in records[5]["event"]
+    assert records[5]["logger"] == "py.warnings"
+    assert "ZeroDivisionError" in records[6]["exception"]
+    assert "Unraisable" in records[7]["event"]
+    assert "OSError: in __del__" in records[7]["exception"]
 
 
 def test_bound_context_is_on_structlog_and_stdlib_lines(output: Output) -> None:
     records, _ = output
 
     job_lines = [r for r in records if r.get("job_id") == "j1"]
-    assert [r["event"] for r in job_lines] == ["job finished", "inside a job"]
+    assert [r["event"] for r in job_lines] == ["job finished", "written directly", "inside a job"]
     for record in job_lines:
         assert (record["job_name"], record["request_id"]) == ("write_log", "r1")
     assert job_lines[0]["outcome"] == "succeeded"
-    assert "job_id" not in records[3]
+    assert job_lines[1]["attempt"] == 2
+    assert "job_id" not in records[4]
 
 
 def test_exceptions_stay_on_one_line(output: Output) -> None:
