@@ -327,6 +327,26 @@ async def record_effect(db: Executor, *, job_id: str, effect: str, detail: dict[
 
 
 @dataclass(frozen=True)
+class Effect:
+    """A side effect a job did (``email``, ``log_line``), with what identifies it."""
+
+    job_id: str
+    effect: str
+    detail: dict[str, Any]
+
+
+async def record_effects(db: Executor, effects: Sequence[Effect]) -> None:
+    """:func:`record_effect` for several effects in one statement (one commit)."""
+    await db.execute(
+        "INSERT INTO job_effects (job_id, effect, detail) "
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[]) ON CONFLICT DO NOTHING",
+        [e.job_id for e in effects],
+        [e.effect for e in effects],
+        [json.dumps(e.detail) for e in effects],
+    )
+
+
+@dataclass(frozen=True)
 class StatusChange:
     """A job's status at one moment: what GET /jobs/{id}/events sends, one per change.
 

@@ -33,8 +33,7 @@ async def send_email(ctx: JobContext, payload: SendEmail) -> JobResult:
     sent = not await _done_before(ctx, "email")
     if sent:
         await ctx["mailer"].send(message)
-        await ledger.record_effect(
-            ctx["db"],
+        await ctx["attempts"].record_effect(
             job_id=job_id,
             effect="email",
             detail={"to": payload.to, "message_id": message["Message-ID"]},
@@ -51,7 +50,7 @@ async def write_log(ctx: JobContext, payload: WriteLog) -> JobResult:
     if await _done_before(ctx, "log_line"):
         return {"file": str(ctx["log_writer"].path), "written_now": False}
     line, written = await ctx["log_writer"].write(job_id=job_id, message=payload.message, rerun=ctx["attempt"] > 1)
-    await ledger.record_effect(ctx["db"], job_id=job_id, effect="log_line", detail={"line": line})
+    await ctx["attempts"].record_effect(job_id=job_id, effect="log_line", detail={"line": line})
     return {"file": str(ctx["log_writer"].path), "written_now": written}
 
 

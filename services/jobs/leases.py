@@ -24,15 +24,31 @@ class LeaseKeeper:
 
     def __init__(self, redis: Redis, *, lease_seconds: float) -> None:
         self._redis = redis
-        self._lease_ms = int(lease_seconds * 1000)
+        self.lease_ms = int(lease_seconds * 1000)
+        """The TTL of a leased job's in-progress key, in milliseconds."""
         self._interval = lease_seconds / 3
         self._held: set[str] = set()
         self._task: asyncio.Task[None] | None = None
 
-    async def hold(self, job_id: str) -> None:
-        """Start leasing ``job_id``: its in-progress key now expires unless renewed."""
+    @property
+    def held(self) -> frozenset[str]:
+        """The jobs whose leases are being renewed."""
+        return frozenset(self._held)
+
+    def claimed(self, job_id: str) -> None:
+        """Lease ``job_id``, whose in-progress key was just set with the lease's TTL (by the claim script)."""
         self._held.add(job_id)
-        await self._redis.pexpire(in_progress_key_prefix + job_id, self._lease_ms)
+
+    async def hold(self, job_id: str) -> None:
+        """Lease ``job_id``: its in-progress key now expires unless renewed.
+
+        A job taken by our worker's claim is leased already (no round trip); one that ARQ's own
+        poll took (``arq services.jobs.worker.WorkerSettings``) has its key's TTL cut here.
+        """
+        if job_id in self._held:
+            return
+        self._held.add(job_id)
+        await self._redis.pexpire(in_progress_key_prefix + job_id, self.lease_ms)
 
     def release(self, job_id: str) -> None:
         """Stop renewing (ARQ deletes the key itself when the job ends)."""
@@ -56,7 +72,7 @@ class LeaseKeeper:
         async with self._redis.pipeline(transaction=False) as pipe:
             for job_id in self._held:
                 # PEXPIRE XX-like: on a key ARQ already deleted this is a no-op.
-                pipe.pexpire(in_progress_key_prefix + job_id, self._lease_ms)
+                pipe.pexpire(in_progress_key_prefix + job_id, self.lease_ms)
             await pipe.execute()
 
     async def _run(self) -> None:

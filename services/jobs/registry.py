@@ -22,9 +22,10 @@ from services.contract import PAYLOADS, JobName, JobStatus, Payload
 from services.jobs.context import JobContext
 from services.jobs.errors import is_transient, retry_delay
 from services.jobs.metrics import JobRun
+from services.log_config import direct_logger
 
 log = logging.getLogger("afterword.jobs")
-events = structlog.stdlib.get_logger("afterword.jobs")
+events = direct_logger("jobs", "afterword.jobs")  # the two lines of every run, written directly
 
 P = TypeVar("P", bound=Payload)
 JobResult = dict[str, Any]

@@ -11,9 +11,15 @@ job, retries, timeouts, aborts, cron, health checks, signals, burst mode) and ch
   slot, or by the clock: at the latest ``poll_delay`` later, earlier if a deferred job (a retry,
   ``defer_by``, a cron run) falls due sooner. Polling stays as the safety net.
 * **How it takes jobs.** One Lua script reads the due job ids and claims as many as it has free
-  slots, setting ARQ's ``arq:in-progress:<id>`` key on each exactly as ARQ's WATCH/MULTI does (a
-  job running elsewhere is skipped), and returns the score of the next deferred job: one round
-  trip per look instead of one plus four per job.
+  slots, setting ARQ's ``arq:in-progress:<id>`` key on each as ARQ's WATCH/MULTI does (a job
+  running elsewhere is skipped), and returns the score of the next deferred job: one round trip
+  per look instead of one plus four per job. When the worker holds leases
+  (``services.jobs.leases``, in ``ctx["leases"]``), the key is set with the lease's TTL and the
+  job is leased from its claim until ``run_job`` returns: no round trip per job to cut the TTL.
+* **How it ends jobs.** ARQ's ``finish_job`` sends each job's end (its result, the deletion of
+  its keys, its removal from the queue) in a MULTI/EXEC of its own. Here the ends of jobs that
+  finish while one is being sent go together into the next MULTI/EXEC (``services.batching``):
+  the same commands, one round trip for all of them.
 
 The installed arq package is not patched: this is a subclass, and ``main`` repeats the few lines
 of ARQ's own around the loop it replaces.
@@ -24,13 +30,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from arq.connections import create_pool, log_redis_info
-from arq.constants import in_progress_key_prefix
-from arq.utils import timestamp_ms
+from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
+from arq.utils import timestamp_ms, to_ms
 from arq.worker import Worker as ArqWorker
+from redis.exceptions import RedisError
 
+from services.batching import Batcher
+from services.jobs.leases import LeaseKeeper
 from services.queue import Script, wake_channel
 
 log = logging.getLogger("arq.worker")
@@ -62,6 +72,19 @@ return {claimed, later[2] or false, left}
 """)
 
 
+@dataclass(frozen=True)
+class _End:
+    """The arguments of ARQ's ``Worker.finish_job`` for one job."""
+
+    job_id: str
+    finish: bool
+    result_data: bytes | None
+    result_timeout_s: float | None
+    keep_result_forever: bool
+    incr_score: int | None
+    keep_in_progress: float | None
+
+
 class Worker(ArqWorker):
     """ARQ's worker that waits for work to arrive (see the module docstring); same arguments."""
 
@@ -71,6 +94,9 @@ class Worker(ArqWorker):
         self._more_waiting = False  # the last look left due jobs behind: take them when a slot frees
         self._next_due_ms: int | None = None
         self._last_abort_check = 0.0
+        self._ends: Batcher[_End, None] = Batcher(
+            self._finish_many, fail_together=(RedisError, OSError), name="job-ends"
+        )
 
     async def main(self) -> None:
         """ARQ's ``Worker.main``, with the fixed-period poll replaced by a wait for work."""
@@ -158,17 +184,68 @@ class Worker(ArqWorker):
 
     async def _claim_and_start(self, *, room: int, count: int) -> None:
         now = timestamp_ms()
-        args = [now, room, int(self.in_progress_timeout_s * 1000), count, in_progress_key_prefix]
+        leases: LeaseKeeper | None = self.ctx.get("leases")
+        ttl_ms = int(self.in_progress_timeout_s * 1000) if leases is None else leases.lease_ms
+        args = [now, room, ttl_ms, count, in_progress_key_prefix]
         claimed, later, left = await self._claim(args)
         self._next_due_ms = None if later is None else int(float(later))
         self._more_waiting = bool(left)
         for i in range(0, len(claimed), 2):
             job_id, score = claimed[i].decode(), int(float(claimed[i + 1]))
+            if leases is not None:
+                leases.claimed(job_id)
             await self.sem.acquire()  # never blocks: room <= free slots
             self.job_counter += 1
             task = self.loop.create_task(self.run_job(job_id, score))
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[job_id] = task
+
+    async def run_job(self, job_id: str, score: int) -> None:
+        """ARQ's ``run_job``; the job's lease (taken at the claim) ends with it."""
+        try:
+            await super().run_job(job_id, score)
+        finally:
+            leases: LeaseKeeper | None = self.ctx.get("leases")
+            if leases is not None:
+                leases.release(job_id)
+
+    async def finish_job(
+        self,
+        job_id: str,
+        finish: bool,
+        result_data: bytes | None,
+        result_timeout_s: float | None,
+        keep_result_forever: bool,
+        incr_score: int | None,
+        keep_in_progress: float | None,
+    ) -> None:
+        """ARQ's ``finish_job``, sent in one MULTI/EXEC with the ends of concurrent jobs."""
+        end = _End(job_id, finish, result_data, result_timeout_s, keep_result_forever, incr_score, keep_in_progress)
+        await self._ends.submit(end)
+
+    async def _finish_many(self, ends: list[_End]) -> list[None]:
+        # The commands of ARQ's finish_job (arq 0.28), for each job in turn.
+        async with self.pool.pipeline(transaction=True) as tr:
+            for end in ends:
+                delete_keys = []
+                in_progress_key = in_progress_key_prefix + end.job_id
+                if end.keep_in_progress is None:
+                    delete_keys.append(in_progress_key)
+                else:
+                    tr.pexpire(in_progress_key, to_ms(end.keep_in_progress))
+                if end.finish:
+                    if end.result_data:
+                        expire = None if end.keep_result_forever else end.result_timeout_s
+                        tr.set(result_key_prefix + end.job_id, end.result_data, px=to_ms(expire))
+                    delete_keys += [retry_key_prefix + end.job_id, job_key_prefix + end.job_id]
+                    tr.zrem(abort_jobs_ss, end.job_id)
+                    tr.zrem(self.queue_name, end.job_id)
+                elif end.incr_score:
+                    tr.zincrby(self.queue_name, end.incr_score, end.job_id)
+                if delete_keys:
+                    tr.delete(*delete_keys)
+            await tr.execute()
+        return [None] * len(ends)
 
     async def _claim(self, args: list[Any]) -> tuple[list[bytes], bytes | None, int]:
         claimed, later, left = await _CLAIM(self.pool, [self.queue_name], args)

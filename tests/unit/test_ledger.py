@@ -7,6 +7,7 @@ use the pool and a fresh job id each; the rest run in the rolled-back ``conn``.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -476,6 +477,32 @@ async def test_record_effect_twice_keeps_the_first(conn: asyncpg.Connection) -> 
 
     rows = await conn.fetch("SELECT detail FROM job_effects WHERE job_id = $1", job_id)
     assert [r["detail"] for r in rows] == ['{"n": 1}']
+
+
+async def test_record_effects_writes_several_in_one_statement(conn: asyncpg.Connection) -> None:
+    first, second = uuid.uuid4().hex, uuid.uuid4().hex
+    await ledger.record_effect(conn, job_id=first, effect="email", detail={"n": 0})
+
+    await ledger.record_effects(
+        conn,
+        [
+            ledger.Effect(first, "email", {"n": 1}),  # already there: kept as it was
+            ledger.Effect(first, "log_line", {"line": "a"}),
+            ledger.Effect(second, "log_line", {"line": "b"}),
+            ledger.Effect(second, "log_line", {"line": "b again"}),  # twice in one batch: the first wins
+        ],
+    )
+
+    rows = await conn.fetch(
+        "SELECT job_id, effect, detail FROM job_effects WHERE job_id = ANY($1::text[]) ORDER BY job_id, effect",
+        [first, second],
+    )
+    found = {(r["job_id"], r["effect"]): json.loads(r["detail"]) for r in rows}
+    assert found == {
+        (first, "email"): {"n": 0},
+        (first, "log_line"): {"line": "a"},
+        (second, "log_line"): {"line": "b"},
+    }
 
 
 # start_attempts / finish_attempts: several jobs in one statement

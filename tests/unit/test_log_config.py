@@ -15,11 +15,15 @@ from tests.support.services import REPO
 SCRIPT = """
 import logging, threading, warnings
 import structlog
-from services.log_config import configure_logging, direct_logger
+from services.log_config import configure_logging, direct_logger, quiet_arq_job_lines
 
 configure_logging("jobs")
+quiet_arq_job_lines()
+logging.getLogger("arq.worker").info("%6.2fs → %s(%s)%s", 0.01, "j1:write_log", "", "")
+logging.getLogger("arq.worker").info("%6.2fs ← %s ● %s", 0.02, "j1:write_log", "")
 direct = direct_logger("jobs", "afterword.direct")
 logging.getLogger("arq.worker").info("plain %s record", "stdlib")
+logging.getLogger("arq.worker").warning("%6.2fs ! %s max retries %d exceeded", 0.5, "j2:write_log", 5)
 log = structlog.stdlib.get_logger("afterword.test")
 with structlog.contextvars.bound_contextvars(job_id="j1", job_name="write_log", request_id="r1"):
     log.info("job finished", outcome="succeeded")
@@ -66,13 +70,14 @@ def test_every_record_is_one_json_line_with_the_common_fields(output: Output) ->
     assert done.stderr == ""  # warnings and the uncaught error went through the logs too
     assert [r["event"] for r in records] == [
         "plain stdlib record",
+        "  0.50s ! j2:write_log max retries 5 exceeded",  # ARQ's per-job INFO lines are dropped, not its warnings
         "job finished",
         "written directly",
         "inside a job",
         "it failed",
-        records[5]["event"],
+        records[6]["event"],
         "uncaught exception in thread side-thread",
-        records[7]["event"],
+        records[8]["event"],
         "uncaught exception",
     ]
     for record in records:
@@ -81,12 +86,12 @@ def test_every_record_is_one_json_line_with_the_common_fields(output: Output) ->
         assert record["level"] in {"info", "warning", "error", "critical"}
         assert record["logger"]
     assert records[0]["logger"] == "arq.worker"
-    assert records[2]["logger"] == "afterword.direct"
-    assert "careful" in records[5]["event"]
-    assert records[5]["logger"] == "py.warnings"
-    assert "ZeroDivisionError" in records[6]["exception"]
-    assert "Unraisable" in records[7]["event"]
-    assert "OSError: in __del__" in records[7]["exception"]
+    assert records[3]["logger"] == "afterword.direct"
+    assert "careful" in records[6]["event"]
+    assert records[6]["logger"] == "py.warnings"
+    assert "ZeroDivisionError" in records[7]["exception"]
+    assert "Unraisable" in records[8]["event"]
+    assert "OSError: in __del__" in records[8]["exception"]
 
 
 def test_bound_context_is_on_structlog_and_stdlib_lines(output: Output) -> None:
@@ -98,7 +103,7 @@ def test_bound_context_is_on_structlog_and_stdlib_lines(output: Output) -> None:
         assert (record["job_name"], record["request_id"]) == ("write_log", "r1")
     assert job_lines[0]["outcome"] == "succeeded"
     assert job_lines[1]["attempt"] == 2
-    assert "job_id" not in records[4]
+    assert "job_id" not in records[5]
 
 
 def test_exceptions_stay_on_one_line(output: Output) -> None:

@@ -21,6 +21,7 @@ from arq.jobs import Job, JobStatus, SerializationError
 from arq.worker import func
 
 from services import queue
+from services.jobs.leases import LeaseKeeper
 from services.jobs.wakeup import Worker
 from services.serialization import deserialize, serialize
 from tests.support.redis_server import RedisServer
@@ -189,3 +190,50 @@ async def test_a_running_job_can_be_aborted(redis_server: RedisServer, redis: Ar
             await job.abort(timeout=SOON)
 
     assert ran.messages == []
+
+
+async def test_the_ends_of_concurrent_jobs_share_a_transaction(redis_server: RedisServer, redis: ArqRedis) -> None:
+    ran = Ran()
+    ids = [await enqueue(redis, f"job {i}") for i in range(20)]
+    execs_before = await exec_calls(redis)
+    async with running(worker_for(redis_server, ran, max_jobs=20), redis):
+        await until_ran(ran, 20)
+        await soon(lambda: queue_empty(redis))
+
+    # Each job's end is ARQ's: its result stored, its keys and its queue entry gone...
+    for job_id in ids:
+        job = Job(job_id, redis, _queue_name=QUEUE, _deserializer=deserialize)
+        info = await job.result_info()
+        assert info is not None
+        assert info.success
+        assert not await redis.exists(in_progress_key_prefix + job_id, "arq:job:" + job_id, "arq:retry:" + job_id)
+    # ...but the ends went in fewer MULTI/EXECs than jobs (ARQ's start of each job is one more).
+    ends = await exec_calls(redis) - execs_before - len(ids)
+    assert 1 <= ends < len(ids), ends
+
+
+async def test_a_claimed_job_is_leased_until_it_ends(redis_server: RedisServer, redis: ArqRedis) -> None:
+    ran = Ran()
+    worker = worker_for(redis_server, ran)
+    worker.ctx["leases"] = leases = LeaseKeeper(redis, lease_seconds=3)
+    async with running(worker, redis):
+        job_id = await enqueue(redis, "leased", seconds=1)
+        await soon(lambda: redis.exists(in_progress_key_prefix + job_id))
+
+        # The claim set the lease's TTL (not ARQ's job timeout + 10 s), and the job is held.
+        ttl_ms = await redis.pttl(in_progress_key_prefix + job_id)
+        assert 0 < ttl_ms <= 3000, ttl_ms
+        assert job_id in leases.held
+        await until_ran(ran, 1)
+        await soon(lambda: queue_empty(redis))
+
+    assert job_id not in leases.held
+
+
+async def exec_calls(redis: ArqRedis) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_exec", {}).get("calls", 0))
+
+
+async def queue_empty(redis: ArqRedis) -> bool:
+    return bool(await redis.zcard(QUEUE) == 0)
