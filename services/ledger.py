@@ -216,17 +216,34 @@ async def finish_attempt(
 async def finish_attempts(db: Executor, finishes: Sequence[Finish]) -> None:
     """:func:`finish_attempt` for several attempts in one statement (one commit)."""
     await db.execute(
-        "WITH input AS ("
-        "  SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::bool[])"
-        "  AS t(id, try, status, outcome, result, error, final)"
+        f"WITH {_FINISH_CTES} SELECT 1",
+        *_finish_arguments(finishes),
+    )
+
+
+def _finish_ctes(first: int) -> str:
+    p = [f"${first + i}" for i in range(7)]
+    return (
+        "input AS ("
+        f"  SELECT * FROM unnest({p[0]}::text[], {p[1]}::int[], {p[2]}::text[], {p[3]}::text[], {p[4]}::jsonb[], "
+        f"  {p[5]}::text[], {p[6]}::bool[]) AS t(id, try, status, outcome, result, error, final)"
         "), job AS ("
         "  UPDATE jobs j SET status = i.status, result = i.result, error = i.error, updated_at = clock_timestamp(), "
         "  finished_at = CASE WHEN i.final THEN clock_timestamp() ELSE NULL END "
         "  FROM input i WHERE j.id = i.id AND j.status NOT IN ('succeeded', 'failed', 'cancelled') RETURNING j.id"
-        ") "
-        "UPDATE job_attempts a SET finished_at = clock_timestamp(), error = i.error, "
-        "outcome = CASE WHEN i.id IN (SELECT id FROM job) THEN i.outcome ELSE 'cancelled' END "
-        "FROM input i WHERE a.job_id = i.id AND a.try = i.try",
+        "), attempt AS ("
+        "  UPDATE job_attempts a SET finished_at = clock_timestamp(), error = i.error, "
+        "  outcome = CASE WHEN i.id IN (SELECT id FROM job) THEN i.outcome ELSE 'cancelled' END "
+        "  FROM input i WHERE a.job_id = i.id AND a.try = i.try RETURNING 1"
+        ")"
+    )
+
+
+_FINISH_CTES = _finish_ctes(1)
+
+
+def _finish_arguments(finishes: Sequence[Finish]) -> list[Any]:
+    return [
         [f.job_id for f in finishes],
         [f.attempt for f in finishes],
         [f.status.value for f in finishes],
@@ -234,7 +251,46 @@ async def finish_attempts(db: Executor, finishes: Sequence[Finish]) -> None:
         [None if f.result is None else json.dumps(f.result, default=str) for f in finishes],
         [f.error for f in finishes],
         [f.status.is_final for f in finishes],
-    )
+    ]
+
+
+async def write_bookkeeping(
+    db: Executor,
+    *,
+    worker: str,
+    starts: Sequence[str] = (),
+    effects: Sequence[Effect] = (),
+    finishes: Sequence[Finish] = (),
+) -> list[Started]:
+    """:func:`start_attempts`, :func:`record_effects` and :func:`finish_attempts` in one statement.
+
+    One round trip and one commit for all of them; the starts' results come back in the order
+    of ``starts``. A job may appear in one of the three only (its start, effects and end follow
+    each other).
+    """
+    ctes, arguments = [], []
+    if starts:
+        ctes.append(
+            "started AS (SELECT j.id, s.* FROM unnest($1::text[]) AS j(id), "
+            "LATERAL afterword_start_attempt(j.id, $2) AS s ORDER BY j.id)"
+        )
+        arguments += [sorted(set(starts)), worker]
+    if effects:  # only then: a statement without effects takes no lock on job_effects
+        n = len(arguments)
+        ctes.append(
+            f"effects AS (INSERT INTO job_effects (job_id, effect, detail) SELECT * FROM "
+            f"unnest(${n + 1}::text[], ${n + 2}::text[], ${n + 3}::jsonb[]) ON CONFLICT DO NOTHING RETURNING 1)"
+        )
+        arguments += [[e.job_id for e in effects], [e.effect for e in effects], [json.dumps(e.detail) for e in effects]]
+    if finishes:
+        ctes.append(_finish_ctes(len(arguments) + 1))
+        arguments += _finish_arguments(finishes)
+    if not ctes:
+        return []
+    main = "SELECT id, previous, request_id, attempt, crash_rerun FROM started" if starts else "SELECT 1 WHERE false"
+    rows = await db.fetch(f"WITH {', '.join(ctes)} {main}", *arguments)
+    by_id = {row["id"]: row for row in rows}
+    return [_started(by_id[job_id]) for job_id in starts]
 
 
 async def settle(db: Executor, *, job_id: str, status: JobStatus, result: Any = None, error: str | None = None) -> bool:

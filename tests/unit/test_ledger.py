@@ -508,6 +508,50 @@ async def test_record_effects_writes_several_in_one_statement(conn: asyncpg.Conn
 # start_attempts / finish_attempts: several jobs in one statement
 
 
+async def test_write_bookkeeping_starts_records_and_finishes_in_one_statement(db_pool: asyncpg.Pool) -> None:
+    running, ending, fresh, other = [await _queued(db_pool) for _ in range(4)]
+    (first,) = await ledger.start_attempts(db_pool, job_ids=[running], worker="w1")
+    (second,) = await ledger.start_attempts(db_pool, job_ids=[ending], worker="w1")
+    unknown = uuid.uuid4().hex
+
+    started = await ledger.write_bookkeeping(
+        db_pool,
+        worker="w2",
+        starts=[other, unknown, fresh],
+        effects=[ledger.Effect(running, "log_line", {"line": "x"})],
+        finishes=[ledger.Finish(ending, second.attempt, JobStatus.succeeded, result={"ok": True})],
+    )
+
+    assert [(s.previous, s.attempt) for s in started] == [(JobStatus.queued, 1), (None, 0), (JobStatus.queued, 1)]
+    assert first.attempt == 1
+    assert await ledger.effect_done(db_pool, job_id=running, effect="log_line")
+    for job_id in (other, fresh):
+        job = await ledger.get_job(db_pool, job_id)
+        assert job is not None
+        assert job.status is JobStatus.in_progress
+        assert [(a.worker, a.finished_at) for a in await ledger.get_attempts(db_pool, job_id)] == [("w2", None)]
+    ended = await ledger.get_job(db_pool, ending)
+    assert ended is not None
+    assert (ended.status, ended.result) == (JobStatus.succeeded, {"ok": True})
+    assert [a.outcome for a in await ledger.get_attempts(db_pool, ending)] == ["succeeded"]
+    assert await ledger.get_job(db_pool, unknown) is None
+
+
+async def test_write_bookkeeping_with_nothing_to_start(db_pool: asyncpg.Pool) -> None:
+    job_id = await _queued(db_pool)
+    (started,) = await ledger.start_attempts(db_pool, job_ids=[job_id], worker="w1")
+
+    assert (
+        await ledger.write_bookkeeping(
+            db_pool, worker="w1", finishes=[ledger.Finish(job_id, started.attempt, JobStatus.failed, error="boom")]
+        )
+        == []
+    )
+    job = await ledger.get_job(db_pool, job_id)
+    assert job is not None
+    assert (job.status, job.error) == (JobStatus.failed, "boom")
+
+
 async def test_start_attempts_starts_each_job_and_answers_in_the_order_asked(db_pool: asyncpg.Pool) -> None:
     queued, retrying = await _queued(db_pool), await _queued(db_pool, JobStatus.retrying)
     done = await _queued(db_pool)
