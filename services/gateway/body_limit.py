@@ -1,7 +1,9 @@
 """ASGI middleware that answers 413 to request bodies over a size limit.
 
 It refuses at once on a ``Content-Length`` over the limit, and counts the bytes of bodies sent
-without one (chunked), so a client cannot get around the limit by leaving the header out.
+without one (chunked), so a client cannot get around the limit by leaving the header out. A body
+with a ``Content-Length`` within the limit is not counted: the server reads exactly that many
+bytes (uvicorn's httptools and h11 parsers both refuse a body longer than its header says).
 """
 
 from __future__ import annotations
@@ -32,10 +34,13 @@ class BodyLimitMiddleware:
                 try:
                     too_large = int(value) > self.max_bytes
                 except ValueError:
-                    too_large = False
+                    break  # not a number: count the bytes
                 if too_large:
                     await self._reject(send)
                     return
+                # The server reads exactly Content-Length bytes of body: nothing left to count.
+                await self.app(scope, receive, send)
+                return
 
         received = 0
         exceeded = False

@@ -39,6 +39,7 @@ from services.settings import Settings
 log = logging.getLogger("afterword.gateway.idempotency")
 
 HEADER = "Idempotency-Key"
+_HEADER_KEY = HEADER.lower().encode("latin-1")  # as ASGI gives header names
 KEEP_SECONDS = 24 * 3600.0
 """How long a key and its response are kept."""
 CLAIM_TIMEOUT_SECONDS = 60.0
@@ -161,11 +162,11 @@ class IdempotencyMiddleware:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        values = headers.getlist(HEADER)
-        if not values:
+        if not any(key == _HEADER_KEY for key, _ in scope["headers"]):  # most requests: no key, no parsing
             await self.app(scope, receive, send)
             return
+        headers = Headers(scope=scope)
+        values = headers.getlist(HEADER)
         if len(values) > 1 or not _VALID_KEY.fullmatch(values[0]):
             detail = f"the {HEADER} header must be one value of 1 to 255 printable ASCII characters"
             await _answer(send, 400, detail)

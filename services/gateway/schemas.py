@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, PlainSerializer
+from starlette.responses import Response
 
 from services.contract import JobName, JobStatus, SingleLine, Text
 
@@ -60,6 +61,16 @@ class Accepted(BaseModel):
 
     message: str
     jobs: list[AcceptedJob]
+
+
+def accepted_response(body: BaseModel) -> Response:
+    """The 202 answer carrying ``body``, serialized by pydantic.
+
+    A route that returns a model has FastAPI validate it again against its ``response_model``
+    and encode it in Python; the routes that accept jobs return this instead (same JSON, same
+    OpenAPI schema, from their ``response_model``): the 202 path is the gateway's hot path.
+    """
+    return Response(content=body.model_dump_json(), status_code=202, media_type="application/json")
 
 
 class SendAccepted(BaseModel):

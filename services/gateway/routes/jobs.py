@@ -7,7 +7,7 @@ import time
 from typing import Annotated, Any
 
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
-from fastapi import APIRouter, Body, Query, Request, status
+from fastapi import APIRouter, Body, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
@@ -18,7 +18,15 @@ from services.gateway.acceptance import Order, push
 from services.gateway.dependencies import AcceptanceDep, DbDep, JobEventsDep, RedisDep, SettingsDep
 from services.gateway.errors import Conflict, NotFound
 from services.gateway.job_events import wait_until_final
-from services.gateway.schemas import AttemptView, JobAcceptedView, JobPage, JobRequest, JobSummary, JobView
+from services.gateway.schemas import (
+    AttemptView,
+    JobAcceptedView,
+    JobPage,
+    JobRequest,
+    JobSummary,
+    JobView,
+    accepted_response,
+)
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 log = logging.getLogger("afterword.gateway")
@@ -58,7 +66,7 @@ async def submit_job(
     job_request: Annotated[JobRequest, Body(openapi_examples=_EXAMPLES)],
     request: Request,
     acceptance: AcceptanceDep,
-) -> JobAcceptedView:
+) -> Response:
     """Queue one job of the contract; its payload is validated against that job's model."""
     try:
         payload = PAYLOADS[job_request.name].model_validate(job_request.payload)
@@ -68,12 +76,8 @@ async def submit_job(
             [{**error, "loc": ("body", "payload", *error["loc"])} for error in errors]
         ) from None
     (job,) = await acceptance.accept([Order(job_request.name, payload, job_request.defer_by)])
-    return JobAcceptedView(
-        id=job.id,
-        name=job.name,
-        status=job.status,
-        status_url=status_url(request, job.id),
-    )
+    view = JobAcceptedView(id=job.id, name=job.name, status=job.status, status_url=status_url(request, job.id))
+    return accepted_response(view)
 
 
 async def job_view(db: DbDep, job_id: str) -> JobView:

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Request, status
+from fastapi import APIRouter, Body, Request, Response, status
 
 from services.contract import JobName, SendEmail, UpdateUser, WriteLog
 from services.gateway.acceptance import Order
 from services.gateway.dependencies import AcceptanceDep
 from services.gateway.routes.jobs import status_url
-from services.gateway.schemas import Accepted, AcceptedJob, SendAccepted, SendRequest, SignupRequest
+from services.gateway.schemas import (
+    Accepted,
+    AcceptedJob,
+    SendAccepted,
+    SendRequest,
+    SignupRequest,
+    accepted_response,
+)
 from services.ledger import NewJob
 
 router = APIRouter(tags=["seed"])
@@ -38,7 +45,7 @@ async def signup(
     signup: SignupRequest,
     request: Request,
     acceptance: AcceptanceDep,
-) -> Accepted:
+) -> Response:
     """Sign a user up: queue the welcome email, the user-row update and a log line."""
     orders = [
         Order(JobName.send_email, welcome_email(signup)),
@@ -46,7 +53,7 @@ async def signup(
         Order(JobName.write_log, WriteLog(message=f"signup: {signup.email}")),
     ]
     jobs = await acceptance.accept(orders)
-    return Accepted(message="Signup complete", jobs=accepted_jobs(request, jobs))
+    return accepted_response(Accepted(message="Signup complete", jobs=accepted_jobs(request, jobs)))
 
 
 @router.post("/send", status_code=status.HTTP_202_ACCEPTED, response_model=SendAccepted)
@@ -54,16 +61,16 @@ async def send(
     request: Request,
     acceptance: AcceptanceDep,
     data: Annotated[SendRequest | None, Body()] = None,
-) -> SendAccepted:
+) -> Response:
     """Log the data a user sent (``"User sent data"`` when no message is given)."""
     message = data.message if data is not None and data.message is not None else DEFAULT_SEND_MESSAGE
     jobs = await acceptance.accept([Order(JobName.write_log, WriteLog(message=message))])
-    return SendAccepted(status="Log task added", jobs=accepted_jobs(request, jobs))
+    return accepted_response(SendAccepted(status="Log task added", jobs=accepted_jobs(request, jobs)))
 
 
 @router.post("/process", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted)
-async def process(request: Request, acceptance: AcceptanceDep) -> Accepted:
+async def process(request: Request, acceptance: AcceptanceDep) -> Response:
     """Start processing: queue the ``"Process started"`` log line."""
     orders = [Order(JobName.write_log, WriteLog(message="Process started"))]
     jobs = await acceptance.accept(orders)
-    return Accepted(message="Processing started", jobs=accepted_jobs(request, jobs))
+    return accepted_response(Accepted(message="Processing started", jobs=accepted_jobs(request, jobs)))
