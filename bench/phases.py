@@ -47,7 +47,8 @@ async def gateways(
     processes = [g.process for g in items]
     runs: dict[str, list[LoadRun]] = {g.name: [] for g in items}
     for rep in range(-1 if warmup > 0 else 0, repetitions):
-        for gateway in items:
+        shift = max(rep, 0) % len(items)  # each repetition in another order: no system always goes last
+        for gateway in [*items[shift:], *items[:shift]]:
             await measures.wait_quiet(processes)  # the seed works off its backlog after each run
             result = await asyncio.to_thread(
                 run_wrk, gateway.url, connections=connections, seconds=warmup if rep < 0 else seconds
