@@ -7,8 +7,8 @@ from fastapi import FastAPI
 from services.gateway import auth, errors
 from services.gateway.body_limit import BodyLimitMiddleware
 from services.gateway.idempotency import IdempotencyMiddleware
-from services.gateway.metrics import GatewayMetrics, RequestMetricsMiddleware, RouteTemplates
-from services.gateway.request_id import RequestIdMiddleware
+from services.gateway.metrics import GatewayMetrics, RouteTemplates
+from services.gateway.observation import RequestObservationMiddleware
 from services.gateway.routes import dashboard, health, jobs, live, seed
 from services.gateway.routes import metrics as metrics_route
 from services.gateway.state import lifespan_for
@@ -44,9 +44,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     # Outermost: every response is counted, logged and carries X-Request-ID, 413s and replays included.
     app.add_middleware(
-        RequestMetricsMiddleware, metrics=metrics, templates=RouteTemplates(lambda: app.openapi()["paths"])
+        RequestObservationMiddleware, metrics=metrics, templates=RouteTemplates(lambda: app.openapi()["paths"])
     )
-    app.add_middleware(RequestIdMiddleware)
     errors.install(app)
     app.include_router(seed.router)
     app.include_router(jobs.router)

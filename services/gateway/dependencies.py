@@ -34,7 +34,7 @@ async def _redis(request: Request) -> ArqRedis:
 
 
 async def _request_id(request: Request) -> str:
-    # Chosen by RequestIdMiddleware (the client's X-Request-ID or a new one), which sends it back.
+    # Chosen by RequestObservationMiddleware (the client's X-Request-ID or a new one), which sends it back.
     request_id: str = request.state.request_id
     return request_id
 

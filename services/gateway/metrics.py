@@ -1,4 +1,4 @@
-"""The gateway's Prometheus metrics, and the pure ASGI middleware that counts, times and logs requests.
+"""The gateway's Prometheus metrics (``services.gateway.observation`` counts and times the requests).
 
 The metrics live in a :class:`GatewayMetrics` built by ``create_app`` around a registry of its
 own (not prometheus_client's global one), so that several apps in one process never collide.
@@ -12,16 +12,14 @@ a method outside the usual ones.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
 from starlette.routing import compile_path
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from services.contract import JobName
-from services.log_config import direct_logger
 
 OTHER = "other"
 """The label of a route or method outside the known ones."""
@@ -111,42 +109,3 @@ def route_label(scope: Scope, templates: RouteTemplates | None = None) -> str:
     if templates is not None:
         return templates.match(scope["path"]) or OTHER
     return OTHER
-
-
-class RequestMetricsMiddleware:
-    """Count and time every HTTP request, and log one line for it (uvicorn's access log is off)."""
-
-    def __init__(self, app: ASGIApp, *, metrics: GatewayMetrics, templates: RouteTemplates | None = None) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.templates = templates
-        self.access_log = direct_logger("gateway", "afterword.gateway.access")
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500  # unless the app starts a response
-
-        async def send_observed(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_observed)
-        finally:
-            duration = time.perf_counter() - start
-            method = scope["method"] if scope["method"] in METHODS else OTHER
-            route = route_label(scope, self.templates)
-            self.metrics.observe_request(method=method, route=route, status=status, duration=duration)
-            (self.access_log.error if status >= 500 else self.access_log.info)(
-                "request",
-                method=scope["method"],
-                route=route,
-                path=scope["path"],
-                status=status,
-                duration_ms=round(duration * 1000, 2),
-            )

@@ -11,8 +11,9 @@ from fastapi import APIRouter, FastAPI, Request
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.gateway.body_limit import BodyLimitMiddleware
-from services.gateway.metrics import OTHER, GatewayMetrics, RequestMetricsMiddleware, RouteTemplates, route_label
-from services.gateway.request_id import RequestIdMiddleware, request_id_from
+from services.gateway.metrics import OTHER, GatewayMetrics, RouteTemplates, route_label
+from services.gateway.observation import RequestObservationMiddleware
+from services.gateway.request_id import request_id_from
 
 
 def build_app(metrics: GatewayMetrics) -> FastAPI:
@@ -40,9 +41,8 @@ def build_app(metrics: GatewayMetrics) -> FastAPI:
     app.include_router(items)
     app.add_middleware(BodyLimitMiddleware, max_bytes=1024)
     app.add_middleware(
-        RequestMetricsMiddleware, metrics=metrics, templates=RouteTemplates(lambda: app.openapi()["paths"])
+        RequestObservationMiddleware, metrics=metrics, templates=RouteTemplates(lambda: app.openapi()["paths"])
     )
-    app.add_middleware(RequestIdMiddleware)
     return app
 
 
