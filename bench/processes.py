@@ -7,9 +7,6 @@ Everything the bench starts lives in its own work directory and on free ports, a
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,37 +16,23 @@ import httpx
 from tests.support.database import create_database, drop_database
 from tests.support.ports import free_port
 from tests.support.redis_server import RedisServer
+from tests.support.services import REPO, ServiceProcess
 
 __all__ = ["REPO", "Proc", "RedisServer", "create_database", "drop_database", "free_port", "wait_http"]
 
-REPO = Path(__file__).resolve().parents[1]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-class Proc:
-    """One child process with its output in ``<workdir>/<label>.log``."""
+class Proc(ServiceProcess):
+    """One child process of the bench (``python <argv>``) with its output in ``<workdir>/<label>.log``.
+
+    The tests' :class:`~tests.support.services.ServiceProcess`, plus what the bench reads of it:
+    whether it still runs, its CPU time and its peak memory.
+    """
 
     def __init__(self, label: str, argv: Sequence[str], *, env: Mapping[str, str], workdir: Path) -> None:
-        self.label = label
-        self.argv = [sys.executable, *argv]
-        self.env = {**os.environ, **env, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
-        self.workdir = workdir
-        self.log_path = workdir / f"{label}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Proc:
-        """Start the process; return self."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            # Not in the repo: a developer's .env must not configure what is measured.
-            self.process = subprocess.Popen(self.argv, env=self.env, cwd=self.workdir, stdout=log, stderr=log)
-        return self
-
-    @property
-    def pid(self) -> int:
-        """The running process's id."""
-        assert self.process is not None, f"{self.label} is not running"
-        return self.process.pid
+        # Not in the repo: a developer's .env must not configure what is measured.
+        super().__init__(label, env=env, workdir=workdir, label=label, argv=argv)
 
     def alive(self) -> bool:
         """True while the process runs."""
@@ -67,29 +50,13 @@ class Proc:
                 return int(line.split()[1]) / 1024
         raise RuntimeError(f"no VmHWM for {self.label}")
 
-    def kill(self) -> None:
-        """SIGKILL: no clean-up at all."""
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-            self.process = None
-
     def stop(self, timeout: float = 30) -> None:
-        """SIGTERM, then SIGKILL if it has not exited within ``timeout``."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self.process = None
+        """SIGTERM, then SIGKILL if it has not exited within ``timeout`` (a worker's grace is 20 s)."""
+        super().stop(timeout)
 
     def output(self, tail: int = 3000) -> str:
         """The end of what the process printed."""
-        return self.log_path.read_text(errors="replace")[-tail:] if self.log_path.exists() else ""
+        return super().output()[-tail:]
 
 
 def wait_http(url: str, *, processes: Sequence[Proc] = (), timeout: float = 30) -> None:

@@ -7,8 +7,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Self
 
 import httpx
 
@@ -16,10 +17,19 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class ServiceProcess:
-    """One ``python -m services.<name>`` process with its output in a log file."""
+    """One ``python -m <module>`` process (``python <argv>`` when ``argv`` is given) with its output in a log file."""
 
-    def __init__(self, module: str, *, env: Mapping[str, str], workdir: Path, label: str | None = None) -> None:
+    def __init__(
+        self,
+        module: str,
+        *,
+        env: Mapping[str, str],
+        workdir: Path,
+        label: str | None = None,
+        argv: Sequence[str] | None = None,
+    ) -> None:
         self.module = module
+        self.argv = [sys.executable, *(argv if argv is not None else ["-m", module])]
         self.label = label or module.rpartition(".")[2]
         self.env = {**os.environ, **env, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
         # Run outside the repo so a developer's .env never leaks into the tests.
@@ -27,16 +37,15 @@ class ServiceProcess:
         self.log_path = workdir / f"{self.label}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        """Start the process (it keeps running until stopped)."""
+    def start(self) -> Self:
+        """Start the process (it keeps running until stopped); return it."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", self.module], env=self.env, cwd=self.workdir, stdout=log, stderr=log
-            )
+            self.process = subprocess.Popen(self.argv, env=self.env, cwd=self.workdir, stdout=log, stderr=log)
         finally:
             log.close()
+        return self
 
     @property
     def pid(self) -> int:
