@@ -13,6 +13,8 @@ waits for no one. Two batches at once were slower (measured: their commits queue
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 import asyncpg
@@ -20,6 +22,8 @@ import asyncpg
 from services import ledger
 from services.batching import Batcher
 from services.contract import JobStatus
+
+log = logging.getLogger("afterword.jobs")
 
 _CONNECTION_ERRORS: tuple[type[Exception], ...] = (
     OSError,
@@ -45,9 +49,47 @@ class AttemptBook:
         self._book: Batcher[Operation, ledger.Started | None] = Batcher(
             self._write, fail_together=_CONNECTION_ERRORS, name="attempt-book"
         )
+        self._early: dict[str, asyncio.Future[ledger.Started]] = {}
+
+    def begin(self, job_id: str) -> None:
+        """Send ``job_id``'s start now, ahead of :meth:`start` (called when the worker claims the job).
+
+        The start then travels to Postgres while ARQ fetches the job from Redis, instead of after.
+        If the job's code never asks for it (ARQ ended the job first: aborted, expired, over its
+        tries, or the worker stopped), :meth:`abandon` hands the attempt back.
+        """
+        if job_id not in self._early:
+            self._early[job_id] = asyncio.ensure_future(self._submit_start(job_id))
 
     async def start(self, job_id: str) -> ledger.Started:
-        """:func:`services.ledger.start_attempt` for this worker, in a batch."""
+        """:func:`services.ledger.start_attempt` for this worker, in a batch (or the one :meth:`begin` sent)."""
+        early = self._early.pop(job_id, None)
+        if early is not None:
+            return await early
+        return await self._submit_start(job_id)
+
+    async def abandon(self, job_id: str) -> None:
+        """End the attempt that :meth:`begin` opened for a run that never started (if it opened one).
+
+        The job goes back to ``queued``, its attempt ``interrupted``: the next start (or the
+        recovery sweep, which takes ARQ's own outcome) carries on from there.
+        """
+        early = self._early.pop(job_id, None)
+        if early is None:
+            return  # started by the job's code, or never begun
+        try:
+            started = await early
+            if started.attempt and started.may_run:
+                await self.finish(
+                    job_id=job_id,
+                    attempt=started.attempt,
+                    status=JobStatus.queued,
+                    error="not run: ARQ ended the job before it started",
+                )
+        except Exception as exc:  # Postgres away: the next start closes the attempt as a crash's
+            log.warning("could not hand back the attempt of job %s: %s", job_id, exc)
+
+    async def _submit_start(self, job_id: str) -> ledger.Started:
         started = await self._book.submit(job_id)
         assert started is not None  # a start's result is always a Started
         return started

@@ -40,10 +40,14 @@ from arq.worker import Worker as ArqWorker
 from redis.exceptions import RedisError
 
 from services.batching import Batcher
+from services.jobs.attempts import AttemptBook
 from services.jobs.leases import LeaseKeeper
 from services.queue import Script, wake_channel
 
 log = logging.getLogger("arq.worker")
+
+CRON_PREFIX = "cron:"
+"""ARQ's cron runs (``cron:<name>:<time>``) have no ledger row: no attempt to begin."""
 
 # KEYS[1]: the queue. ARGV: now (ms), how many jobs to claim at most, the in-progress key's TTL
 # (ms), how many ids to read, the in-progress key prefix. Returns the claimed ids with their
@@ -185,6 +189,7 @@ class Worker(ArqWorker):
     async def _claim_and_start(self, *, room: int, count: int) -> None:
         now = timestamp_ms()
         leases: LeaseKeeper | None = self.ctx.get("leases")
+        attempts: AttemptBook | None = self.ctx.get("attempts")
         ttl_ms = int(self.in_progress_timeout_s * 1000) if leases is None else leases.lease_ms
         args = [now, room, ttl_ms, count, in_progress_key_prefix]
         claimed, later, left = await self._claim(args)
@@ -194,6 +199,8 @@ class Worker(ArqWorker):
             job_id, score = claimed[i].decode(), int(float(claimed[i + 1]))
             if leases is not None:
                 leases.claimed(job_id)
+            if attempts is not None and not job_id.startswith(CRON_PREFIX):
+                attempts.begin(job_id)  # the ledger start goes out now, alongside ARQ's fetch of the job
             await self.sem.acquire()  # never blocks: room <= free slots
             self.job_counter += 1
             task = self.loop.create_task(self.run_job(job_id, score))
@@ -201,13 +208,18 @@ class Worker(ArqWorker):
             self.tasks[job_id] = task
 
     async def run_job(self, job_id: str, score: int) -> None:
-        """ARQ's ``run_job``; the job's lease (taken at the claim) ends with it."""
+        """ARQ's ``run_job``; the job's lease (taken at the claim) ends with it, and so does an
+        attempt begun at the claim that the job's code never took up."""
         try:
             await super().run_job(job_id, score)
         finally:
             leases: LeaseKeeper | None = self.ctx.get("leases")
             if leases is not None:
                 leases.release(job_id)
+            attempts: AttemptBook | None = self.ctx.get("attempts")
+            if attempts is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(attempts.abandon(job_id))
 
     async def finish_job(
         self,

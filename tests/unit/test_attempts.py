@@ -1,0 +1,102 @@
+"""The worker's attempt book against the session's migrated database: shared commits, early starts."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import asyncpg
+
+from services import ledger
+from services.contract import JobName, JobStatus
+from services.jobs.attempts import AttemptBook, Operation
+
+
+async def _queued(pool: asyncpg.Pool) -> str:
+    job = ledger.NewJob(
+        id=uuid.uuid4().hex,
+        name=JobName.write_log,
+        payload={"message": "hello"},
+        status=JobStatus.queued,
+        run_at=datetime.now(UTC),
+    )
+    await ledger.insert_jobs(pool, [job])
+    return job.id
+
+
+async def _status(pool: asyncpg.Pool, job_id: str) -> JobStatus:
+    job = await ledger.get_job(pool, job_id)
+    assert job is not None
+    return job.status
+
+
+class CountingBook(AttemptBook):
+    """An attempt book that counts its statements (one per batch, one commit each)."""
+
+    statements = 0
+
+    async def _write(self, operations: list[Operation]) -> list[ledger.Started | None]:
+        self.statements += 1
+        return await super()._write(operations)
+
+
+async def test_concurrent_starts_effects_and_ends_share_commits(db_pool: asyncpg.Pool) -> None:
+    book = CountingBook(db_pool, worker_id="w-book")
+    ids = [await _queued(db_pool) for _ in range(6)]
+
+    async def run(job_id: str) -> None:
+        started = await book.start(job_id)
+        await book.record_effect(job_id=job_id, effect="log_line", detail={"line": job_id})
+        await book.finish(job_id=job_id, attempt=started.attempt, status=JobStatus.succeeded, result={"ok": 1})
+
+    await asyncio.gather(*(run(job_id) for job_id in ids))
+
+    for job_id in ids:
+        assert await _status(db_pool, job_id) is JobStatus.succeeded
+        assert await ledger.effect_done(db_pool, job_id=job_id, effect="log_line")
+    # 18 writes (a start, an effect and an end for each job), in far fewer statements: a batch
+    # takes whatever waits, starts, effects and ends alike.
+    assert 3 <= book.statements <= 6, book.statements
+
+
+async def test_a_begun_start_is_the_one_the_job_gets(db_pool: asyncpg.Pool) -> None:
+    book = AttemptBook(db_pool, worker_id="w-early")
+    job_id = await _queued(db_pool)
+
+    book.begin(job_id)
+    book.begin(job_id)  # a second claim of the same job sends nothing more
+    started = await book.start(job_id)
+
+    assert (started.previous, started.attempt) == (JobStatus.queued, 1)
+    assert [a.worker for a in await ledger.get_attempts(db_pool, job_id)] == ["w-early"]
+    await book.abandon(job_id)  # taken up by the job: nothing to hand back
+    assert await _status(db_pool, job_id) is JobStatus.in_progress
+
+
+async def test_a_begun_start_the_job_never_took_is_handed_back(db_pool: asyncpg.Pool) -> None:
+    book = AttemptBook(db_pool, worker_id="w-early")
+    job_id = await _queued(db_pool)
+
+    book.begin(job_id)
+    await book.abandon(job_id)
+
+    assert await _status(db_pool, job_id) is JobStatus.queued
+    (attempt,) = await ledger.get_attempts(db_pool, job_id)
+    assert attempt.outcome == "interrupted"
+    assert attempt.finished_at is not None
+    # The next start is a plain one, not a crash re-run.
+    again = await book.start(job_id)
+    assert (again.attempt, again.crash_rerun) == (2, False)
+
+
+async def test_abandoning_a_final_job_changes_nothing(db_pool: asyncpg.Pool) -> None:
+    book = AttemptBook(db_pool, worker_id="w-early")
+    job_id = await _queued(db_pool)
+    await ledger.settle(db_pool, job_id=job_id, status=JobStatus.cancelled)
+
+    book.begin(job_id)
+    await book.abandon(job_id)
+
+    assert await _status(db_pool, job_id) is JobStatus.cancelled
+    assert await ledger.get_attempts(db_pool, job_id) == []
