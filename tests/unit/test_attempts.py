@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from datetime import UTC, datetime
 
 import asyncpg
 
 from services import ledger
-from services.contract import JobName, JobStatus
+from services.contract import JobStatus
 from services.jobs.attempts import AttemptBook, Operation
-
-
-async def _queued(pool: asyncpg.Pool) -> str:
-    job = ledger.NewJob(
-        id=uuid.uuid4().hex,
-        name=JobName.write_log,
-        payload={"message": "hello"},
-        status=JobStatus.queued,
-        run_at=datetime.now(UTC),
-    )
-    await ledger.insert_jobs(pool, [job])
-    return job.id
+from tests.support.ledger_jobs import insert_job
 
 
 async def _status(pool: asyncpg.Pool, job_id: str) -> JobStatus:
@@ -43,7 +30,7 @@ class CountingBook(AttemptBook):
 
 async def test_concurrent_starts_effects_and_ends_share_commits(db_pool: asyncpg.Pool) -> None:
     book = CountingBook(db_pool, worker_id="w-book")
-    ids = [await _queued(db_pool) for _ in range(6)]
+    ids = [await insert_job(db_pool) for _ in range(6)]
 
     async def run(job_id: str) -> None:
         started = await book.start(job_id)
@@ -62,7 +49,7 @@ async def test_concurrent_starts_effects_and_ends_share_commits(db_pool: asyncpg
 
 async def test_a_begun_start_is_the_one_the_job_gets(db_pool: asyncpg.Pool) -> None:
     book = AttemptBook(db_pool, worker_id="w-early")
-    job_id = await _queued(db_pool)
+    job_id = await insert_job(db_pool)
 
     book.begin(job_id)
     book.begin(job_id)  # a second claim of the same job sends nothing more
@@ -76,7 +63,7 @@ async def test_a_begun_start_is_the_one_the_job_gets(db_pool: asyncpg.Pool) -> N
 
 async def test_a_begun_start_the_job_never_took_is_handed_back(db_pool: asyncpg.Pool) -> None:
     book = AttemptBook(db_pool, worker_id="w-early")
-    job_id = await _queued(db_pool)
+    job_id = await insert_job(db_pool)
 
     book.begin(job_id)
     await book.abandon(job_id)
@@ -92,7 +79,7 @@ async def test_a_begun_start_the_job_never_took_is_handed_back(db_pool: asyncpg.
 
 async def test_abandoning_a_final_job_changes_nothing(db_pool: asyncpg.Pool) -> None:
     book = AttemptBook(db_pool, worker_id="w-early")
-    job_id = await _queued(db_pool)
+    job_id = await insert_job(db_pool)
     await ledger.settle(db_pool, job_id=job_id, status=JobStatus.cancelled)
 
     book.begin(job_id)

@@ -10,7 +10,6 @@ import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 import pytest
@@ -18,29 +17,7 @@ import pytest
 from services import ledger
 from services.contract import JobName, JobStatus
 from services.ledger import NewJob
-
-
-def _job(
-    status: JobStatus = JobStatus.queued,
-    *,
-    name: JobName = JobName.write_log,
-    payload: dict[str, Any] | None = None,
-    request_id: str | None = None,
-) -> NewJob:
-    return NewJob(
-        id=uuid.uuid4().hex,
-        name=name,
-        payload={"message": "hello"} if payload is None else payload,
-        status=status,
-        run_at=datetime.now(UTC),
-        request_id=request_id,
-    )
-
-
-async def _queued(pool: asyncpg.Pool, status: JobStatus = JobStatus.queued) -> str:
-    job = _job(status)
-    await ledger.insert_jobs(pool, [job])
-    return job.id
+from tests.support.ledger_jobs import insert_job, new_job
 
 
 async def _record(db: ledger.Executor, job_id: str) -> ledger.JobRecord:
@@ -82,7 +59,7 @@ async def test_insert_and_get_round_trip(conn: asyncpg.Connection) -> None:
 
 
 async def test_insert_many_at_once(conn: asyncpg.Connection) -> None:
-    jobs = [_job(), _job(name=JobName.cleanup_temp_files, payload={}), _job(JobStatus.deferred)]
+    jobs = [new_job(), new_job(name=JobName.cleanup_temp_files, payload={}), new_job(JobStatus.deferred)]
 
     await ledger.insert_jobs(conn, jobs)
 
@@ -97,7 +74,7 @@ async def test_get_unknown_job_is_none(conn: asyncpg.Connection) -> None:
 
 
 async def test_insert_of_an_existing_id_is_refused(conn: asyncpg.Connection) -> None:
-    job = _job()
+    job = new_job()
     await ledger.insert_jobs(conn, [job])
 
     with pytest.raises(asyncpg.UniqueViolationError):
@@ -108,7 +85,7 @@ async def test_insert_of_an_existing_id_is_refused(conn: asyncpg.Connection) -> 
 
 
 async def test_start_attempt_moves_a_queued_job_in_progress(db_pool: asyncpg.Pool) -> None:
-    job_id = await _queued(db_pool)
+    job_id = await insert_job(db_pool)
 
     started = await ledger.start_attempt(db_pool, job_id=job_id, worker="w1")
 
@@ -131,7 +108,7 @@ async def test_start_attempt_moves_a_queued_job_in_progress(db_pool: asyncpg.Poo
 
 @pytest.mark.parametrize("status", [JobStatus.deferred, JobStatus.retrying])
 async def test_start_attempt_of_a_waiting_job(db_pool: asyncpg.Pool, status: JobStatus) -> None:
-    job_id = await _queued(db_pool, status)
+    job_id = await insert_job(db_pool, status)
 
     started = await ledger.start_attempt(db_pool, job_id=job_id, worker="w1")
 
@@ -152,7 +129,7 @@ async def test_start_attempt_of_unknown_job_writes_nothing(db_pool: asyncpg.Pool
 
 @pytest.mark.parametrize("final", [JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled])
 async def test_start_attempt_leaves_a_final_job_alone(db_pool: asyncpg.Pool, final: JobStatus) -> None:
-    job_id = await _queued(db_pool)
+    job_id = await insert_job(db_pool)
     first = await ledger.start_attempt(db_pool, job_id=job_id, worker="w1")
     await ledger.finish_attempt(
         db_pool, job_id=job_id, attempt=first.attempt, status=final, result={"ok": 1}, error="e"
@@ -169,7 +146,7 @@ async def test_start_attempt_leaves_a_final_job_alone(db_pool: asyncpg.Pool, fin
 
 
 async def test_start_attempt_after_a_retry_opens_the_next_attempt(db_pool: asyncpg.Pool) -> None:
-    job_id = await _queued(db_pool)
+    job_id = await insert_job(db_pool)
     first = await ledger.start_attempt(db_pool, job_id=job_id, worker="w1")
     await ledger.finish_attempt(
         db_pool, job_id=job_id, attempt=first.attempt, status=JobStatus.retrying, error="SMTP 451"
@@ -188,7 +165,7 @@ async def test_start_attempt_after_a_retry_opens_the_next_attempt(db_pool: async
 
 
 async def test_start_attempt_closes_an_attempt_a_dead_worker_left_open(db_pool: asyncpg.Pool) -> None:
-    job_id = await _queued(db_pool)
+    job_id = await insert_job(db_pool)
     await ledger.start_attempt(db_pool, job_id=job_id, worker="dead")
 
     started = await ledger.start_attempt(db_pool, job_id=job_id, worker="alive")
@@ -202,7 +179,7 @@ async def test_start_attempt_closes_an_attempt_a_dead_worker_left_open(db_pool: 
 
 
 async def test_concurrent_starts_get_distinct_attempts(db_pool: asyncpg.Pool) -> None:
-    job_id = await _queued(db_pool)
+    job_id = await insert_job(db_pool)
 
     results = await asyncio.gather(*(ledger.start_attempt(db_pool, job_id=job_id, worker=f"w{i}") for i in range(5)))
 
@@ -217,7 +194,7 @@ async def test_concurrent_starts_get_distinct_attempts(db_pool: asyncpg.Pool) ->
 
 
 async def _started(pool: asyncpg.Pool) -> tuple[str, int]:
-    job_id = await _queued(pool)
+    job_id = await insert_job(pool)
     started = await ledger.start_attempt(pool, job_id=job_id, worker="w1")
     return job_id, started.attempt
 
@@ -309,7 +286,7 @@ async def test_finish_never_overwrites_a_final_job(db_pool: asyncpg.Pool, final:
 
 
 async def test_get_attempts_is_ordered_by_try(conn: asyncpg.Connection) -> None:
-    job = _job()
+    job = new_job()
     await ledger.insert_jobs(conn, [job])
     for job_try in (3, 1, 2):
         await conn.execute(
@@ -322,7 +299,7 @@ async def test_get_attempts_is_ordered_by_try(conn: asyncpg.Connection) -> None:
 
 
 async def test_a_whole_life_with_retries(db_pool: asyncpg.Pool) -> None:
-    job_id = await _queued(db_pool)
+    job_id = await insert_job(db_pool)
     for _ in range(2):
         started = await ledger.start_attempt(db_pool, job_id=job_id, worker="w")
         await ledger.finish_attempt(
@@ -359,7 +336,7 @@ async def test_settle_ends_a_job_and_closes_its_open_attempt(db_pool: asyncpg.Po
 
 
 async def test_settle_never_changes_a_final_job(conn: asyncpg.Connection) -> None:
-    job = _job(JobStatus.succeeded)
+    job = new_job(JobStatus.succeeded)
     await ledger.insert_jobs(conn, [job])
     before = await _record(conn, job.id)
 
@@ -369,7 +346,7 @@ async def test_settle_never_changes_a_final_job(conn: asyncpg.Connection) -> Non
 
 
 async def test_settle_keeps_an_earlier_result_when_given_none(conn: asyncpg.Connection) -> None:
-    job = _job()
+    job = new_job()
     await ledger.insert_jobs(conn, [job])
     await conn.execute("UPDATE jobs SET result = '{\"partial\": 1}' WHERE id = $1", job.id)
 
@@ -398,7 +375,7 @@ async def test_requeue_for_retry_of_a_failed_job(db_pool: asyncpg.Pool) -> None:
 
 @pytest.mark.parametrize("status", [JobStatus.queued, JobStatus.in_progress, JobStatus.retrying, JobStatus.succeeded])
 async def test_requeue_for_retry_refuses_other_statuses(conn: asyncpg.Connection, status: JobStatus) -> None:
-    job = _job(status)
+    job = new_job(status)
     await ledger.insert_jobs(conn, [job])
     before = await _record(conn, job.id)
 
@@ -411,10 +388,10 @@ async def test_requeue_for_retry_refuses_other_statuses(conn: asyncpg.Connection
 
 
 async def test_unsettled_lists_idle_unfinished_jobs_only(conn: asyncpg.Connection) -> None:
-    idle = [_job(status) for status in (JobStatus.queued, JobStatus.deferred, JobStatus.retrying)]
-    idle.append(_job(JobStatus.in_progress))
-    idle_final = [_job(status) for status in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)]
-    busy = _job()
+    idle = [new_job(status) for status in (JobStatus.queued, JobStatus.deferred, JobStatus.retrying)]
+    idle.append(new_job(JobStatus.in_progress))
+    idle_final = [new_job(status) for status in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)]
+    busy = new_job()
     await ledger.insert_jobs(conn, [*idle, *idle_final, busy])
     await conn.execute(
         "UPDATE jobs SET updated_at = clock_timestamp() - interval '1 hour' WHERE id = ANY($1::text[])",
@@ -509,7 +486,7 @@ async def test_record_effects_writes_several_in_one_statement(conn: asyncpg.Conn
 
 
 async def test_write_bookkeeping_starts_records_and_finishes_in_one_statement(db_pool: asyncpg.Pool) -> None:
-    running, ending, fresh, other = [await _queued(db_pool) for _ in range(4)]
+    running, ending, fresh, other = [await insert_job(db_pool) for _ in range(4)]
     (first,) = await ledger.start_attempts(db_pool, job_ids=[running], worker="w1")
     (second,) = await ledger.start_attempts(db_pool, job_ids=[ending], worker="w1")
     unknown = uuid.uuid4().hex
@@ -538,7 +515,7 @@ async def test_write_bookkeeping_starts_records_and_finishes_in_one_statement(db
 
 
 async def test_write_bookkeeping_with_nothing_to_start(db_pool: asyncpg.Pool) -> None:
-    job_id = await _queued(db_pool)
+    job_id = await insert_job(db_pool)
     (started,) = await ledger.start_attempts(db_pool, job_ids=[job_id], worker="w1")
 
     assert (
@@ -553,8 +530,8 @@ async def test_write_bookkeeping_with_nothing_to_start(db_pool: asyncpg.Pool) ->
 
 
 async def test_start_attempts_starts_each_job_and_answers_in_the_order_asked(db_pool: asyncpg.Pool) -> None:
-    queued, retrying = await _queued(db_pool), await _queued(db_pool, JobStatus.retrying)
-    done = await _queued(db_pool)
+    queued, retrying = await insert_job(db_pool), await insert_job(db_pool, JobStatus.retrying)
+    done = await insert_job(db_pool)
     await ledger.settle(db_pool, job_id=done, status=JobStatus.succeeded)
     unknown = uuid.uuid4().hex
 
@@ -570,7 +547,7 @@ async def test_start_attempts_starts_each_job_and_answers_in_the_order_asked(db_
 
 
 async def test_finish_attempts_ends_each_attempt_with_its_own_outcome(db_pool: asyncpg.Pool) -> None:
-    ok, broken, cancelled = await _queued(db_pool), await _queued(db_pool), await _queued(db_pool)
+    ok, broken, cancelled = await insert_job(db_pool), await insert_job(db_pool), await insert_job(db_pool)
     await ledger.start_attempts(db_pool, job_ids=[ok, broken, cancelled], worker="w1")
     await ledger.settle(db_pool, job_id=cancelled, status=JobStatus.cancelled, error="cancelled by request")
 

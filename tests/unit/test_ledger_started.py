@@ -2,38 +2,23 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
-
 import asyncpg
 
 from services import ledger
-from services.contract import JobName, JobStatus
-
-
-async def _job(pool: asyncpg.Pool, *, request_id: str | None) -> str:
-    job = ledger.NewJob(
-        id=uuid.uuid4().hex,
-        name=JobName.write_log,
-        payload={"message": "hello"},
-        status=JobStatus.queued,
-        run_at=datetime.now(UTC),
-        request_id=request_id,
-    )
-    await ledger.insert_jobs(pool, [job])
-    return job.id
+from services.contract import JobStatus
+from tests.support.ledger_jobs import insert_job
 
 
 async def test_a_start_returns_the_jobs_request_id(db_pool: asyncpg.Pool) -> None:
-    with_id = await _job(db_pool, request_id="req-42")
-    without = await _job(db_pool, request_id=None)
+    with_id = await insert_job(db_pool, request_id="req-42")
+    without = await insert_job(db_pool, request_id=None)
 
     assert (await ledger.start_attempt(db_pool, job_id=with_id, worker="w1")).request_id == "req-42"
     assert (await ledger.start_attempt(db_pool, job_id=without, worker="w1")).request_id is None
 
 
 async def test_a_start_after_a_dead_worker_is_a_crash_rerun(db_pool: asyncpg.Pool) -> None:
-    job_id = await _job(db_pool, request_id="req-crash")
+    job_id = await insert_job(db_pool, request_id="req-crash")
 
     first = await ledger.start_attempt(db_pool, job_id=job_id, worker="w1")
     # w1 dies: its attempt stays open, and another worker starts the job again.
@@ -44,7 +29,7 @@ async def test_a_start_after_a_dead_worker_is_a_crash_rerun(db_pool: asyncpg.Poo
 
 
 async def test_a_start_after_a_recorded_interruption_is_no_crash_rerun(db_pool: asyncpg.Pool) -> None:
-    job_id = await _job(db_pool, request_id=None)
+    job_id = await insert_job(db_pool, request_id=None)
     first = await ledger.start_attempt(db_pool, job_id=job_id, worker="w1")
     await ledger.finish_attempt(db_pool, job_id=job_id, attempt=first.attempt, status=JobStatus.queued)
 
@@ -54,7 +39,7 @@ async def test_a_start_after_a_recorded_interruption_is_no_crash_rerun(db_pool: 
 
 
 async def test_a_job_already_ended_reports_its_request_id_and_is_not_run(db_pool: asyncpg.Pool) -> None:
-    job_id = await _job(db_pool, request_id="req-done")
+    job_id = await insert_job(db_pool, request_id="req-done")
     started = await ledger.start_attempt(db_pool, job_id=job_id, worker="w1")
     await ledger.finish_attempt(db_pool, job_id=job_id, attempt=started.attempt, status=JobStatus.succeeded)
 
