@@ -163,14 +163,7 @@ async def start_attempts(db: Executor, *, job_ids: Sequence[str], worker: str) -
     Each job's statements run server-side under its row's lock (migration 0004,
     ``afterword_start_attempt``); the rows are locked in id order.
     """
-    rows = await db.fetch(
-        "SELECT j.id, s.* FROM unnest($1::text[]) AS j(id), LATERAL afterword_start_attempt(j.id, $2) AS s "
-        "ORDER BY j.id",
-        sorted(set(job_ids)),
-        worker,
-    )
-    by_id = {row["id"]: row for row in rows}
-    return [_started(by_id[job_id]) for job_id in job_ids]
+    return await write_bookkeeping(db, worker=worker, starts=job_ids)
 
 
 def _started(row: asyncpg.Record) -> Started:
@@ -215,10 +208,7 @@ async def finish_attempt(
 
 async def finish_attempts(db: Executor, finishes: Sequence[Finish]) -> None:
     """:func:`finish_attempt` for several attempts in one statement (one commit)."""
-    await db.execute(
-        f"WITH {_FINISH_CTES} SELECT 1",
-        *_finish_arguments(finishes),
-    )
+    await write_bookkeeping(db, finishes=finishes)
 
 
 def _finish_ctes(first: int) -> str:
@@ -239,9 +229,6 @@ def _finish_ctes(first: int) -> str:
     )
 
 
-_FINISH_CTES = _finish_ctes(1)
-
-
 def _finish_arguments(finishes: Sequence[Finish]) -> list[Any]:
     return [
         [f.job_id for f in finishes],
@@ -254,22 +241,35 @@ def _finish_arguments(finishes: Sequence[Finish]) -> list[Any]:
     ]
 
 
+@dataclass(frozen=True)
+class Effect:
+    """A side effect a job did (``email``, ``log_line``), with what identifies it."""
+
+    job_id: str
+    effect: str
+    detail: dict[str, Any]
+
+
 async def write_bookkeeping(
     db: Executor,
     *,
-    worker: str,
+    worker: str = "",
     starts: Sequence[str] = (),
     effects: Sequence[Effect] = (),
     finishes: Sequence[Finish] = (),
 ) -> list[Started]:
-    """:func:`start_attempts`, :func:`record_effects` and :func:`finish_attempts` in one statement.
+    """Start attempts (for ``worker``), record effects and finish attempts, in one statement.
 
     One round trip and one commit for all of them; the starts' results come back in the order
     of ``starts``. A job may appear in one of the three only (its start, effects and end follow
-    each other).
+    each other). :func:`start_attempts`, :func:`record_effect` and :func:`finish_attempts` are
+    this with one kind of write.
     """
-    ctes, arguments = [], []
+    ctes: list[str] = []
+    arguments: list[Any] = []
     if starts:
+        if not worker:
+            raise ValueError("starting attempts needs the worker's id")
         ctes.append(
             "started AS (SELECT j.id, s.* FROM unnest($1::text[]) AS j(id), "
             "LATERAL afterword_start_attempt(j.id, $2) AS s ORDER BY j.id)"
@@ -374,32 +374,7 @@ async def effect_done(db: Executor, *, job_id: str, effect: str) -> bool:
 
 async def record_effect(db: Executor, *, job_id: str, effect: str, detail: dict[str, Any]) -> None:
     """Remember that this job did this side effect."""
-    await db.execute(
-        "INSERT INTO job_effects (job_id, effect, detail) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        job_id,
-        effect,
-        json.dumps(detail),
-    )
-
-
-@dataclass(frozen=True)
-class Effect:
-    """A side effect a job did (``email``, ``log_line``), with what identifies it."""
-
-    job_id: str
-    effect: str
-    detail: dict[str, Any]
-
-
-async def record_effects(db: Executor, effects: Sequence[Effect]) -> None:
-    """:func:`record_effect` for several effects in one statement (one commit)."""
-    await db.execute(
-        "INSERT INTO job_effects (job_id, effect, detail) "
-        "SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[]) ON CONFLICT DO NOTHING",
-        [e.job_id for e in effects],
-        [e.effect for e in effects],
-        [json.dumps(e.detail) for e in effects],
-    )
+    await write_bookkeeping(db, effects=[Effect(job_id, effect, detail)])
 
 
 @dataclass(frozen=True)

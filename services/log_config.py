@@ -16,7 +16,7 @@ import logging
 import sys
 import threading
 from types import TracebackType
-from typing import Any, BinaryIO, Literal, TextIO
+from typing import Any, Literal, TextIO
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -54,8 +54,8 @@ def _shared_processors(service: Service) -> list[Processor]:
     ]
 
 
-def direct_logger(service: Service, name: str, *, level: int = logging.INFO, stream: BinaryIO | None = None) -> Any:
-    """A structlog logger for a hot path: the same JSON line, written straight to ``stream`` (stdout).
+def direct_logger(service: Service, name: str, *, level: int = logging.INFO) -> Any:
+    """A structlog logger for a hot path: the same JSON line, written straight to stdout.
 
     Its lines carry the same fields as every other line (context variables included) but skip the
     standard library's ``LogRecord`` and formatter, which made the gateway's access log line
@@ -70,7 +70,7 @@ def direct_logger(service: Service, name: str, *, level: int = logging.INFO, str
         structlog.processors.JSONRenderer(serializer=_json_bytes),
     ]
     return structlog.wrap_logger(
-        structlog.BytesLogger(stream) if stream is not None else _Stdout(),
+        _Stdout(),
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
         cache_logger_on_first_use=True,

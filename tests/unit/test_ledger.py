@@ -456,13 +456,13 @@ async def test_record_effect_twice_keeps_the_first(conn: asyncpg.Connection) -> 
     assert [r["detail"] for r in rows] == ['{"n": 1}']
 
 
-async def test_record_effects_writes_several_in_one_statement(conn: asyncpg.Connection) -> None:
+async def test_write_bookkeeping_records_several_effects_in_one_statement(conn: asyncpg.Connection) -> None:
     first, second = uuid.uuid4().hex, uuid.uuid4().hex
     await ledger.record_effect(conn, job_id=first, effect="email", detail={"n": 0})
 
-    await ledger.record_effects(
+    await ledger.write_bookkeeping(
         conn,
-        [
+        effects=[
             ledger.Effect(first, "email", {"n": 1}),  # already there: kept as it was
             ledger.Effect(first, "log_line", {"line": "a"}),
             ledger.Effect(second, "log_line", {"line": "b"}),
