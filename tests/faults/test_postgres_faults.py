@@ -31,7 +31,7 @@ async def test_postgres_stopped_while_a_job_runs_is_retried_and_completes_once(s
     stack.postgres.start()
 
     job = await wait_for_job(stack.http, job_id, within=60)
-    assert job["status"] == "succeeded", job
+    assert job["status"] == "succeeded", __import__("json").dumps(job)
     assert len(job["attempts"]) >= 2, "the attempt cut off by the outage was followed by another"
     assert [line["message"] for line in stack.log_lines() if line["job_id"] == job_id] == ["Process started"]
 
