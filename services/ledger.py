@@ -261,9 +261,9 @@ async def write_bookkeeping(
     """Start attempts (for ``worker``), record effects and finish attempts, in one statement.
 
     One round trip and one commit for all of them; the starts' results come back in the order
-    of ``starts``. A job may appear in one of the three only (its start, effects and end follow
-    each other). :func:`start_attempts`, :func:`record_effect` and :func:`finish_attempts` are
-    this with one kind of write.
+    of ``starts``. A job's start may not share a statement with its effects or its end (they
+    follow it); its effects and its end may (they write different tables). :func:`start_attempts`,
+    :func:`record_effect` and :func:`finish_attempts` are this with one kind of write.
     """
     ctes: list[str] = []
     arguments: list[Any] = []

@@ -93,21 +93,6 @@ class _Stdout:
     debug = info = warning = error = critical = exception = msg
 
 
-def quiet_arq_job_lines() -> None:
-    """Drop ARQ's own INFO line at each job's start and end (``→``, ``←``, ``↻``, ``⊘``).
-
-    The jobs service writes its own (``job started``, ``job finished``, with the ids, attempt,
-    outcome and timings), so ARQ's repeated them, at about 8 % of a worker's CPU time draining
-    short jobs. ARQ's other lines (start-up, shutdown, warnings, errors) stay.
-    """
-    logging.getLogger("arq.worker").addFilter(_not_a_job_line)
-
-
-def _not_a_job_line(record: logging.LogRecord) -> bool:
-    # ARQ's per-job formats all start with the elapsed time: '%6.2fs → %s(%s)%s', '%6.2fs ← %s ● %s'...
-    return not (record.levelno == logging.INFO and isinstance(record.msg, str) and record.msg.startswith("%6.2fs "))
-
-
 def _json_bytes(obj: Any, **kwargs: Any) -> bytes:
     return json.dumps(obj, **kwargs).encode()
 

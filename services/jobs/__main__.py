@@ -20,7 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from services.heap import freeze_startup_heap
 from services.jobs.wakeup import Worker
 from services.jobs.worker import on_shutdown, worker_options
-from services.log_config import configure_logging, quiet_arq_job_lines
+from services.log_config import configure_logging
 from services.settings import Settings, load_settings
 
 log = logging.getLogger("afterword.jobs")
@@ -52,7 +52,6 @@ def main() -> None:
     """Build the settings, then run the ARQ worker on uvloop."""
     settings = load_settings()
     configure_logging("jobs")  # JSON lines on stdout, ARQ's own records included
-    quiet_arq_job_lines()  # ...but for its per-job lines, which repeat ours
     log.info("jobs worker starting (pid %d)", os.getpid())
     freeze_startup_heap()  # the job code is imported: keep it out of the collector's way
     run(settings)

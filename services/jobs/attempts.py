@@ -1,7 +1,10 @@
 """The worker's attempt bookkeeping: the starts, the effects and the ends of concurrent jobs share a commit.
 
-Every job writes the ledger three times: its attempt's start, the side effect it did
-(``job_effects``, so that a re-run does not repeat it) and its attempt's end. Each write is a
+Every job writes the ledger up to three times: its attempt's start, the side effect it did
+(``job_effects``, so that a re-run does not repeat it) and its attempt's end. A job whose effect
+is its last step notes it (:meth:`AttemptBook.note_effect`) and it is written in the statement of
+the attempt's end: one wait for a commit fewer, and the same window as before in which a crash
+makes a re-run repeat the effect (from the effect to the commit that records it). Each write is a
 commit, and commits wait on each other in Postgres: for the WAL flush, and, for a status change,
 for the lock that the NOTIFY of the live status trigger takes (migration 0003). One commit per
 write held a worker at about 500 jobs/s (``pg_stat_activity``: Lock/object); three batchers, one
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -36,7 +40,15 @@ _CONNECTION_ERRORS: tuple[type[Exception], ...] = (
 """A batch failing with these fails for every job in it (no point trying them one by one)."""
 
 
-Operation = str | ledger.Effect | ledger.Finish
+@dataclass(frozen=True)
+class End:
+    """An attempt's end, with the effects the job noted to be written with it."""
+
+    finish: ledger.Finish
+    effects: tuple[ledger.Effect, ...] = ()
+
+
+Operation = str | ledger.Effect | End
 """What a job asks the book to write: its start (the job id), a side effect it did, or its end."""
 
 
@@ -50,6 +62,7 @@ class AttemptBook:
             self._write, fail_together=_CONNECTION_ERRORS, name="attempt-book"
         )
         self._early: dict[str, asyncio.Future[ledger.Started]] = {}
+        self._noted: dict[str, list[ledger.Effect]] = {}
 
     def begin(self, job_id: str) -> None:
         """Send ``job_id``'s start now, ahead of :meth:`start` (called when the worker claims the job).
@@ -74,6 +87,7 @@ class AttemptBook:
         The job goes back to ``queued``, its attempt ``interrupted``: the next start (or the
         recovery sweep, which takes ARQ's own outcome) carries on from there.
         """
+        self._noted.pop(job_id, None)  # the run is over: an end that was never written takes nothing
         early = self._early.pop(job_id, None)
         if early is None:
             return  # started by the job's code, or never begun
@@ -97,12 +111,21 @@ class AttemptBook:
     async def finish(
         self, *, job_id: str, attempt: int, status: JobStatus, result: Any = None, error: str | None = None
     ) -> None:
-        """:func:`services.ledger.finish_attempt`, in a batch."""
-        await self._book.submit(ledger.Finish(job_id, attempt, status, result, error))
+        """:func:`services.ledger.finish_attempt`, in a batch, with the effects noted for the job."""
+        effects = tuple(self._noted.pop(job_id, ()))
+        await self._book.submit(End(ledger.Finish(job_id, attempt, status, result, error), effects))
 
     async def record_effect(self, *, job_id: str, effect: str, detail: dict[str, Any]) -> None:
         """:func:`services.ledger.record_effect`, in a batch: returns once it is committed."""
         await self._book.submit(ledger.Effect(job_id, effect, detail))
+
+    def note_effect(self, *, job_id: str, effect: str, detail: dict[str, Any]) -> None:
+        """Record this effect with the attempt's end (:meth:`finish`), whatever the end is.
+
+        For an effect that is the job's last step. If more work follows that can fail, use
+        :meth:`record_effect`: a failed end (Postgres away) takes its noted effects with it.
+        """
+        self._noted.setdefault(job_id, []).append(ledger.Effect(job_id, effect, detail))
 
     async def _write(self, operations: list[Operation]) -> list[ledger.Started | None]:
         starts = [op for op in operations if isinstance(op, str)]
@@ -111,8 +134,11 @@ class AttemptBook:
                 self._db,
                 worker=self._worker_id,
                 starts=starts,
-                effects=[op for op in operations if isinstance(op, ledger.Effect)],
-                finishes=[op for op in operations if isinstance(op, ledger.Finish)],
+                effects=[
+                    *(op for op in operations if isinstance(op, ledger.Effect)),
+                    *(effect for op in operations if isinstance(op, End) for effect in op.effects),
+                ],
+                finishes=[op.finish for op in operations if isinstance(op, End)],
             )
         )
         return [next(started) if isinstance(op, str) else None for op in operations]

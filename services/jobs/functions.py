@@ -33,11 +33,11 @@ async def send_email(ctx: JobContext, payload: SendEmail) -> JobResult:
     sent = not await _done_before(ctx, "email")
     if sent:
         await ctx["mailer"].send(message)
-        await ctx["attempts"].record_effect(
-            job_id=job_id,
-            effect="email",
-            detail={"to": payload.to, "message_id": message["Message-ID"]},
-        )
+        detail = {"to": payload.to, "message_id": message["Message-ID"]}
+        if payload.mark_welcome_sent:  # more work follows: the email is recorded before it
+            await ctx["attempts"].record_effect(job_id=job_id, effect="email", detail=detail)
+        else:  # the last step: recorded with the attempt's end, in its commit
+            ctx["attempts"].note_effect(job_id=job_id, effect="email", detail=detail)
     if payload.mark_welcome_sent:
         await ctx["users"].mark_welcome_sent(email=payload.to)
     return {"to": payload.to, "message_id": message["Message-ID"], "sent_now": sent}
@@ -50,7 +50,7 @@ async def write_log(ctx: JobContext, payload: WriteLog) -> JobResult:
     if await _done_before(ctx, "log_line"):
         return {"file": str(ctx["log_writer"].path), "written_now": False}
     line, written = await ctx["log_writer"].write(job_id=job_id, message=payload.message, rerun=ctx["attempt"] > 1)
-    await ctx["attempts"].record_effect(job_id=job_id, effect="log_line", detail={"line": line})
+    ctx["attempts"].note_effect(job_id=job_id, effect="log_line", detail={"line": line})  # with the end
     return {"file": str(ctx["log_writer"].path), "written_now": written}
 
 

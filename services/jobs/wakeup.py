@@ -8,14 +8,17 @@ job, retries, timeouts, aborts, cron, health checks, signals, burst mode) and ch
 * **When it looks.** Between two looks it waits on an event, set by a Pub/Sub subscription to the
   queue's wake channel (``services.queue.wake_channel``; every enqueue publishes there in the same
   round trip), by the end of a job when the last look left due jobs behind for lack of a free
-  slot, or by the clock: at the latest ``poll_delay`` later, earlier if a deferred job (a retry,
+  slot, by a job's end that schedules its retry (the next look learns when it is due), or by the
+  clock: at the latest ``poll_delay`` later, earlier if a deferred job (a retry,
   ``defer_by``, a cron run) falls due sooner. Polling stays as the safety net.
 * **How it takes jobs.** One Lua script reads the due job ids and claims as many as it has free
   slots, setting ARQ's ``arq:in-progress:<id>`` key on each as ARQ's WATCH/MULTI does (a job
-  running elsewhere is skipped), and returns the score of the next deferred job: one round trip
-  per look instead of one plus four per job. When the worker holds leases
-  (``services.jobs.leases``, in ``ctx["leases"]``), the key is set with the lease's TTL and the
-  job is leased from its claim until ``run_job`` returns: no round trip per job to cut the TTL.
+  running elsewhere is skipped), does for each the commands ARQ's ``run_job`` starts with (read
+  the job, count the try, take it off the abort set: ``services.jobs.job_runner``), and returns
+  the score of the next deferred job: one round trip per look instead of one plus five per job.
+  When the worker holds leases (``services.jobs.leases``, in ``ctx["leases"]``), the key is set
+  with the lease's TTL and the job is leased from its claim until its run ends: no round trip per
+  job to cut the TTL.
 * **How it ends jobs.** ARQ's ``finish_job`` sends each job's end (its result, the deletion of
   its keys, its removal from the queue) in a MULTI/EXEC of its own. Here the ends of jobs that
   finish while one is being sent go together into the next MULTI/EXEC (``services.batching``):
@@ -36,11 +39,11 @@ from typing import Any
 from arq.connections import create_pool, log_redis_info
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
 from arq.utils import timestamp_ms, to_ms
-from arq.worker import Worker as ArqWorker
 from redis.exceptions import RedisError
 
 from services.batching import Batcher
 from services.jobs.attempts import AttemptBook
+from services.jobs.job_runner import RETRY_KEY_TTL_SECONDS, ClaimedJobRunner, Fetched
 from services.jobs.leases import LeaseKeeper
 from services.queue import Script, wake_channel
 
@@ -50,24 +53,38 @@ CRON_PREFIX = "cron:"
 """ARQ's cron runs (``cron:<name>:<time>``) have no ledger row: no attempt to begin."""
 
 # KEYS[1]: the queue. ARGV: now (ms), how many jobs to claim at most, the in-progress key's TTL
-# (ms), how many ids to read, the in-progress key prefix. Returns the claimed ids with their
-# scores, the score of the earliest job not yet due (or nil), and 1 if a due job that nobody
-# runs was left for lack of room.
+# (ms), how many ids to read, the in-progress key prefix, the job key prefix, the retry key prefix,
+# the retry key's TTL (s), the abort set ('' when aborts are off). Returns, for each claimed job,
+# its id, score, data (nil if expired), try number and whether it was to be aborted (ARQ's
+# run_job reads these last three first); the score of the earliest job not yet due (or nil); and
+# 1 if a due job that nobody runs was left for lack of room.
 _CLAIM = Script(b"""
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[4])
 local claimed = {}
 local room = tonumber(ARGV[2])
 local left = 0
 for i = 1, #due, 2 do
-  local key = ARGV[5] .. due[i]
+  local id = due[i]
+  local key = ARGV[5] .. id
   if redis.call('EXISTS', key) == 0 then
     if room <= 0 then
       left = 1
       break
     end
     redis.call('PSETEX', key, ARGV[3], '1')
-    claimed[#claimed + 1] = due[i]
-    claimed[#claimed + 1] = due[i + 1]
+    local retry_key = ARGV[7] .. id
+    local try = redis.call('INCR', retry_key)
+    redis.call('EXPIRE', retry_key, ARGV[8])
+    local abort = 0
+    if ARGV[9] ~= '' then
+      abort = redis.call('ZREM', ARGV[9], id)
+    end
+    local n = #claimed
+    claimed[n + 1] = id
+    claimed[n + 2] = due[i + 1]
+    claimed[n + 3] = redis.call('GET', ARGV[6] .. id)
+    claimed[n + 4] = try
+    claimed[n + 5] = abort
     room = room - 1
   end
 end
@@ -89,7 +106,7 @@ class _End:
     keep_in_progress: float | None
 
 
-class Worker(ArqWorker):
+class Worker(ClaimedJobRunner):
     """ARQ's worker that waits for work to arrive (see the module docstring); same arguments."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -191,35 +208,23 @@ class Worker(ArqWorker):
         leases: LeaseKeeper | None = self.ctx.get("leases")
         attempts: AttemptBook | None = self.ctx.get("attempts")
         ttl_ms = int(self.in_progress_timeout_s * 1000) if leases is None else leases.lease_ms
-        args = [now, room, ttl_ms, count, in_progress_key_prefix]
-        claimed, later, left = await self._claim(args)
+        abort_set = abort_jobs_ss if self.allow_abort_jobs else ""
+        args = [now, room, ttl_ms, count, in_progress_key_prefix, job_key_prefix, retry_key_prefix]
+        claimed, later, left = await self._claim([*args, RETRY_KEY_TTL_SECONDS, abort_set])
         self._next_due_ms = None if later is None else int(float(later))
         self._more_waiting = bool(left)
-        for i in range(0, len(claimed), 2):
+        for i in range(0, len(claimed), 5):
             job_id, score = claimed[i].decode(), int(float(claimed[i + 1]))
+            fetched = Fetched(data=claimed[i + 2], job_try=int(claimed[i + 3]), abort=bool(claimed[i + 4]))
             if leases is not None:
                 leases.claimed(job_id)
             if attempts is not None and not job_id.startswith(CRON_PREFIX):
-                attempts.begin(job_id)  # the ledger start goes out now, alongside ARQ's fetch of the job
+                attempts.begin(job_id)  # the ledger start goes out now, while the job gets under way
             await self.sem.acquire()  # never blocks: room <= free slots
             self.job_counter += 1
-            task = self.loop.create_task(self.run_job(job_id, score))
+            task = self.loop.create_task(self.run_claimed(job_id, score, fetched))
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[job_id] = task
-
-    async def run_job(self, job_id: str, score: int) -> None:
-        """ARQ's ``run_job``; the job's lease (taken at the claim) ends with it, and so does an
-        attempt begun at the claim that the job's code never took up."""
-        try:
-            await super().run_job(job_id, score)
-        finally:
-            leases: LeaseKeeper | None = self.ctx.get("leases")
-            if leases is not None:
-                leases.release(job_id)
-            attempts: AttemptBook | None = self.ctx.get("attempts")
-            if attempts is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.shield(attempts.abandon(job_id))
 
     async def finish_job(
         self,
@@ -234,6 +239,8 @@ class Worker(ArqWorker):
         """ARQ's ``finish_job``, sent in one MULTI/EXEC with the ends of concurrent jobs."""
         end = _End(job_id, finish, result_data, result_timeout_s, keep_result_forever, incr_score, keep_in_progress)
         await self._ends.submit(end)
+        if not finish and incr_score:
+            self._wake.set()  # a retry is due later: the next look learns when, and waits until then
 
     async def _finish_many(self, ends: list[_End]) -> list[None]:
         # The commands of ARQ's finish_job (arq 0.28), for each job in turn.

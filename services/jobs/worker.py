@@ -34,6 +34,8 @@ from services.settings import Settings, load_settings
 
 CRON_CLEANUP = "cron:" + JobName.cleanup_temp_files
 CRON_SWEEP = "cron:recovery_sweep"
+CLIENT_CHECK_MS = 1000
+"""How often Postgres checks, during a worker's statement, that the worker is still connected."""
 
 
 def new_worker_id() -> str:
@@ -44,7 +46,15 @@ def new_worker_id() -> str:
 async def on_startup(ctx: dict[str, Any]) -> None:
     """Open the worker's resources and start its heartbeat."""
     settings: Settings = ctx["settings"]
-    db = await create_pool(settings.database_dsn, min_size=1, max_size=settings.worker_max_jobs + 2)
+    db = await create_pool(
+        settings.database_dsn,
+        min_size=1,
+        max_size=settings.worker_max_jobs + 2,
+        # A worker that dies mid-statement (SIGKILL, OOM) takes its statement with it: Postgres
+        # checks every second that the worker is still there, rather than finishing (and
+        # committing) a write it waits on, a lock say, for a run that no longer exists.
+        server_settings={"client_connection_check_interval": str(CLIENT_CHECK_MS)},
+    )
     ctx.update(
         db=db,
         mailer=Mailer.from_settings(settings),

@@ -61,6 +61,16 @@ async def test_sigkill_after_the_log_line_was_written_does_not_write_it_again(st
         killed_at = time.time()
         stack.drop_worker(victim)
 
+        async def recording_abandoned() -> bool:
+            # The dead worker's write, waiting on the lock, is cancelled by Postgres' check that
+            # its client is still there, instead of committing once the lock is released.
+            waiting = await stack.db.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'WITH %'"
+            )
+            return not waiting
+
+        await until(recording_abandoned, within=10, what="the killed worker's statement was cancelled")
+
     await assert_taken_over(stack, job_id, killed_at)
     assert [line["message"] for line in stack.log_lines() if line["job_id"] == job_id] == ["Process started"]
 

@@ -87,3 +87,36 @@ async def test_abandoning_a_final_job_changes_nothing(db_pool: asyncpg.Pool) -> 
 
     assert await _status(db_pool, job_id) is JobStatus.cancelled
     assert await ledger.get_attempts(db_pool, job_id) == []
+
+
+async def test_a_noted_effect_is_written_in_the_statement_of_the_end(db_pool: asyncpg.Pool) -> None:
+    book = CountingBook(db_pool, worker_id="w-note")
+    job_id = await insert_job(db_pool)
+    started = await book.start(job_id)
+
+    book.note_effect(job_id=job_id, effect="log_line", detail={"line": "noted"})
+    assert not await ledger.effect_done(db_pool, job_id=job_id, effect="log_line")  # nothing written yet
+    before = book.statements
+    await book.finish(job_id=job_id, attempt=started.attempt, status=JobStatus.succeeded, result={"ok": 1})
+
+    assert book.statements == before + 1
+    assert await ledger.effect_done(db_pool, job_id=job_id, effect="log_line")
+    assert await _status(db_pool, job_id) is JobStatus.succeeded
+
+
+async def test_a_noted_effect_goes_with_any_end_and_only_once(db_pool: asyncpg.Pool) -> None:
+    book = AttemptBook(db_pool, worker_id="w-note")
+    retried, other = await insert_job(db_pool), await insert_job(db_pool)
+    first = await book.start(retried)
+    await book.start(other)
+
+    book.note_effect(job_id=retried, effect="email", detail={"message_id": "<m@x>"})
+    await book.finish(job_id=retried, attempt=first.attempt, status=JobStatus.retrying, error="SMTP 451")
+    book.note_effect(job_id=other, effect="email", detail={"message_id": "<n@x>"})
+    await book.abandon(other)  # the run is over without an end: its noted effect is dropped
+    second = await book.start(retried)
+    await book.finish(job_id=retried, attempt=second.attempt, status=JobStatus.succeeded)
+
+    assert await ledger.effect_done(db_pool, job_id=retried, effect="email")  # with the retrying end
+    assert not await ledger.effect_done(db_pool, job_id=other, effect="email")
+    assert await _status(db_pool, retried) is JobStatus.succeeded

@@ -15,12 +15,9 @@ from tests.support.services import REPO
 SCRIPT = """
 import logging, threading, warnings
 import structlog
-from services.log_config import configure_logging, direct_logger, quiet_arq_job_lines
+from services.log_config import configure_logging, direct_logger
 
 configure_logging("jobs")
-quiet_arq_job_lines()
-logging.getLogger("arq.worker").info("%6.2fs → %s(%s)%s", 0.01, "j1:write_log", "", "")
-logging.getLogger("arq.worker").info("%6.2fs ← %s ● %s", 0.02, "j1:write_log", "")
 direct = direct_logger("jobs", "afterword.direct")
 logging.getLogger("arq.worker").info("plain %s record", "stdlib")
 logging.getLogger("arq.worker").warning("%6.2fs ! %s max retries %d exceeded", 0.5, "j2:write_log", 5)
@@ -70,7 +67,7 @@ def test_every_record_is_one_json_line_with_the_common_fields(output: Output) ->
     assert done.stderr == ""  # warnings and the uncaught error went through the logs too
     assert [r["event"] for r in records] == [
         "plain stdlib record",
-        "  0.50s ! j2:write_log max retries 5 exceeded",  # ARQ's per-job INFO lines are dropped, not its warnings
+        "  0.50s ! j2:write_log max retries 5 exceeded",
         "job finished",
         "written directly",
         "inside a job",

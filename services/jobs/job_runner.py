@@ -1,0 +1,250 @@
+"""Running a job the worker claimed, with the job already fetched by the claim.
+
+ARQ's ``Worker.run_job`` starts with a MULTI/EXEC of its own for each job: read the job, count
+the try (``arq:retry:<id>``) and take the job off the abort set. Our worker's claim script
+(``services.jobs.wakeup``) does those same commands for every job it claims, in the round trip
+that claims them, and hands the answers to :meth:`ClaimedJobRunner.run_claimed`: one round trip
+per look instead of one more per job, on the path from a job's arrival to its start.
+
+:meth:`ClaimedJobRunner.run_claimed` is the rest of ARQ's ``run_job`` (arq 0.28.0, whose version
+``tests/unit/test_job_runner.py`` pins: an upgrade must re-read it), step for step: expiry,
+deserialization, abort before start, unknown function, the try count and ``max_tries``, the
+``on_job_start``/``on_job_end``/``after_job_end`` hooks, the job's task in ``job_tasks`` (for
+aborts), its timeout, retries, the result and ``finish_job``. Two things differ: ARQ's INFO line
+at each job's start and end is not written (the jobs service writes its own, with ids, attempt,
+outcome and timings, in ``services.jobs.registry``), and the job's lease and any attempt begun at
+its claim are let go when it ends (``services.jobs.leases``, ``services.jobs.attempts``). ARQ's
+warnings and errors are kept, word for word.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from arq.constants import abort_jobs_ss, job_key_prefix, keep_cronjob_progress, retry_key_prefix
+from arq.cron import CronJob
+from arq.jobs import SerializationError, deserialize_job_raw, serialize_result
+from arq.utils import ms_to_datetime, timestamp_ms
+from arq.worker import Function, JobExecutionFailed, Retry, RetryJob, no_result
+from arq.worker import Worker as ArqWorker
+
+from services.jobs.attempts import AttemptBook
+from services.jobs.leases import LeaseKeeper
+
+log = logging.getLogger("arq.worker")  # ARQ's own logger: its warnings and errors read as before
+
+RETRY_KEY_TTL_SECONDS = 88400
+"""How long ARQ keeps a job's try counter (``arq:retry:<id>``), as in its ``run_job``."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What ARQ's ``run_job`` reads first: the job, its try number, whether it was to be aborted."""
+
+    data: bytes | None
+    """The serialized job (``arq:job:<id>``), None if it expired."""
+    job_try: int
+    abort: bool
+
+
+class ClaimedJobRunner(ArqWorker):
+    """ARQ's worker whose jobs arrive fetched (see the module docstring); same arguments."""
+
+    async def run_job(self, job_id: str, score: int) -> None:
+        """ARQ's ``run_job``: fetch the job as ARQ does, then :meth:`run_claimed`."""
+        async with self.pool.pipeline(transaction=True) as pipe:
+            pipe.get(job_key_prefix + job_id)
+            pipe.incr(retry_key_prefix + job_id)
+            pipe.expire(retry_key_prefix + job_id, RETRY_KEY_TTL_SECONDS)
+            if self.allow_abort_jobs:
+                pipe.zrem(abort_jobs_ss, job_id)
+                data, job_try, _, abort = await pipe.execute()
+            else:
+                data, job_try, _ = await pipe.execute()
+                abort = False
+        await self.run_claimed(job_id, score, Fetched(data, int(job_try), bool(abort)))
+
+    async def run_claimed(self, job_id: str, score: int, fetched: Fetched) -> None:
+        """Run a claimed, fetched job; its lease and an attempt begun at its claim end with it."""
+        try:
+            await self._run_fetched(job_id, score, fetched)
+        finally:
+            leases: LeaseKeeper | None = self.ctx.get("leases")
+            if leases is not None:
+                leases.release(job_id)
+            attempts: AttemptBook | None = self.ctx.get("attempts")
+            if attempts is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(attempts.abandon(job_id))
+
+    async def _run_fetched(self, job_id: str, score: int, fetched: Fetched) -> None:
+        # arq 0.28.0's Worker.run_job from its pipeline on, without the per-job INFO lines.
+        start_ms = timestamp_ms()
+        job_try = fetched.job_try
+        function_name, enqueue_time_ms = "<unknown>", 0
+        args: tuple[Any, ...] = ()
+        kwargs: dict[Any, Any] = {}
+
+        async def job_failed(exc: BaseException) -> None:
+            self.jobs_failed += 1
+            result_data_ = serialize_result(
+                function=function_name,
+                args=args,
+                kwargs=kwargs,
+                job_try=job_try,
+                enqueue_time_ms=enqueue_time_ms,
+                success=False,
+                result=exc,
+                start_ms=start_ms,
+                finished_ms=timestamp_ms(),
+                ref=f"{job_id}:{function_name}",
+                serializer=self.job_serializer,
+                queue_name=self.queue_name,
+                job_id=job_id,
+            )
+            await asyncio.shield(self.finish_failed_job(job_id, result_data_))
+
+        if not fetched.data:
+            log.warning("job %s expired", job_id)
+            return await job_failed(JobExecutionFailed("job expired"))
+        try:
+            function_name, args, kwargs, enqueue_job_try, enqueue_time_ms = deserialize_job_raw(
+                fetched.data, deserializer=self.job_deserializer
+            )
+        except SerializationError as e:
+            log.exception("deserializing job %s failed", job_id)
+            return await job_failed(e)
+        if fetched.abort:
+            return await job_failed(asyncio.CancelledError())
+        try:
+            function: Function | CronJob = self.functions[function_name]
+        except KeyError:
+            log.warning("job %s, function %r not found", job_id, function_name)
+            return await job_failed(JobExecutionFailed(f"function {function_name!r} not found"))
+
+        if isinstance(function, CronJob):
+            ref = function_name
+            keep_in_progress: float | None = keep_cronjob_progress
+        else:
+            ref = f"{job_id}:{function_name}"
+            keep_in_progress = None
+
+        if enqueue_job_try and enqueue_job_try > job_try:
+            job_try = enqueue_job_try
+            await self.pool.setex(retry_key_prefix + job_id, RETRY_KEY_TTL_SECONDS, str(job_try))
+
+        max_tries = self.max_tries if function.max_tries is None else function.max_tries
+        if job_try > max_tries:
+            t = (timestamp_ms() - enqueue_time_ms) / 1000
+            log.warning("%6.2fs ! %s max retries %d exceeded", t, ref, max_tries)
+            self.jobs_failed += 1
+            result_data = serialize_result(
+                function_name,
+                args,
+                kwargs,
+                job_try,
+                enqueue_time_ms,
+                False,
+                JobExecutionFailed(f"max {max_tries} retries exceeded"),
+                start_ms,
+                timestamp_ms(),
+                ref,
+                self.queue_name,
+                job_id=job_id,
+                serializer=self.job_serializer,
+            )
+            return await asyncio.shield(self.finish_failed_job(job_id, result_data))
+
+        result: Any = no_result
+        exc_extra = None
+        finish = False
+        timeout_s = self.job_timeout_s if function.timeout_s is None else function.timeout_s
+        incr_score: int | None = None
+        job_ctx = {
+            "job_id": job_id,
+            "job_try": job_try,
+            "enqueue_time": ms_to_datetime(enqueue_time_ms),
+            "score": score,
+        }
+        ctx = {**self.ctx, **job_ctx}
+
+        if self.on_job_start:
+            await self.on_job_start(ctx)
+
+        start_ms = timestamp_ms()
+        success = False
+        try:
+            self.job_tasks[job_id] = task = self.loop.create_task(function.coroutine(ctx, *args, **kwargs))
+            try:
+                result = await asyncio.wait_for(task, timeout_s)
+            except (Exception, asyncio.CancelledError) as e:
+                exc_extra = getattr(e, "extra", None)
+                if callable(exc_extra):
+                    exc_extra = exc_extra()
+                raise
+            finally:
+                del self.job_tasks[job_id]
+        except (Exception, asyncio.CancelledError) as e:
+            finished_ms = timestamp_ms()
+            t = (finished_ms - start_ms) / 1000
+            if self.retry_jobs and isinstance(e, Retry):
+                incr_score = e.defer_score
+                if e.defer_score:
+                    incr_score = e.defer_score + (timestamp_ms() - score)
+                self.jobs_retried += 1
+            elif job_id in self.aborting_tasks and isinstance(e, asyncio.CancelledError):
+                result = e
+                finish = True
+                self.aborting_tasks.remove(job_id)
+                self.jobs_failed += 1
+            elif self.retry_jobs and isinstance(e, asyncio.CancelledError | RetryJob):
+                self.jobs_retried += 1
+            else:
+                log.exception("%6.2fs ! %s failed, %s: %s", t, ref, e.__class__.__name__, e, extra={"extra": exc_extra})
+                result = e
+                finish = True
+                self.jobs_failed += 1
+        else:
+            success = True
+            finished_ms = timestamp_ms()
+            finish = True
+            self.jobs_complete += 1
+
+        keep_result_forever = (
+            self.keep_result_forever if function.keep_result_forever is None else function.keep_result_forever
+        )
+        result_timeout_s = self.keep_result_s if function.keep_result_s is None else function.keep_result_s
+        result_data = None
+        if result is not no_result and (keep_result_forever or result_timeout_s > 0):
+            result_data = serialize_result(
+                function_name,
+                args,
+                kwargs,
+                job_try,
+                enqueue_time_ms,
+                success,
+                result,
+                start_ms,
+                finished_ms,
+                ref,
+                self.queue_name,
+                job_id=job_id,
+                serializer=self.job_serializer,
+            )
+
+        if self.on_job_end:
+            await self.on_job_end(ctx)
+
+        await asyncio.shield(
+            self.finish_job(
+                job_id, finish, result_data, result_timeout_s, keep_result_forever, incr_score, keep_in_progress
+            )
+        )
+
+        if self.after_job_end:
+            await self.after_job_end(ctx)
+        return None
