@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = Field(default=None, description="SMTP login password.")
     smtp_starttls: bool = Field(default=False, description="Upgrade the SMTP connection with STARTTLS.")
     smtp_timeout: float = Field(default=10.0, gt=0, description="Seconds to wait on the SMTP server.")
+    smtp_keep_connections: int = Field(
+        default=4, ge=0, description="SMTP sessions a worker keeps open between emails (0: one per email)."
+    )
     mail_from: str = Field(
         default="Afterword <noreply@afterword.localhost>",
         min_length=3,

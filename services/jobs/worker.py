@@ -99,6 +99,8 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
         await context["heartbeat"].stop()
     if "db" in context:
         await context["db"].close()
+    if "mailer" in context:
+        await context["mailer"].close()
     metrics_server = ctx.pop("metrics_server", None)  # popped: on_shutdown may run twice after a Redis outage
     if metrics_server is not None:
         await metrics_server.stop()

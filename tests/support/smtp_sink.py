@@ -26,6 +26,8 @@ class Received:
     sender: str
     recipients: list[str]
     message: EmailMessage
+    peer: Any = None
+    """The client's (host, port): which SMTP session delivered the message."""
 
 
 @dataclass
@@ -69,7 +71,12 @@ class _Handler:
             message = message_from_bytes(content, policy=policy.default)
             assert isinstance(message, EmailMessage)
             self._sink.received.append(
-                Received(sender=str(envelope.mail_from), recipients=list(envelope.rcpt_tos), message=message)
+                Received(
+                    sender=str(envelope.mail_from),
+                    recipients=list(envelope.rcpt_tos),
+                    message=message,
+                    peer=session.peer,
+                )
             )
         return "250 Message accepted for delivery"
 
@@ -121,6 +128,11 @@ class SmtpSink:
         """How many deliveries have reached a slowed-down DATA so far."""
         with self.lock:
             return self.behaviour.waiting
+
+    def peers_of(self, address: str) -> list[Any]:
+        """The SMTP session (client address) of each message delivered to ``address``."""
+        with self.lock:
+            return [r.peer for r in self.received if address.lower() in (a.lower() for a in r.recipients)]
 
     def messages_to(self, address: str) -> list[EmailMessage]:
         """Messages delivered to ``address`` so far."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from pydantic import SecretStr
 
+from services.jobs import mailer as mailer_module
 from services.jobs.errors import PermanentError, TransientError
 from services.jobs.mailer import Mailer
 from services.settings import Settings
@@ -21,8 +23,14 @@ def _recipient() -> str:
     return f"user-{uuid.uuid4().hex}@example.com"
 
 
-def _mailer(sink: SmtpSink) -> Mailer:
-    return Mailer(host=sink.host, port=sink.port, sender=SENDER, timeout=5.0)
+@pytest.fixture
+async def mailer(smtp_sink: SmtpSink) -> AsyncIterator[Mailer]:
+    """A mailer on the session's sink; its open sessions are ended after the test."""
+    mailer = Mailer(host=smtp_sink.host, port=smtp_sink.port, sender=SENDER, timeout=5.0)
+    try:
+        yield mailer
+    finally:
+        await mailer.close()
 
 
 @pytest.fixture
@@ -45,8 +53,7 @@ def clean_failures(smtp_sink: SmtpSink) -> Iterator[None]:
         smtp_sink.fail_next(0)
 
 
-async def test_delivered_message_has_headers_body_and_job_message_id(smtp_sink: SmtpSink) -> None:
-    mailer = _mailer(smtp_sink)
+async def test_delivered_message_has_headers_body_and_job_message_id(mailer: Mailer, smtp_sink: SmtpSink) -> None:
     to = _recipient()
     job_id = uuid.uuid4().hex
     body = "Hello Zoë,\n\nthanks for signing up.\n"
@@ -65,8 +72,7 @@ async def test_delivered_message_has_headers_body_and_job_message_id(smtp_sink: 
     assert content.replace("\r\n", "\n") == body  # SMTP carries CRLF line ends
 
 
-async def test_non_ascii_subject_arrives_intact(smtp_sink: SmtpSink) -> None:
-    mailer = _mailer(smtp_sink)
+async def test_non_ascii_subject_arrives_intact(mailer: Mailer, smtp_sink: SmtpSink) -> None:
     to = _recipient()
 
     await mailer.send(mailer.build(job_id=uuid.uuid4().hex, to=to, subject="Grüße, Zoë Ünal", body="hi"))
@@ -101,8 +107,7 @@ def test_build_refuses_header_injection_in_the_subject() -> None:
         mailer.build(job_id="j", to="a@example.com", subject="Hi\r\nBcc: x@example.com", body="b")
 
 
-async def test_recipient_refused_with_550_is_permanent(smtp_sink: SmtpSink, refused: list[str]) -> None:
-    mailer = _mailer(smtp_sink)
+async def test_recipient_refused_with_550_is_permanent(mailer: Mailer, smtp_sink: SmtpSink, refused: list[str]) -> None:
     to = _recipient()
     refused.append(to)
     smtp_sink.refuse(to, 550)
@@ -113,8 +118,9 @@ async def test_recipient_refused_with_550_is_permanent(smtp_sink: SmtpSink, refu
 
 
 @pytest.mark.parametrize("code", [450, 451])
-async def test_recipient_refused_with_4xx_is_transient(smtp_sink: SmtpSink, refused: list[str], code: int) -> None:
-    mailer = _mailer(smtp_sink)
+async def test_recipient_refused_with_4xx_is_transient(
+    mailer: Mailer, smtp_sink: SmtpSink, refused: list[str], code: int
+) -> None:
     to = _recipient()
     refused.append(to)
     smtp_sink.refuse(to, code, "4.2.1 Mailbox busy")
@@ -124,8 +130,9 @@ async def test_recipient_refused_with_4xx_is_transient(smtp_sink: SmtpSink, refu
     assert smtp_sink.messages_to(to) == []
 
 
-async def test_refused_recipient_is_delivered_once_accepted_again(smtp_sink: SmtpSink, refused: list[str]) -> None:
-    mailer = _mailer(smtp_sink)
+async def test_refused_recipient_is_delivered_once_accepted_again(
+    mailer: Mailer, smtp_sink: SmtpSink, refused: list[str]
+) -> None:
     to = _recipient()
     refused.append(to)
     message = mailer.build(job_id=uuid.uuid4().hex, to=to, subject="s", body="b")
@@ -139,8 +146,9 @@ async def test_refused_recipient_is_delivered_once_accepted_again(smtp_sink: Smt
     assert len(smtp_sink.messages_to(to)) == 1
 
 
-async def test_temporary_failure_at_data_is_transient(smtp_sink: SmtpSink, clean_failures: None) -> None:
-    mailer = _mailer(smtp_sink)
+async def test_temporary_failure_at_data_is_transient(
+    mailer: Mailer, smtp_sink: SmtpSink, clean_failures: None
+) -> None:
     to = _recipient()
     smtp_sink.fail_next(1)
 
@@ -184,3 +192,67 @@ def test_from_settings_takes_the_secret_without_showing_it() -> None:
     assert repr(mailer) == f"Mailer(host='smtp.example.com', port=2525, sender={SENDER!r})"
     assert "s3cret-pass" not in repr(mailer)
     assert mailer.message_id("job1") == "<job1@afterword.test>"
+
+
+async def _send_to(mailer: Mailer, to: str) -> None:
+    await mailer.send(mailer.build(job_id=uuid.uuid4().hex, to=to, subject="Hi", body="Hello\n"))
+
+
+async def test_emails_in_a_row_go_through_one_open_session(mailer: Mailer, smtp_sink: SmtpSink) -> None:
+    to = _recipient()
+    for _ in range(3):
+        await _send_to(mailer, to)
+
+    peers = smtp_sink.peers_of(to)
+    assert len(peers) == 3
+    assert len(set(peers)) == 1, peers
+
+
+async def test_a_session_that_failed_is_never_used_again(
+    mailer: Mailer, smtp_sink: SmtpSink, clean_failures: None
+) -> None:
+    to = _recipient()
+    await _send_to(mailer, to)
+    smtp_sink.fail_next(1)
+    with pytest.raises(TransientError):
+        await _send_to(mailer, to)
+    await _send_to(mailer, to)
+
+    first, after_failure = smtp_sink.peers_of(to)
+    assert first != after_failure, "the session that got the 451 was dropped"
+
+
+async def test_a_session_the_server_closed_is_replaced(smtp_sink: SmtpSink) -> None:
+    sink = SmtpSink()
+    sink.start()
+    mailer = Mailer(host=sink.host, port=sink.port, sender=SENDER, timeout=5.0)
+    to = _recipient()
+    try:
+        await _send_to(mailer, to)
+        sink.stop()  # closes the open session
+        sink.start()
+        await asyncio.sleep(0.1)  # the close reaches the client
+        await _send_to(mailer, to)
+    finally:
+        await mailer.close()
+        sink.stop()
+
+    assert len(sink.messages_to(to)) == 2
+
+
+async def test_sessions_idle_too_long_or_not_kept_are_not_reused(
+    smtp_sink: SmtpSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    to = _recipient()
+    one_per_email = Mailer(host=smtp_sink.host, port=smtp_sink.port, sender=SENDER, keep_connections=0)
+    await _send_to(one_per_email, to)
+    await _send_to(one_per_email, to)
+    monkeypatch.setattr(mailer_module, "IDLE_SECONDS", 0.0)
+    kept = Mailer(host=smtp_sink.host, port=smtp_sink.port, sender=SENDER)
+    try:
+        await _send_to(kept, to)
+        await _send_to(kept, to)
+    finally:
+        await kept.close()
+
+    assert len(set(smtp_sink.peers_of(to))) == 4
