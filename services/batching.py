@@ -46,11 +46,15 @@ class Batcher(Generic[T, R]):
 
         If the caller is cancelled the item still runs (it may already be written).
         """
+        return await asyncio.shield(self.send(item))
+
+    def send(self, item: T) -> asyncio.Future[R]:
+        """Queue ``item`` now, without waiting; the future gets its result (or its error)."""
         done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, done))
         if self._runner is None:
             self._runner = asyncio.create_task(self._run_all(), name=self._name)
-        return await asyncio.shield(done)
+        return done
 
     async def _run_all(self) -> None:
         batch: list[tuple[T, asyncio.Future[R]]] = []

@@ -61,7 +61,7 @@ class AttemptBook:
         self._book: Batcher[Operation, ledger.Started | None] = Batcher(
             self._write, fail_together=_CONNECTION_ERRORS, name="attempt-book"
         )
-        self._early: dict[str, asyncio.Future[ledger.Started]] = {}
+        self._early: dict[str, asyncio.Future[ledger.Started | None]] = {}
         self._noted: dict[str, list[ledger.Effect]] = {}
 
     def begin(self, job_id: str) -> None:
@@ -72,14 +72,14 @@ class AttemptBook:
         tries, or the worker stopped), :meth:`abandon` hands the attempt back.
         """
         if job_id not in self._early:
-            self._early[job_id] = asyncio.ensure_future(self._submit_start(job_id))
+            self._early[job_id] = self._book.send(job_id)  # queued now: the batch may go at once
 
     async def start(self, job_id: str) -> ledger.Started:
         """:func:`services.ledger.start_attempt` for this worker, in a batch (or the one :meth:`begin` sent)."""
         early = self._early.pop(job_id, None)
-        if early is not None:
-            return await early
-        return await self._submit_start(job_id)
+        started = await (asyncio.shield(early) if early is not None else self._book.submit(job_id))
+        assert started is not None  # a start's result is always a Started
+        return started
 
     async def abandon(self, job_id: str) -> None:
         """End the attempt that :meth:`begin` opened for a run that never started (if it opened one).
@@ -93,7 +93,7 @@ class AttemptBook:
             return  # started by the job's code, or never begun
         try:
             started = await early
-            if started.attempt and started.may_run:
+            if started is not None and started.attempt and started.may_run:
                 await self.finish(
                     job_id=job_id,
                     attempt=started.attempt,
@@ -102,11 +102,6 @@ class AttemptBook:
                 )
         except Exception as exc:  # Postgres away: the next start closes the attempt as a crash's
             log.warning("could not hand back the attempt of job %s: %s", job_id, exc)
-
-    async def _submit_start(self, job_id: str) -> ledger.Started:
-        started = await self._book.submit(job_id)
-        assert started is not None  # a start's result is always a Started
-        return started
 
     async def finish(
         self, *, job_id: str, attempt: int, status: JobStatus, result: Any = None, error: str | None = None
