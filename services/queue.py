@@ -7,9 +7,12 @@ the job serialized by ARQ's own ``serialize_job``, expiring ``expires_extra_ms``
 its score, and its id added to the queue's sorted set scored by its run-at time in ms. A job is
 skipped, as ARQ skips it, when its job key or its result key (``arq:result:<id>``) exists.
 
-The same script publishes on the queue's wake channel (:func:`wake_channel`) when it queued
-anything, so a waiting worker (``services.jobs.wakeup``) starts at once instead of at its next
-poll; the message costs no extra round trip.
+The same script hands a job due now to a waiting worker registered in the queue's idle set
+(:func:`idle_workers_key`, ``services.jobs.handoff``): it claims the job for that worker as the
+worker's own claim would, and publishes it on the worker's channel. Jobs not handed over are
+announced on the queue's wake channel (:func:`wake_channel`), so a waiting worker
+(``services.jobs.wakeup``) starts at once instead of at its next poll; neither message costs an
+extra round trip.
 """
 
 from __future__ import annotations
@@ -20,36 +23,77 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
+from arq.constants import (
+    abort_jobs_ss,
+    expires_extra_ms,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms, to_unix_ms
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 WAKE_SUFFIX = ":wake"
+IDLE_SUFFIX = ":idle"
+RETRY_KEY_TTL_SECONDS = 88400
+"""How long ARQ keeps a job's try counter (``arq:retry:<id>``), as its ``run_job`` sets it."""
 
 # KEYS: the queue, then per job its job key and its result key.
-# ARGV: the wake channel ('' for none), then per job: id, score (ms), expiry (ms), serialized job.
+# ARGV: the wake channel ('' for none), the idle workers' set ('' for no hand-off), now (ms), the
+# in-progress key prefix, the retry key prefix, the abort set, then per job: id, score (ms),
+# expiry (ms), serialized job. Returns per job 1 if queued (2 if also handed to a worker), 0 if not.
 _ENQUEUE_SOURCE = b"""
 local queue = KEYS[1]
+local idle = ARGV[2]
+local function hand_off(id, score, data)
+  while true do
+    local first = redis.call('ZRANGE', idle, 0, 0)
+    if #first == 0 then return false end
+    local member = first[1]
+    redis.call('ZREM', idle, member)
+    local ttl, aborts, channel = string.match(member, '^(%d+)|(%d)|%d+|(.+)$')
+    if not channel then return false end
+    if redis.call('EXISTS', ARGV[4] .. id) == 1 then
+      redis.call('ZADD', idle, 0, member)
+      return false
+    end
+    local try = tonumber(redis.call('GET', ARGV[5] .. id) or '0') + 1
+    local abort = 0
+    if aborts == '1' and redis.call('ZSCORE', ARGV[6], id) then abort = 1 end
+    local message = member .. '\\n' .. id .. '\\n' .. score .. '\\n' .. try .. '\\n' .. abort .. '\\n' .. data
+    if redis.call('PUBLISH', channel, message) > 0 then
+      redis.call('PSETEX', ARGV[4] .. id, ttl, '1')
+      redis.call('SET', ARGV[5] .. id, try, 'EX', RETRY_TTL)
+      if abort == 1 then redis.call('ZREM', ARGV[6], id) end
+      return true
+    end
+  end
+end
 local queued = {}
-local added = 0
+local woken = 0
 for j = 0, (#KEYS - 1) / 2 - 1 do
-  local a = 2 + 4 * j
+  local a = 7 + 4 * j
   if redis.call('EXISTS', KEYS[2 + 2 * j], KEYS[3 + 2 * j]) == 0 then
     redis.call('PSETEX', KEYS[2 + 2 * j], ARGV[a + 2], ARGV[a + 3])
     redis.call('ZADD', queue, ARGV[a + 1], ARGV[a])
-    added = added + 1
     queued[j + 1] = 1
+    if idle ~= '' and tonumber(ARGV[a + 1]) <= tonumber(ARGV[3]) and hand_off(ARGV[a], ARGV[a + 1], ARGV[a + 3]) then
+      queued[j + 1] = 2
+    else
+      woken = woken + 1
+    end
   else
     queued[j + 1] = 0
   end
 end
-if added > 0 and ARGV[1] ~= '' then
-  redis.call('PUBLISH', ARGV[1], added)
+if woken > 0 and ARGV[1] ~= '' then
+  redis.call('PUBLISH', ARGV[1], woken)
 end
 return queued
-"""
+""".replace(b"RETRY_TTL", str(RETRY_KEY_TTL_SECONDS).encode())
 
 
 class Script:
@@ -80,6 +124,11 @@ def wake_channel(queue_name: str) -> str:
     return queue_name + WAKE_SUFFIX
 
 
+def idle_workers_key(queue_name: str) -> str:
+    """The sorted set of the waiting workers of ``queue_name`` that take jobs handed to them."""
+    return queue_name + IDLE_SUFFIX
+
+
 @dataclass(frozen=True)
 class Entry:
     """One job to queue: ARQ's function name, arguments, id, and when it may run (None: now)."""
@@ -99,12 +148,23 @@ async def enqueue(
     serializer: Callable[[dict[str, Any]], bytes] | None,
     wake: bool = True,
 ) -> list[bool]:
-    """Queue ``entries`` in one round trip; per entry, True if queued, False if ARQ knew its id already."""
+    """Queue ``entries`` in one round trip; per entry, True if queued, False if ARQ knew its id already.
+
+    With ``wake``, a job due now is handed to a waiting worker when one is registered (see the
+    module docstring), and the others wake the workers.
+    """
     if not entries:
         return []
     enqueue_time_ms = timestamp_ms()
     keys: list[str] = [queue_name]
-    argv: list[str | bytes | int] = [wake_channel(queue_name) if wake else ""]
+    argv: list[str | bytes | int] = [
+        wake_channel(queue_name) if wake else "",
+        idle_workers_key(queue_name) if wake else "",
+        enqueue_time_ms,
+        in_progress_key_prefix,
+        retry_key_prefix,
+        abort_jobs_ss,
+    ]
     for entry in entries:
         score = enqueue_time_ms if entry.defer_until is None else to_unix_ms(entry.defer_until)
         expires_ms = max(1, score - enqueue_time_ms + expires_extra_ms)

@@ -34,11 +34,9 @@ from arq.worker import Worker as ArqWorker
 
 from services.jobs.attempts import AttemptBook
 from services.jobs.leases import LeaseKeeper
+from services.queue import RETRY_KEY_TTL_SECONDS
 
 log = logging.getLogger("arq.worker")  # ARQ's own logger: its warnings and errors read as before
-
-RETRY_KEY_TTL_SECONDS = 88400
-"""How long ARQ keeps a job's try counter (``arq:retry:<id>``), as in its ``run_job``."""
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,9 @@ job, retries, timeouts, aborts, cron, health checks, signals, burst mode) and ch
   When the worker holds leases (``services.jobs.leases``, in ``ctx["leases"]``), the key is set
   with the lease's TTL and the job is leased from its claim until its run ends: no round trip per
   job to cut the TTL.
+* **How jobs reach it when it waits.** A waiting worker with a free slot registers in the queue's
+  idle set, and the enqueue claims a job due now for it and publishes the job on the worker's own
+  channel (``services.jobs.handoff``): no claim round trip between the enqueue and the start.
 * **How it ends jobs.** ARQ's ``finish_job`` sends each job's end (its result, the deletion of
   its keys, its removal from the queue) in a MULTI/EXEC of its own. Here the ends of jobs that
   finish while one is being sent go together into the next MULTI/EXEC (``services.batching``):
@@ -42,10 +45,12 @@ from arq.utils import timestamp_ms, to_ms
 from redis.exceptions import RedisError
 
 from services.batching import Batcher
+from services.jobs import handoff
 from services.jobs.attempts import AttemptBook
-from services.jobs.job_runner import RETRY_KEY_TTL_SECONDS, ClaimedJobRunner, Fetched
+from services.jobs.handoff import Registrations
+from services.jobs.job_runner import ClaimedJobRunner, Fetched
 from services.jobs.leases import LeaseKeeper
-from services.queue import Script, wake_channel
+from services.queue import RETRY_KEY_TTL_SECONDS, Script, idle_workers_key, wake_channel
 
 log = logging.getLogger("arq.worker")
 
@@ -54,15 +59,22 @@ CRON_PREFIX = "cron:"
 
 # KEYS[1]: the queue. ARGV: now (ms), how many jobs to claim at most, the in-progress key's TTL
 # (ms), how many ids to read, the in-progress key prefix, the job key prefix, the retry key prefix,
-# the retry key's TTL (s), the abort set ('' when aborts are off). Returns, for each claimed job,
-# its id, score, data (nil if expired), try number and whether it was to be aborted (ARQ's
-# run_job reads these last three first); the score of the earliest job not yet due (or nil); and
-# 1 if a due job that nobody runs was left for lack of room.
+# the retry key's TTL (s), the abort set ('' when aborts are off), the idle workers' set, the
+# registration to withdraw (''), the registration to make if room remains (''). Returns, for each
+# claimed job, its id, score, data (nil if expired), try number and whether it was to be aborted
+# (ARQ's run_job reads these last three first); the score of the earliest job not yet due (or
+# nil); 1 if a due job that nobody runs was left for lack of room; 1 if the registration was
+# withdrawn (0: a hand-over took it); 1 if the new registration was made.
 _CLAIM = Script(b"""
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[4])
 local claimed = {}
 local room = tonumber(ARGV[2])
 local left = 0
+local withdrawn = 0
+if ARGV[11] ~= '' then
+  withdrawn = redis.call('ZREM', ARGV[10], ARGV[11])
+  room = room + withdrawn
+end
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[4])
 for i = 1, #due, 2 do
   local id = due[i]
   local key = ARGV[5] .. id
@@ -89,7 +101,12 @@ for i = 1, #due, 2 do
   end
 end
 local later = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-return {claimed, later[2] or false, left}
+local registered = 0
+if ARGV[12] ~= '' and room > 0 then
+  redis.call('ZADD', ARGV[10], ARGV[1], ARGV[12])
+  registered = 1
+end
+return {claimed, later[2] or false, left, withdrawn, registered}
 """)
 
 
@@ -118,6 +135,11 @@ class Worker(ClaimedJobRunner):
         self._ends: Batcher[_End, None] = Batcher(
             self._finish_many, fail_together=(RedisError, OSError), name="job-ends"
         )
+        self._handoffs = Registrations(self.queue_name)
+        self._listening = False  # subscribed to the wake channel and our hand-off channel
+        self._renewed = False  # the hand-off channel changed: free the slots of the old one's registrations
+        self.jobs_handed_over = 0
+        """Jobs the enqueue handed to this worker (``services.jobs.handoff``)."""
 
     async def main(self) -> None:
         """ARQ's ``Worker.main``, with the fixed-period poll replaced by a wait for work."""
@@ -151,6 +173,9 @@ class Worker(ClaimedJobRunner):
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
+            if self._handoffs.registered is not None:
+                with contextlib.suppress(RedisError, OSError):
+                    await self.pool.zrem(idle_workers_key(self.queue_name), self._handoffs.registered)
 
     async def _wait_for_work(self) -> None:
         """Until woken, the next deferred job falls due, or ``poll_delay`` passes."""
@@ -162,24 +187,85 @@ class Worker(ClaimedJobRunner):
                 await self._wake.wait()
 
     async def _listen(self) -> None:
-        """Set the wake event on every message of the wake channel; resubscribe after an outage."""
+        """Wake on the wake channel, take hand-overs on our own; resubscribe after an outage."""
         channel = wake_channel(self.queue_name)
         pause = 0.1
         while True:
             try:
                 async with self.pool.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(channel)
+                    self._handoffs.renew_channel()  # what was sent to an earlier channel is lost with it
+                    mine = self._handoffs.channel
+                    await pubsub.subscribe(channel, mine)
+                    self._listening = self._renewed = True
                     self._wake.set()  # jobs may have arrived while we were not listening
                     pause = 0.1
                     async for message in pubsub.listen():
-                        if message is not None:
+                        if message is None:
+                            continue
+                        if message["channel"] == mine.encode():
+                            self._take_handoff(handoff.parse(message["data"]))
+                        else:
                             self._wake.set()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis away: polling goes on; the main loop notices too
                 log.warning("wake-up channel lost (%s); resubscribing in %.1fs", exc, pause)
+                self._listening = False
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, self.poll_delay_s or 1.0)
+            finally:
+                self._listening = False
+
+    def _take_handoff(self, given: handoff.Handoff) -> None:
+        """Start a job the enqueue claimed for us, in the slot its registration held."""
+        registrations = self._handoffs
+        if given.registration not in registrations.holding:  # not a registration of ours now
+            self._give_back(given)
+            return
+        registrations.holding.discard(given.registration)
+        if registrations.registered == given.registration:
+            registrations.registered = None
+        if not self.allow_pick_jobs and not given.fetched.abort:  # stopping: another worker runs it
+            self._free_slot()
+            self._give_back(given)
+            return
+        self.jobs_handed_over += 1
+        self._start_in_slot(given.job_id, given.score, given.fetched)
+        self._wake.set()  # look again (and register again if room is left), now the job is under way
+
+    def _give_back(self, given: handoff.Handoff) -> None:
+        """Undo what the enqueue did to hand ``given`` over; the job waits in the queue for a claim."""
+        log.info("giving back job %s, handed over to a registration no longer held", given.job_id)
+
+        async def give_back() -> None:
+            async with self.pool.pipeline(transaction=True) as tr:
+                tr.delete(in_progress_key_prefix + given.job_id)
+                if given.fetched.job_try > 1:
+                    tr.set(retry_key_prefix + given.job_id, given.fetched.job_try - 1, ex=RETRY_KEY_TTL_SECONDS)
+                else:
+                    tr.delete(retry_key_prefix + given.job_id)
+                if given.fetched.abort:
+                    tr.zadd(abort_jobs_ss, {given.job_id: timestamp_ms()})
+                tr.publish(wake_channel(self.queue_name), 1)
+                await tr.execute()
+
+        task = self.loop.create_task(give_back())
+        task.add_done_callback(_log_failure)
+
+    def _free_slot(self) -> None:
+        self.job_counter -= 1
+        self.sem.release()
+
+    async def _free_renewed_slots(self) -> None:
+        """After a (re)subscription: withdraw the registration, free every slot registrations held."""
+        self._renewed = False
+        registrations = self._handoffs
+        if registrations.registered is not None:
+            await self.pool.zrem(idle_workers_key(self.queue_name), registrations.registered)
+            registrations.registered = None
+        for _ in registrations.holding:
+            self._free_slot()
+        registrations.holding.clear()
 
     async def _poll_iteration(self) -> None:
         """ARQ's ``_poll_iteration``, taking jobs with one script and checking aborts at most every poll delay."""
@@ -189,7 +275,10 @@ class Worker(ClaimedJobRunner):
             if remaining < 1:
                 return
             count = min(remaining, count)
-        if self.allow_pick_jobs and self.job_counter < self.max_jobs:
+        if self._renewed:
+            await self._free_renewed_slots()
+        held = 1 if self._handoffs.registered is not None else 0  # freed if the claim withdraws it
+        if self.allow_pick_jobs and self.job_counter - held < self.max_jobs:
             await self._claim_and_start(room=min(self.max_jobs - self.job_counter, count), count=count)
         else:  # no room: look again when a job ends (or at the next poll)
             self._next_due_ms, self._more_waiting = None, self.allow_pick_jobs
@@ -206,25 +295,46 @@ class Worker(ClaimedJobRunner):
     async def _claim_and_start(self, *, room: int, count: int) -> None:
         now = timestamp_ms()
         leases: LeaseKeeper | None = self.ctx.get("leases")
-        attempts: AttemptBook | None = self.ctx.get("attempts")
         ttl_ms = int(self.in_progress_timeout_s * 1000) if leases is None else leases.lease_ms
+        registrations = self._handoffs
+        withdraw = registrations.registered or ""
+        offer = ""
+        if self._listening and not self.burst:  # a waiting worker takes jobs handed to it
+            offer = registrations.offer(lease_ms=ttl_ms, aborts=self.allow_abort_jobs)
         abort_set = abort_jobs_ss if self.allow_abort_jobs else ""
-        args = [now, room, ttl_ms, count, in_progress_key_prefix, job_key_prefix, retry_key_prefix]
-        claimed, later, left = await self._claim([*args, RETRY_KEY_TTL_SECONDS, abort_set])
+        args: list[str | int] = [now, room, ttl_ms, count, in_progress_key_prefix, job_key_prefix, retry_key_prefix]
+        args += [RETRY_KEY_TTL_SECONDS, abort_set, idle_workers_key(self.queue_name), withdraw, offer]
+        claimed, later, left, withdrawn, registered = await _CLAIM(self.pool, [self.queue_name], args)
         self._next_due_ms = None if later is None else int(float(later))
         self._more_waiting = bool(left)
+        if withdraw:
+            registrations.registered = None
+            if withdrawn:  # else a hand-over took it: its slot stays held for the job on its way
+                registrations.holding.discard(withdraw)
+                self._free_slot()
         for i in range(0, len(claimed), 5):
             job_id, score = claimed[i].decode(), int(float(claimed[i + 1]))
             fetched = Fetched(data=claimed[i + 2], job_try=int(claimed[i + 3]), abort=bool(claimed[i + 4]))
-            if leases is not None:
-                leases.claimed(job_id)
-            if attempts is not None and not job_id.startswith(CRON_PREFIX):
-                attempts.begin(job_id)  # the ledger start goes out now, while the job gets under way
             await self.sem.acquire()  # never blocks: room <= free slots
             self.job_counter += 1
-            task = self.loop.create_task(self.run_claimed(job_id, score, fetched))
-            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
-            self.tasks[job_id] = task
+            self._start_in_slot(job_id, score, fetched)
+        if registered:
+            await self.sem.acquire()  # never blocks: the script registers only with room left
+            self.job_counter += 1
+            registrations.holding.add(offer)
+            registrations.registered = offer
+
+    def _start_in_slot(self, job_id: str, score: int, fetched: Fetched) -> None:
+        """Run a claimed job in a slot already taken; the slot is freed when the run ends."""
+        leases: LeaseKeeper | None = self.ctx.get("leases")
+        attempts: AttemptBook | None = self.ctx.get("attempts")
+        if leases is not None:
+            leases.claimed(job_id)
+        if attempts is not None and not job_id.startswith(CRON_PREFIX):
+            attempts.begin(job_id)  # the ledger start goes out now, while the job gets under way
+        task = self.loop.create_task(self.run_claimed(job_id, score, fetched))
+        task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+        self.tasks[job_id] = task
 
     async def finish_job(
         self,
@@ -266,11 +376,12 @@ class Worker(ClaimedJobRunner):
             await tr.execute()
         return [None] * len(ends)
 
-    async def _claim(self, args: list[Any]) -> tuple[list[bytes], bytes | None, int]:
-        claimed, later, left = await _CLAIM(self.pool, [self.queue_name], args)
-        return claimed, later, int(left)
-
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
         if self._more_waiting:
             self._wake.set()  # a slot is free and due jobs wait: look now, not at the next poll
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("could not give back a handed-over job: %s", task.exception())

@@ -1,0 +1,182 @@
+"""Jobs handed by the enqueue to a waiting worker (``services.jobs.handoff``), against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from arq.connections import ArqRedis
+from arq.constants import abort_jobs_ss, in_progress_key_prefix, retry_key_prefix
+from arq.jobs import Job
+from arq.utils import timestamp_ms
+
+from services import queue
+from services.jobs.handoff import parse
+from services.jobs.wakeup import Worker
+from services.serialization import deserialize, serialize
+from tests.support.redis_server import RedisServer
+from tests.unit.test_wakeup import QUEUE, Ran, enqueue, running, soon, until_ran, worker_for
+
+IDLE = queue.idle_workers_key(QUEUE)
+
+
+@pytest.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[ArqRedis]:
+    async with redis_server.fresh_arq_client(QUEUE) as client:
+        yield client
+
+
+async def registrations(redis: ArqRedis) -> list[str]:
+    return [member.decode() for member in await redis.zrange(IDLE, 0, -1)]
+
+
+async def registered(redis: ArqRedis, worker: Worker) -> bool:
+    return any(member.endswith(worker._handoffs.channel) for member in await registrations(redis))
+
+
+async def enqueue_with_id(redis: ArqRedis, job_id: str, message: str) -> bool:
+    entry = queue.Entry("record", job_id, args=(message,), kwargs={})
+    (queued,) = await queue.enqueue(redis, [entry], queue_name=QUEUE, serializer=serialize)
+    return queued
+
+
+def test_a_hand_over_message_carries_the_fetched_job() -> None:
+    given = parse(b"1000|1|7|q:handoff:abc\njob-1\n1700000000000\n3\n1\n\x80binary\ndata\n")
+
+    assert (given.registration, given.job_id, given.score) == ("1000|1|7|q:handoff:abc", "job-1", 1700000000000)
+    assert (given.fetched.job_try, given.fetched.abort) == (3, True)
+    assert given.fetched.data == b"\x80binary\ndata\n"  # the job's bytes, newlines and all
+
+
+async def test_a_job_queued_while_the_worker_waits_is_handed_over(redis_server: RedisServer, redis: ArqRedis) -> None:
+    ran = Ran()
+    async with running(worker_for(redis_server, ran, max_jobs=5), redis) as worker:
+        await soon(lambda: registered(redis, worker))
+        job_id = await enqueue(redis, "handed")
+        await until_ran(ran, 1)
+        await soon(lambda: registered(redis, worker))  # waiting again: registered again
+        job = Job(job_id, redis, _queue_name=QUEUE, _deserializer=deserialize)
+        info = await job.result(timeout=5)
+
+    assert info == "handed"
+    assert worker.jobs_handed_over == 1
+    assert not await redis.exists(in_progress_key_prefix + job_id, retry_key_prefix + job_id)
+    assert await registrations(redis) == []  # a stopped worker withdraws its registration
+
+
+async def test_a_worker_without_room_is_not_registered(redis_server: RedisServer, redis: ArqRedis) -> None:
+    ran = Ran()
+    async with running(worker_for(redis_server, ran, max_jobs=1), redis) as worker:
+        await soon(lambda: registered(redis, worker))
+        await enqueue(redis, "first", seconds=0.5)
+        await asyncio.sleep(0.1)
+        assert await registrations(redis) == []  # its one slot is taken
+        await enqueue(redis, "second")  # not handed over: woken workers claim it when a slot frees
+        await until_ran(ran, 2)
+
+    assert ran.messages == ["first", "second"]
+    assert worker.jobs_handed_over == 1
+
+
+async def test_a_registration_nobody_listens_to_is_dropped_and_the_next_taken(
+    redis_server: RedisServer, redis: ArqRedis
+) -> None:
+    gone = f"60000|0|1|{QUEUE}:handoff:{uuid.uuid4().hex}"
+    ran = Ran()
+    async with running(worker_for(redis_server, ran), redis) as worker:
+        await soon(lambda: registered(redis, worker))
+        await redis.zadd(IDLE, {gone: 0})  # the longest waiting: a worker gone without a word
+        await enqueue(redis, "to the living")
+        await until_ran(ran, 1)
+
+    assert gone not in await registrations(redis)
+    assert worker.jobs_handed_over == 1
+
+
+async def test_with_no_worker_listening_the_job_just_waits_in_the_queue(redis: ArqRedis) -> None:
+    gone = f"60000|0|1|{QUEUE}:handoff:{uuid.uuid4().hex}"
+    await redis.zadd(IDLE, {gone: 0})
+    job_id = uuid.uuid4().hex
+
+    assert await enqueue_with_id(redis, job_id, "later")
+
+    assert await registrations(redis) == []
+    assert await redis.zscore(QUEUE, job_id) is not None
+    assert not await redis.exists(in_progress_key_prefix + job_id, retry_key_prefix + job_id)  # not claimed
+
+
+async def test_a_deferred_job_is_not_handed_over(redis_server: RedisServer, redis: ArqRedis) -> None:
+    ran = Ran()
+    async with running(worker_for(redis_server, ran), redis) as worker:
+        await soon(lambda: registered(redis, worker))
+        await enqueue(redis, "deferred", defer_by=0.3)
+        await until_ran(ran, 1)
+
+    assert worker.jobs_handed_over == 0
+
+
+async def test_a_job_handed_to_a_registration_the_worker_no_longer_holds_is_given_back(
+    redis_server: RedisServer, redis: ArqRedis
+) -> None:
+    ran = Ran()
+    async with running(worker_for(redis_server, ran), redis) as worker:
+        await soon(lambda: registered(redis, worker))
+        stale = f"60000|0|999|{worker._handoffs.channel}"  # on its channel, but not one it holds
+        await redis.zadd(IDLE, {stale: 0})
+        job_id = uuid.uuid4().hex
+        await enqueue_with_id(redis, job_id, "given back, then claimed")
+        job = Job(job_id, redis, _queue_name=QUEUE, _deserializer=deserialize)
+
+        async def ended() -> bool:
+            return await job.result_info() is not None
+
+        await soon(ended)
+        info = await job.result_info()
+        assert info is not None
+
+    assert ran.messages == ["given back, then claimed"]
+    assert info.job_try == 1  # the try counted by the hand-over was given back too
+    assert worker.jobs_handed_over == 0
+
+
+async def test_a_stopping_worker_gives_a_handed_over_job_back(redis_server: RedisServer, redis: ArqRedis) -> None:
+    ran = Ran()
+    async with running(worker_for(redis_server, ran), redis) as worker:
+        await soon(lambda: registered(redis, worker))
+        worker.allow_pick_jobs = False  # what a SIGTERM with a grace period does
+        job_id = uuid.uuid4().hex
+        await enqueue_with_id(redis, job_id, "not here")
+
+        async def given_back() -> bool:
+            return not await redis.exists(in_progress_key_prefix + job_id)
+
+        await asyncio.sleep(0.2)
+        await soon(given_back)
+
+    assert ran.messages == []
+    assert await redis.zscore(QUEUE, job_id) is not None  # still queued, for another worker
+    assert not await redis.exists(retry_key_prefix + job_id)
+
+
+async def test_a_job_marked_for_abort_is_handed_over_as_aborted(redis_server: RedisServer, redis: ArqRedis) -> None:
+    ran = Ran()
+    async with running(worker_for(redis_server, ran, allow_abort_jobs=True), redis) as worker:
+        await soon(lambda: registered(redis, worker))
+        job_id = uuid.uuid4().hex
+        await redis.zadd(abort_jobs_ss, {job_id: timestamp_ms()})
+        await enqueue_with_id(redis, job_id, "never")
+        job = Job(job_id, redis, _queue_name=QUEUE, _deserializer=deserialize)
+
+        async def ended() -> bool:
+            return await job.result_info() is not None
+
+        await soon(ended)
+        info = await job.result_info()
+
+    assert info is not None
+    assert not info.success
+    assert ran.messages == []
+    assert worker.jobs_handed_over == 1
+    assert await redis.zscore(abort_jobs_ss, job_id) is None
