@@ -64,7 +64,7 @@ class AttemptBook:
         self._early: dict[str, asyncio.Future[ledger.Started | None]] = {}
         self._noted: dict[str, list[ledger.Effect]] = {}
 
-    def begin(self, job_id: str) -> None:
+    def begin(self, job_id: str) -> asyncio.Future[ledger.Started | None]:
         """Send ``job_id``'s start now, ahead of :meth:`start` (called when the worker claims the job).
 
         The start then travels to Postgres while ARQ fetches the job from Redis, instead of after.
@@ -73,6 +73,7 @@ class AttemptBook:
         """
         if job_id not in self._early:
             self._early[job_id] = self._book.send(job_id)  # queued now: the batch may go at once
+        return self._early[job_id]
 
     async def start(self, job_id: str) -> ledger.Started:
         """:func:`services.ledger.start_attempt` for this worker, in a batch (or the one :meth:`begin` sent)."""

@@ -230,8 +230,13 @@ class Worker(ClaimedJobRunner):
             self._give_back(given)
             return
         self.jobs_handed_over += 1
-        self._start_in_slot(given.job_id, given.score, given.fetched)
-        self._wake.set()  # look again (and register again if room is left), now the job is under way
+        started = self._start_in_slot(given.job_id, given.score, given.fetched)
+        # Look again (and register again if room is left) once the job's start is written: the
+        # claim's round trip does not delay the start.
+        if started is None:
+            self._wake.set()
+        else:
+            started.add_done_callback(lambda _: self._wake.set())
 
     def _give_back(self, given: handoff.Handoff) -> None:
         """Undo what the enqueue did to hand ``given`` over; the job waits in the queue for a claim."""
@@ -324,17 +329,22 @@ class Worker(ClaimedJobRunner):
             registrations.holding.add(offer)
             registrations.registered = offer
 
-    def _start_in_slot(self, job_id: str, score: int, fetched: Fetched) -> None:
-        """Run a claimed job in a slot already taken; the slot is freed when the run ends."""
+    def _start_in_slot(self, job_id: str, score: int, fetched: Fetched) -> asyncio.Future[Any] | None:
+        """Run a claimed job in a slot already taken; the slot is freed when the run ends.
+
+        Returns the ledger start begun for it (None when there is none to begin).
+        """
         leases: LeaseKeeper | None = self.ctx.get("leases")
         attempts: AttemptBook | None = self.ctx.get("attempts")
+        started = None
         if leases is not None:
             leases.claimed(job_id)
         if attempts is not None and not job_id.startswith(CRON_PREFIX):
-            attempts.begin(job_id)  # the ledger start goes out now, while the job gets under way
+            started = attempts.begin(job_id)  # the ledger start goes out now, while the job gets under way
         task = self.loop.create_task(self.run_claimed(job_id, score, fetched))
         task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
         self.tasks[job_id] = task
+        return started
 
     async def finish_job(
         self,
