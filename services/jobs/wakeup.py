@@ -138,6 +138,8 @@ class Worker(ClaimedJobRunner):
         self._handoffs = Registrations(self.queue_name)
         self._listening = False  # subscribed to the wake channel and our hand-off channel
         self._renewed = False  # the hand-off channel changed: free the slots of the old one's registrations
+        self._offering = ""  # the registration the claim in flight may make
+        self._early: handoff.Handoff | None = None  # a job handed to it before the claim's reply came
         self.jobs_handed_over = 0
         """Jobs the enqueue handed to this worker (``services.jobs.handoff``)."""
 
@@ -219,12 +221,19 @@ class Worker(ClaimedJobRunner):
     def _take_handoff(self, given: handoff.Handoff) -> None:
         """Start a job the enqueue claimed for us, in the slot its registration held."""
         registrations = self._handoffs
+        if self._offering and given.registration == self._offering:
+            self._early = given  # the claim that registered it has not answered yet: it takes the job
+            return
         if given.registration not in registrations.holding:  # not a registration of ours now
             self._give_back(given)
             return
         registrations.holding.discard(given.registration)
         if registrations.registered == given.registration:
             registrations.registered = None
+        self._run_handed_over(given)
+
+    def _run_handed_over(self, given: handoff.Handoff) -> None:
+        """Start a handed-over job in the slot its registration held (give it back when stopping)."""
         if not self.allow_pick_jobs and not given.fetched.abort:  # stopping: another worker runs it
             self._free_slot()
             self._give_back(given)
@@ -309,7 +318,11 @@ class Worker(ClaimedJobRunner):
         abort_set = abort_jobs_ss if self.allow_abort_jobs else ""
         args: list[str | int] = [now, room, ttl_ms, count, in_progress_key_prefix, job_key_prefix, retry_key_prefix]
         args += [RETRY_KEY_TTL_SECONDS, abort_set, idle_workers_key(self.queue_name), withdraw, offer]
-        claimed, later, left, withdrawn, registered = await _CLAIM(self.pool, [self.queue_name], args)
+        self._offering, self._early = offer, None
+        try:
+            claimed, later, left, withdrawn, registered = await _CLAIM(self.pool, [self.queue_name], args)
+        finally:
+            self._offering = ""
         self._next_due_ms = None if later is None else int(float(later))
         self._more_waiting = bool(left)
         if withdraw:
@@ -326,8 +339,15 @@ class Worker(ClaimedJobRunner):
         if registered:
             await self.sem.acquire()  # never blocks: the script registers only with room left
             self.job_counter += 1
-            registrations.holding.add(offer)
-            registrations.registered = offer
+            early, self._early = self._early, None
+            if early is None:
+                registrations.holding.add(offer)
+                registrations.registered = offer
+            else:  # already taken by a hand-over that arrived before this reply
+                self._run_handed_over(early)
+        elif self._early is not None:  # cannot be: a hand-over takes only a registration made
+            self._give_back(self._early)
+            self._early = None
 
     def _start_in_slot(self, job_id: str, score: int, fetched: Fetched) -> asyncio.Future[Any] | None:
         """Run a claimed job in a slot already taken; the slot is freed when the run ends.
@@ -390,6 +410,8 @@ class Worker(ClaimedJobRunner):
         super()._release_sem_dec_counter_on_complete()
         if self._more_waiting:
             self._wake.set()  # a slot is free and due jobs wait: look now, not at the next poll
+        elif self._handoffs.registered is None and self._listening and self.allow_pick_jobs and not self.burst:
+            self._wake.set()  # a slot is free: register for hand-overs now, not at the next poll
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from arq.connections import ArqRedis
@@ -13,6 +14,7 @@ from arq.jobs import Job
 from arq.utils import timestamp_ms
 
 from services import queue
+from services.jobs import wakeup
 from services.jobs.handoff import parse
 from services.jobs.wakeup import Worker
 from services.serialization import deserialize, serialize
@@ -180,3 +182,60 @@ async def test_a_job_marked_for_abort_is_handed_over_as_aborted(redis_server: Re
     assert ran.messages == []
     assert worker.jobs_handed_over == 1
     assert await redis.zscore(abort_jobs_ss, job_id) is None
+
+
+async def test_slots_are_all_free_again_after_a_burst_of_hand_overs_and_claims(
+    redis_server: RedisServer, redis: ArqRedis
+) -> None:
+    # Hand-overs race the claims' replies (a job may be handed to a registration whose claim
+    # reply the worker has not read yet): whatever the order, no slot may stay taken.
+    ran = Ran()
+    async with running(worker_for(redis_server, ran, max_jobs=3), redis) as worker:
+        await soon(lambda: registered(redis, worker))
+        for i in range(60):
+            await enqueue(redis, f"job {i}", seconds=0.02)
+            await asyncio.sleep(0.001 * (i % 4))
+        await until_ran(ran, 60)
+
+        async def settled() -> bool:
+            running_now = sum(not task.done() for task in worker.tasks.values())
+            return running_now == 0 and await registered(redis, worker)
+
+        await soon(settled)
+        assert worker.job_counter == len(worker._handoffs.holding) == 1  # only the registration's slot
+        assert worker.jobs_handed_over > 0
+
+
+async def test_a_job_handed_over_before_the_registering_claim_answers_takes_its_slot(
+    redis_server: RedisServer, redis: ArqRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    claim = wakeup._CLAIM
+    registering = asyncio.Event()
+
+    class SlowToAnswer:
+        """The claim script, whose answer the worker reads only after the next hand-over arrived."""
+
+        async def __call__(self, redis: ArqRedis, keys: list[str], args: list[Any]) -> Any:
+            answer = await claim(redis, keys, args)
+            if answer[4]:  # it registered the worker
+                registering.set()
+                await asyncio.sleep(0.3)
+            return answer
+
+    monkeypatch.setattr(wakeup, "_CLAIM", SlowToAnswer())
+    ran = Ran()
+    async with running(worker_for(redis_server, ran, max_jobs=2), redis) as worker:
+        await registering.wait()
+        registering.clear()
+        await enqueue(redis, "handed before the answer")  # to the registration just made
+        await until_ran(ran, 1)
+        await registering.wait()  # registered again after the job
+
+        async def idle_again() -> bool:
+            return not any(not task.done() for task in worker.tasks.values())
+
+        await soon(idle_again)
+        await asyncio.sleep(0.35)  # the last answer is read
+
+        assert worker.jobs_handed_over == 1
+        assert worker.job_counter == len(worker._handoffs.holding) == 1  # no slot lost to the race
