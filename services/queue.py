@@ -51,7 +51,10 @@ local idle = ARGV[2]
 local function hand_off(id, score, data)
   while true do
     local first = redis.call('ZRANGE', idle, 0, 0)
-    if #first == 0 then return false end
+    if #first == 0 then
+      idle = ''  -- nobody waits: the other jobs of this call are not offered either
+      return false
+    end
     local member = first[1]
     redis.call('ZREM', idle, member)
     local ttl, aborts, channel = string.match(member, '^(%d+)|(%d)|%d+|(.+)$')

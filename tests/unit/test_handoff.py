@@ -239,3 +239,18 @@ async def test_a_job_handed_over_before_the_registering_claim_answers_takes_its_
 
         assert worker.jobs_handed_over == 1
         assert worker.job_counter == len(worker._handoffs.holding) == 1  # no slot lost to the race
+
+
+async def test_of_several_jobs_queued_at_once_one_goes_to_each_registration_the_rest_wake(
+    redis_server: RedisServer, redis: ArqRedis
+) -> None:
+    ran = Ran()
+    async with running(worker_for(redis_server, ran, max_jobs=5), redis) as worker:
+        await soon(lambda: registered(redis, worker))
+        entries = [queue.Entry("record", uuid.uuid4().hex, args=(f"job {i}",)) for i in range(3)]
+        queued = await queue.enqueue(redis, entries, queue_name=QUEUE, serializer=serialize)
+        await until_ran(ran, 3)
+
+    assert queued == [True, True, True]
+    assert worker.jobs_handed_over == 1  # the one registration took the first; a wake-up, the others
+    assert sorted(ran.messages) == ["job 0", "job 1", "job 2"]
