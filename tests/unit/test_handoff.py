@@ -19,6 +19,7 @@ from services.jobs.handoff import parse
 from services.jobs.wakeup import Worker
 from services.serialization import deserialize, serialize
 from tests.support.redis_server import RedisServer
+from tests.unit.test_job_runner import ended
 from tests.unit.test_wakeup import QUEUE, Ran, enqueue, running, soon, until_ran, worker_for
 
 IDLE = queue.idle_workers_key(QUEUE)
@@ -129,14 +130,7 @@ async def test_a_job_handed_to_a_registration_the_worker_no_longer_holds_is_give
         await redis.zadd(IDLE, {stale: 0})
         job_id = uuid.uuid4().hex
         await enqueue_with_id(redis, job_id, "given back, then claimed")
-        job = Job(job_id, redis, _queue_name=QUEUE, _deserializer=deserialize)
-
-        async def ended() -> bool:
-            return await job.result_info() is not None
-
-        await soon(ended)
-        info = await job.result_info()
-        assert info is not None
+        info = await ended(redis, job_id)
 
     assert ran.messages == ["given back, then claimed"]
     assert info.job_try == 1  # the try counted by the hand-over was given back too
@@ -169,15 +163,8 @@ async def test_a_job_marked_for_abort_is_handed_over_as_aborted(redis_server: Re
         job_id = uuid.uuid4().hex
         await redis.zadd(abort_jobs_ss, {job_id: timestamp_ms()})
         await enqueue_with_id(redis, job_id, "never")
-        job = Job(job_id, redis, _queue_name=QUEUE, _deserializer=deserialize)
+        info = await ended(redis, job_id)
 
-        async def ended() -> bool:
-            return await job.result_info() is not None
-
-        await soon(ended)
-        info = await job.result_info()
-
-    assert info is not None
     assert not info.success
     assert ran.messages == []
     assert worker.jobs_handed_over == 1
@@ -187,8 +174,8 @@ async def test_a_job_marked_for_abort_is_handed_over_as_aborted(redis_server: Re
 async def test_slots_are_all_free_again_after_a_burst_of_hand_overs_and_claims(
     redis_server: RedisServer, redis: ArqRedis
 ) -> None:
-    # Hand-overs race the claims' replies (a job may be handed to a registration whose claim
-    # reply the worker has not read yet): whatever the order, no slot may stay taken.
+    # Hand-overs, claims and job ends interleave: whatever the order, no slot may stay taken,
+    # and the idle worker is registered again (a job's end registers it, not the next poll).
     ran = Ran()
     async with running(worker_for(redis_server, ran, max_jobs=3), redis) as worker:
         await soon(lambda: registered(redis, worker))
