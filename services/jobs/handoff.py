@@ -56,7 +56,7 @@ class Registrations:
     """The registration in the idle set, as far as the worker knows (a hand-over may have taken it)."""
     holding: set[str] = field(default_factory=set)
     """Registrations that hold a slot: the one registered, and those taken by a hand-over on its way."""
-    _count: int = 0
+    _count: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         self.renew_channel()

@@ -211,8 +211,8 @@ class Worker(ClaimedJobRunner):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis away: polling goes on; the main loop notices too
+                self._listening = False  # no registration while nothing listens on our channel
                 log.warning("wake-up channel lost (%s); resubscribing in %.1fs", exc, pause)
-                self._listening = False
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, self.poll_delay_s or 1.0)
             finally:
