@@ -184,12 +184,11 @@ async def test_slots_are_all_free_again_after_a_burst_of_hand_overs_and_claims(
             await asyncio.sleep(0.001 * (i % 4))
         await until_ran(ran, 60)
 
-        async def settled() -> bool:
-            running_now = sum(not task.done() for task in worker.tasks.values())
-            return running_now == 0 and await registered(redis, worker)
+        async def settled() -> bool:  # every run over and counted, and the worker registered again
+            held = worker.job_counter == len(worker._handoffs.holding) == 1  # only the registration's slot
+            return held and await registered(redis, worker)
 
         await soon(settled)
-        assert worker.job_counter == len(worker._handoffs.holding) == 1  # only the registration's slot
         assert worker.jobs_handed_over > 0
 
 
@@ -241,3 +240,33 @@ async def test_of_several_jobs_queued_at_once_one_goes_to_each_registration_the_
     assert queued == [True, True, True]
     assert worker.jobs_handed_over == 1  # the one registration took the first; a wake-up, the others
     assert sorted(ran.messages) == ["job 0", "job 1", "job 2"]
+
+
+async def test_after_the_subscription_is_lost_the_worker_registers_anew_with_no_slot_lost(
+    redis_server: RedisServer, redis: ArqRedis
+) -> None:
+    ran = Ran()
+    async with running(worker_for(redis_server, ran, max_jobs=2, poll_delay=0.2), redis) as worker:
+        await soon(lambda: registered(redis, worker))
+        (before,) = await registrations(redis)
+        await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")  # the worker's subscription drops
+        # Queued before the worker listens again: offered to its registration, whose channel
+        # nobody hears any more, so the registration is dropped and the job waits for a look.
+        await enqueue(redis, "while nobody listened")
+        await until_ran(ran, 1)
+
+        async def registered_elsewhere() -> bool:
+            now = await registrations(redis)
+            return len(now) == 1 and now[0] != before and await registered(redis, worker)
+
+        await soon(registered_elsewhere)
+        assert worker._handoffs.channel not in before  # a new channel: nothing sent to the old one is taken
+
+        async def one_slot_held() -> bool:  # once the first job's end is counted
+            return worker.job_counter == len(worker._handoffs.holding) == 1  # the dropped one's slot is free
+
+        await soon(one_slot_held)
+        await enqueue(redis, "on the new channel")
+        await until_ran(ran, 2)
+
+    assert worker.jobs_handed_over == 1
