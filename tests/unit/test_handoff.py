@@ -249,7 +249,7 @@ async def test_after_the_subscription_is_lost_the_worker_registers_anew_with_no_
     async with running(worker_for(redis_server, ran, max_jobs=2, poll_delay=0.2), redis) as worker:
         await soon(lambda: registered(redis, worker))
         (before,) = await registrations(redis)
-        await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")  # the worker's subscription drops
+        await redis.client_kill_filter(_type="pubsub")  # the worker's subscription drops
         # Queued before the worker listens again: offered to its registration, whose channel
         # nobody hears any more, so the registration is dropped and the job waits for a look.
         await enqueue(redis, "while nobody listened")
