@@ -73,6 +73,11 @@ class JobMetrics:
             ["name"],
             registry=self.registry,
         )
+        self.handed_over = Counter(
+            "afterword_jobs_handed_over",
+            "Jobs the enqueue handed to this worker as it waited, with no claim (services/jobs/handoff.py).",
+            registry=self.registry,
+        )
         self.in_progress = Gauge(
             "afterword_jobs_in_progress", "Jobs this worker is running now.", registry=self.registry
         )

@@ -239,6 +239,9 @@ class Worker(ClaimedJobRunner):
             self._give_back(given)
             return
         self.jobs_handed_over += 1
+        metrics = self.ctx.get("metrics")
+        if metrics is not None:
+            metrics.handed_over.inc()
         started = self._start_in_slot(given.job_id, given.score, given.fetched)
         # Look again (and register again if room is left) once the job's start is written: the
         # claim's round trip does not delay the start.

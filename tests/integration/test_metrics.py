@@ -134,3 +134,21 @@ async def test_the_heartbeat_names_the_workers_metrics_port(local_stack: LocalSt
     workers = await live_workers(observer.redis, stale_after_seconds=3)
 
     assert local_stack.worker_metrics_port in [w["metrics_port"] for w in workers]
+
+
+async def test_a_job_posted_to_a_waiting_worker_is_counted_as_handed_over(
+    client: httpx.AsyncClient, worker_metrics_url: str
+) -> None:
+    async with httpx.AsyncClient(timeout=10) as worker:
+        before = value(await scrape(worker, worker_metrics_url), "afterword_jobs_handed_over_total")
+        # One job at a time, each once the last has ended: the worker waits, registered, for the
+        # next (a registration is renewed just after a job starts, so allow a few tries).
+        for _ in range(5):
+            answer = (await client.post("/process")).json()
+            await wait_for_all(client, [job["id"] for job in answer["jobs"]])
+            await asyncio.sleep(0.2)
+            after = value(await scrape(worker, worker_metrics_url), "afterword_jobs_handed_over_total")
+            if after > before:
+                break
+
+    assert after > before
