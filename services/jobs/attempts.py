@@ -65,9 +65,11 @@ class AttemptBook:
         self._noted: dict[str, list[ledger.Effect]] = {}
 
     def begin(self, job_id: str) -> asyncio.Future[ledger.Started | None]:
-        """Send ``job_id``'s start now, ahead of :meth:`start` (called when the worker claims the job).
+        """Send ``job_id``'s start now, ahead of :meth:`start` (called as the worker claims the job or
+        takes it handed over).
 
-        The start then travels to Postgres while ARQ fetches the job from Redis, instead of after.
+        The start then travels to Postgres while the job gets under way (its task, its payload),
+        instead of after.
         If the job's code never asks for it (ARQ ended the job first: aborted, expired, over its
         tries, or the worker stopped), :meth:`abandon` hands the attempt back.
         """

@@ -225,7 +225,7 @@ class Worker(ClaimedJobRunner):
             self._early = given  # the claim that registered it has not answered yet: it takes the job
             return
         if given.registration not in registrations.holding:  # not a registration of ours now
-            self._give_back(given)
+            self._give_back(given, why="its registration is no longer held")
             return
         registrations.holding.discard(given.registration)
         if registrations.registered == given.registration:
@@ -236,7 +236,7 @@ class Worker(ClaimedJobRunner):
         """Start a handed-over job in the slot its registration held (give it back when stopping)."""
         if not self.allow_pick_jobs and not given.fetched.abort:  # stopping: another worker runs it
             self._free_slot()
-            self._give_back(given)
+            self._give_back(given, why="the worker is stopping")
             return
         self.jobs_handed_over += 1
         metrics = self.ctx.get("metrics")
@@ -250,9 +250,9 @@ class Worker(ClaimedJobRunner):
         else:
             started.add_done_callback(lambda _: self._wake.set())
 
-    def _give_back(self, given: handoff.Handoff) -> None:
+    def _give_back(self, given: handoff.Handoff, *, why: str) -> None:
         """Undo what the enqueue did to hand ``given`` over; the job waits in the queue for a claim."""
-        log.info("giving back job %s, handed over to a registration no longer held", given.job_id)
+        log.info("giving back handed-over job %s: %s", given.job_id, why)
 
         async def give_back() -> None:
             async with self.pool.pipeline(transaction=True) as tr:
@@ -349,7 +349,7 @@ class Worker(ClaimedJobRunner):
             else:  # already taken by a hand-over that arrived before this reply
                 self._run_handed_over(early)
         elif self._early is not None:  # cannot be: a hand-over takes only a registration made
-            self._give_back(self._early)
+            self._give_back(self._early, why="the claim did not register it")
             self._early = None
 
     def _start_in_slot(self, job_id: str, score: int, fetched: Fetched) -> asyncio.Future[Any] | None:
