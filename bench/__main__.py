@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import phases, report
+from bench import host_cpu, phases, report
 from bench.processes import REPO, Proc, free_port
 from bench.systems import ArqSystem, OurSystem, SeedSystem
 
@@ -98,6 +98,7 @@ async def run(config: Config) -> dict[str, Any]:
         "config": asdict(config),
     }
     running: list[SeedSystem | ArqSystem | OurSystem] = []
+    cpu = host_cpu.read()
     try:
         sink.start()
         await _wait_port(smtp_port)
@@ -165,6 +166,7 @@ async def run(config: Config) -> dict[str, Any]:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     results["duration_seconds"] = time.time() - started
+    results["host_cpu"] = asdict(host_cpu.since(cpu))
     results["summary"] = report.summarize(results)
     return results
 

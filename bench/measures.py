@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from bench import host_cpu
 from bench.load import LoadRun, median_run
 from bench.processes import Proc
 from bench.systems import Timing
@@ -136,20 +137,23 @@ async def drain(
     stop_workers: Callable[[], None],
     tag: str,
     within: float = 300,
-) -> tuple[Drain, list[float]]:
+) -> tuple[Drain, list[float], host_cpu.Use]:
     """Preload ``requests`` requests' jobs with no worker running, start the workers, time the drain.
 
-    Returns the drain and each worker's peak RSS (MiB).
+    Returns the drain, each worker's peak RSS (MiB), and the machine's CPU use from the workers
+    being up (their start-up is not counted) to the queue found empty.
     """
     job_ids = await system.preload(kind, requests, tag=tag)
     workers = await start_workers()
+    cpu = host_cpu.read()
     try:
         # Polled slowly and cheaply: the drain's figures come from the jobs' own timings.
         await until(system.drained, within=within, what=f"{len(job_ids)} {kind} jobs drained", interval=0.25)
+        use = host_cpu.since(cpu)
         rss = [w.peak_rss_mib() for w in workers]
     finally:
         stop_workers()
-    return drain_rate(await system.timings(job_ids)), rss
+    return drain_rate(await system.timings(job_ids)), rss, use
 
 
 # --- A hanging SMTP server, for the crash measure -----------------------------------------------

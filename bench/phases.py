@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from bench import measures
+from bench import host_cpu, measures
 from bench.load import LoadRun, run_wrk
 from bench.processes import Proc, free_port
 from bench.systems import ArqSystem, OurSystem
@@ -28,6 +28,10 @@ DRAINS = (("write_log", "process"), ("signup", "signup"))
 def say(text: str) -> None:
     """Progress on stderr (stdout carries the table)."""
     print(text, file=sys.stderr, flush=True)
+
+
+def _host_text(use: host_cpu.Use) -> str:
+    return f" (machine {use.busy_pct:.0f} % busy, {use.steal_pct:.1f} % stolen)"
 
 
 @dataclass(frozen=True)
@@ -46,21 +50,26 @@ async def gateways(
     idle_cpu = await measures.idle_cpu([g.process for g in items], seconds=idle)
     processes = [g.process for g in items]
     runs: dict[str, list[LoadRun]] = {g.name: [] for g in items}
+    hosts: dict[str, list[host_cpu.Use]] = {g.name: [] for g in items}
     for rep in range(-1 if warmup > 0 else 0, repetitions):
         shift = max(rep, 0) % len(items)  # each repetition in another order: no system always goes last
         for gateway in [*items[shift:], *items[:shift]]:
             await measures.wait_quiet(processes)  # the seed works off its backlog after each run
+            cpu = host_cpu.read()
             result = await asyncio.to_thread(
                 run_wrk, gateway.url, connections=connections, seconds=warmup if rep < 0 else seconds
             )
             if rep >= 0:
+                use = host_cpu.since(cpu)
                 runs[gateway.name].append(result)
-                say(f"  {gateway.name}: {result.rps:,.0f} req/s, p99 {result.at(99):.1f} ms")
+                hosts[gateway.name].append(use)
+                say(f"  {gateway.name}: {result.rps:,.0f} req/s, p99 {result.at(99):.1f} ms{_host_text(use)}")
     return {
         g.name: {
             "idle_cpu_pct": cpu,
             "peak_rss_mib": g.process.peak_rss_mib(),
             "throughput": measures.summarize_load(runs[g.name]),
+            "host_cpu": [asdict(use) for use in hosts[g.name]],
         }
         for g, cpu in zip(items, idle_cpu, strict=True)
     }
@@ -84,7 +93,9 @@ async def idle_and_pickup(setup: Workers, *, idle: float, settle: float, jobs: i
     try:
         await asyncio.sleep(settle)
         (cpu,) = await measures.idle_cpu(workers, seconds=idle)
+        host = host_cpu.read()
         ids = await measures.paced(jobs, interval, setup.accept_timed)
+        use = host_cpu.since(host)
 
         async def picked_up() -> bool:
             return len(await setup.pickups(ids)) >= len(ids)
@@ -93,13 +104,18 @@ async def idle_and_pickup(setup: Workers, *, idle: float, settle: float, jobs: i
         samples = await setup.pickups(ids)
     finally:
         setup.stop()
-    say(f"  {setup.key}: pickup p50 {statistics.median(samples):.2f} ms, idle CPU {cpu:.2f} %")
-    return {"idle_cpu_pct": cpu, "pickup_ms": measures.percentiles(samples), "pickup_samples_ms": samples}
+    say(f"  {setup.key}: pickup p50 {statistics.median(samples):.2f} ms, idle CPU {cpu:.2f} %{_host_text(use)}")
+    return {
+        "idle_cpu_pct": cpu,
+        "pickup_ms": measures.percentiles(samples),
+        "pickup_samples_ms": samples,
+        "pickup_host_cpu": asdict(use),
+    }
 
 
 async def drains(setups: Sequence[Workers], *, requests: dict[str, int], repetitions: int) -> dict[str, dict[str, Any]]:
     """Drain rates of every setup, for each kind and 1 or 2 workers; setups take turns each repetition."""
-    runs: dict[str, dict[str, list[dict[str, float]]]] = {s.key: {} for s in setups}
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {s.key: {} for s in setups}
     peak_rss = dict.fromkeys(runs, 0.0)
     for rep in range(repetitions):
         for name, kind in DRAINS:
@@ -109,7 +125,7 @@ async def drains(setups: Sequence[Workers], *, requests: dict[str, int], repetit
                     async def start(setup: Workers = setup, count: int = count) -> Sequence[Proc]:
                         return await setup.start(count)
 
-                    result, rss = await measures.drain(
+                    result, rss, use = await measures.drain(
                         setup.system,
                         kind=kind,
                         requests=requests[kind],
@@ -118,14 +134,16 @@ async def drains(setups: Sequence[Workers], *, requests: dict[str, int], repetit
                         tag=f"{setup.key}-{name}-{count}-{rep}-{time.time_ns()}",
                     )
                     peak_rss[setup.key] = max([peak_rss[setup.key], *rss])
-                    runs[setup.key].setdefault(f"{name}_{count}w", []).append(asdict(result))
-                    say(f"  {setup.key}: drain {name} x{count}: {result.rate:,.0f} jobs/s")
+                    run = {**asdict(result), "host_cpu": asdict(use)}
+                    runs[setup.key].setdefault(f"{name}_{count}w", []).append(run)
+                    say(f"  {setup.key}: drain {name} x{count}: {result.rate:,.0f} jobs/s{_host_text(use)}")
     return {
         key: {
             "drain": {
                 label: {
                     "rate": statistics.median(r["rate"] for r in results),
                     "overall_rate": statistics.median(r["overall_rate"] for r in results),
+                    "host_busy_pct": statistics.median(r["host_cpu"]["busy_pct"] for r in results),
                     "jobs": results[0]["jobs"],
                     "runs": results,
                 }

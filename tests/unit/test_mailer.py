@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import email.policy
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -98,6 +99,44 @@ def test_message_id_domain_falls_back_when_sender_has_no_domain() -> None:
     mailer = Mailer(host="127.0.0.1", port=1025, sender="Afterword <noreply>")
 
     assert mailer.message_id("abc") == "<abc@afterword.localhost>"
+
+
+@pytest.mark.parametrize(
+    ("to", "subject", "body"),
+    [
+        ("a@example.com", "Welcome to Afterword, Ann", "Hello Ann,\n\nthanks.\n"),
+        ("Zoë Ünal <zoe@example.com>", "Grüße, Zoë: ça va? " + "long words " * 12, "Ünïcödé body\n" * 3),
+        ("a@example.com, b@example.com", "=?utf-8?q?not_decoded?=", "line\r\n.\r\nafter a lone dot\n"),
+    ],
+)
+def test_message_is_byte_for_byte_what_the_default_policy_builds(
+    monkeypatch: pytest.MonkeyPatch, to: str, subject: str, body: str
+) -> None:
+    # The mailer's policy only makes each header class once: parsing and folding must not change.
+    mailer = Mailer(host="127.0.0.1", port=1025, sender=SENDER)
+    monkeypatch.setattr(mailer_module, "formatdate", lambda **_: "Tue, 24 Nov 2026 03:00:00 +0000")
+
+    ours = mailer.build(job_id="j1", to=to, subject=subject, body=body)
+    monkeypatch.setattr(mailer_module, "POLICY", email.policy.default)
+    standard = mailer.build(job_id="j1", to=to, subject=subject, body=body)
+
+    assert ours.policy is not standard.policy
+    assert ours.as_bytes(policy=email.policy.SMTP) == standard.as_bytes(policy=email.policy.SMTP)
+    assert [(k, type(v).__mro__[1:]) for k, v in ours.items()] == [
+        (k, type(v).__mro__[1:]) for k, v in standard.items()
+    ]
+    assert [v.defects for v in ours.values()] == [v.defects for v in standard.values()]
+
+
+def test_each_header_class_is_made_once() -> None:
+    mailer = Mailer(host="127.0.0.1", port=1025, sender=SENDER)
+
+    first = mailer.build(job_id="j1", to="a@example.com", subject="s", body="b")
+    second = mailer.build(job_id="j2", to="b@example.com", subject="t", body="c")
+
+    assert [type(v) for v in first.values()] == [type(v) for v in second.values()]
+    assert type(first["To"]) is type(first["From"])  # both address headers: one class
+    assert type(first["Subject"]) is not type(first["To"])
 
 
 def test_build_refuses_header_injection_in_the_subject() -> None:
