@@ -6,13 +6,35 @@ the bench measured as the largest single cost after the queries themselves. Our 
 session state behind (no ``SET``, ``LISTEN``, advisory lock or cursor outside a transaction; the
 gateway's LISTEN has a connection of its own), so :func:`create_pool` skips that query. asyncpg
 still rolls back a transaction left open on a connection before it is reused.
+
+A connection that cannot be made fails with :class:`DatabaseUnreachable` (a ``ConnectionError``)
+whatever the socket said: asyncio raises a plain ``OSError("Multiple exceptions: ...")`` when a
+host name has several addresses and each refused, and a missing Unix socket is a
+``FileNotFoundError``; both mean Postgres cannot be reached, and the services answer that with
+503 (``services.gateway.errors.DATABASE_ERRORS``), never 500.
 """
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import asyncpg
+
+
+class DatabaseUnreachable(ConnectionError):
+    """Connecting to Postgres failed at the socket: nothing listens, no route, no such socket file."""
+
+
+async def _connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+    """``asyncpg.connect``, with any ``OSError`` of the connection attempt as :class:`DatabaseUnreachable`."""
+    try:
+        connection: asyncpg.Connection = await asyncpg.connect(*args, **kwargs)
+    except (ConnectionError, TimeoutError, socket.gaierror):
+        raise  # already read as "cannot reach it"
+    except OSError as exc:
+        raise DatabaseUnreachable(f"{type(exc).__name__}: {exc}") from exc
+    return connection
 
 
 async def _nothing_to_reset(connection: asyncpg.Connection) -> None:
@@ -20,6 +42,9 @@ async def _nothing_to_reset(connection: asyncpg.Connection) -> None:
 
 
 async def create_pool(dsn: str, **options: Any) -> asyncpg.Pool:
-    """An asyncpg pool on ``dsn`` (``options`` as for ``asyncpg.create_pool``) without the reset query."""
-    pool: asyncpg.Pool = await asyncpg.create_pool(dsn, reset=_nothing_to_reset, **options)
+    """An asyncpg pool on ``dsn`` (``options`` as for ``asyncpg.create_pool``) without the reset query.
+
+    Its connections are made by :func:`_connect`.
+    """
+    pool: asyncpg.Pool = await asyncpg.create_pool(dsn, reset=_nothing_to_reset, connect=_connect, **options)
     return pool
