@@ -366,6 +366,37 @@ async def list_jobs(
     return [_record(row) for row in rows]
 
 
+PRUNE_BATCH = 1000
+"""Jobs deleted per statement by :func:`prune_ended`: each statement's locks stay short."""
+
+
+async def prune_ended(db: Executor, *, ended_before_seconds: float, max_batches: int = 100) -> int:
+    """Delete jobs that ended more than ``ended_before_seconds`` ago; return how many.
+
+    Only ``succeeded``, ``failed`` and ``cancelled`` jobs go, with their attempts (the foreign key
+    cascades) and their effects, oldest first, :data:`PRUNE_BATCH` per statement (each commits on
+    its own) and at most ``max_batches`` statements per call: the next call goes on. A row locked
+    by someone else (a retry putting a failed job back) is skipped, not waited for.
+    """
+    pruned = 0
+    for _ in range(max_batches):
+        deleted = await db.fetchval(
+            "WITH doomed AS ("
+            "  SELECT id FROM jobs WHERE finished_at < clock_timestamp() - make_interval(secs => $1) "
+            "  AND status IN ('succeeded', 'failed', 'cancelled') "
+            "  ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED"
+            "), effects AS (DELETE FROM job_effects e USING doomed d WHERE e.job_id = d.id), "
+            "gone AS (DELETE FROM jobs j USING doomed d WHERE j.id = d.id RETURNING 1) "
+            "SELECT count(*) FROM gone",
+            ended_before_seconds,
+            PRUNE_BATCH,
+        )
+        pruned += deleted
+        if deleted < PRUNE_BATCH:
+            break
+    return pruned
+
+
 async def effect_done(db: Executor, *, job_id: str, effect: str) -> bool:
     """True when this job already did this side effect (a re-run must skip it)."""
     found = await db.fetchval("SELECT 1 FROM job_effects WHERE job_id = $1 AND effect = $2", job_id, effect)

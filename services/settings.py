@@ -107,6 +107,14 @@ class Settings(BaseSettings):
     sweep_idle_seconds: float = Field(
         default=10.0, gt=0, description="The sweep checks unfinished jobs whose row has not changed for this long."
     )
+    job_retention_days: float = Field(
+        default=30.0,
+        ge=0,
+        description=(
+            "Ended jobs (succeeded, failed, cancelled) leave the ledger this many days after they ended, "
+            "with their attempts and effects; 0 keeps them forever."
+        ),
+    )
     worker_metrics_host: str = Field(
         default="127.0.0.1", description="Address the worker's Prometheus metrics endpoint listens on."
     )

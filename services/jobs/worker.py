@@ -7,6 +7,7 @@ class is built from the environment on first access, not at import.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
@@ -29,11 +30,15 @@ from services.jobs.mailer import Mailer
 from services.jobs.registry import REGISTRY, max_tries
 from services.jobs.sweeper import sweep
 from services.jobs.users import UserRepository
+from services.ledger import prune_ended
 from services.serialization import deserialize, serialize
 from services.settings import Settings, load_settings
 
 CRON_CLEANUP = "cron:" + JobName.cleanup_temp_files
 CRON_SWEEP = "cron:recovery_sweep"
+CRON_PRUNE = "cron:prune_ledger"
+log = logging.getLogger("afterword.jobs")
+
 CLIENT_CHECK_MS = 1000
 """How often Postgres checks, during a worker's statement, that the worker is still connected."""
 
@@ -124,6 +129,16 @@ async def recovery_sweep(ctx: dict[str, Any]) -> dict[str, int]:
     }
 
 
+async def prune_ledger(ctx: dict[str, Any]) -> dict[str, int]:
+    """Cron: delete the jobs that ended more than ``JOB_RETENTION_DAYS`` ago from the ledger."""
+    context = cast(WorkerContext, ctx)
+    days = context["settings"].job_retention_days
+    pruned = await prune_ended(context["db"], ended_before_seconds=days * 86400)
+    if pruned:
+        log.info("pruned %d job(s) that ended more than %g day(s) ago", pruned, days)
+    return {"pruned": pruned}
+
+
 def worker_options(settings: Settings) -> dict[str, Any]:
     """The keyword arguments of ``arq.worker.Worker`` for these settings."""
     # ARQ's own timeout is a backstop: the job wrapper stops a job at job_timeout_seconds and
@@ -145,6 +160,9 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         ),
         cron(recovery_sweep, name=CRON_SWEEP, second=every, timeout=60, keep_result=0),
     ]
+    if settings.job_retention_days > 0:  # every 10 minutes; several workers: ARQ runs each tick once
+        prune_ticks = set(range(0, 60, 10))
+        cron_jobs.append(cron(prune_ledger, name=CRON_PRUNE, minute=prune_ticks, second=30, timeout=300, keep_result=0))
     return {
         "functions": functions,
         "cron_jobs": cron_jobs,

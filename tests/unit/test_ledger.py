@@ -572,3 +572,75 @@ async def test_finish_attempts_ends_each_attempt_with_its_own_outcome(db_pool: a
         broken: [("failed", "ValueError: no")],
         cancelled: [("cancelled", None)],
     }
+
+
+# prune_ended
+
+
+async def _ended(conn: asyncpg.Connection, status: JobStatus, *, days_ago: float) -> str:
+    """A job that ended ``days_ago`` days ago with one attempt and one effect."""
+    job_id = await insert_job(conn, JobStatus.queued)
+    await conn.execute(
+        "UPDATE jobs SET status = $2, tries = 1, finished_at = clock_timestamp() - make_interval(secs => $3) "
+        "WHERE id = $1",
+        job_id,
+        status.value,
+        days_ago * 86400,
+    )
+    await conn.execute(
+        "INSERT INTO job_attempts (job_id, try, worker, finished_at, outcome) "
+        "VALUES ($1, 1, 'w', clock_timestamp(), $2)",
+        job_id,
+        status.value,
+    )
+    await conn.execute("INSERT INTO job_effects (job_id, effect) VALUES ($1, 'log_line')", job_id)
+    return job_id
+
+
+async def _rows(conn: asyncpg.Connection, job_ids: list[str]) -> dict[str, tuple[int, int, int]]:
+    """Per job id: its rows in jobs, job_attempts and job_effects."""
+    counts = {}
+    for job_id in job_ids:
+        counts[job_id] = (
+            await conn.fetchval("SELECT count(*) FROM jobs WHERE id = $1", job_id),
+            await conn.fetchval("SELECT count(*) FROM job_attempts WHERE job_id = $1", job_id),
+            await conn.fetchval("SELECT count(*) FROM job_effects WHERE job_id = $1", job_id),
+        )
+    return counts
+
+
+async def test_prune_ended_deletes_jobs_ended_long_ago_with_their_attempts_and_effects(
+    conn: asyncpg.Connection,
+) -> None:
+    old = [await _ended(conn, status, days_ago=40) for status in (JobStatus.succeeded, JobStatus.failed)]
+    old.append(await _ended(conn, JobStatus.cancelled, days_ago=31))
+    recent = await _ended(conn, JobStatus.succeeded, days_ago=29)
+    waiting = await insert_job(conn, JobStatus.queued)
+    await conn.execute("UPDATE jobs SET enqueued_at = now() - interval '90 days' WHERE id = $1", waiting)
+    running = await insert_job(conn, JobStatus.in_progress)  # not ended, whatever its finished_at says
+    await conn.execute("UPDATE jobs SET finished_at = now() - interval '90 days' WHERE id = $1", running)
+
+    pruned = await ledger.prune_ended(conn, ended_before_seconds=30 * 86400)
+
+    rows = await _rows(conn, [*old, recent, waiting, running])
+    assert pruned >= 3  # the session's database may hold other tests' jobs, none of them 30 days old
+    assert all(rows[job_id] == (0, 0, 0) for job_id in old)
+    assert rows[recent] == (1, 1, 1)
+    assert rows[waiting][0] == 1
+    assert rows[running][0] == 1
+
+
+async def test_prune_ended_goes_in_batches_and_the_next_call_goes_on(
+    conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger, "PRUNE_BATCH", 2)
+    old = [await _ended(conn, JobStatus.succeeded, days_ago=400 + i) for i in range(5)]
+
+    first = await ledger.prune_ended(conn, ended_before_seconds=365 * 86400, max_batches=2)
+    left_after_first = [job_id for job_id, row in (await _rows(conn, old)).items() if row[0]]
+    second = await ledger.prune_ended(conn, ended_before_seconds=365 * 86400, max_batches=2)
+
+    assert first == 4
+    assert left_after_first == [old[0]]  # oldest first: the most recently ended one is left
+    assert second == 1
+    assert all(row == (0, 0, 0) for row in (await _rows(conn, old)).values())

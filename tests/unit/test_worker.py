@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import pytest
 
-from services.contract import JobName
+from services.contract import JobName, JobStatus
 from services.jobs.registry import REGISTRY, max_tries
-from services.jobs.worker import CRON_CLEANUP, new_worker_id, on_shutdown, on_startup, worker_options
+from services.jobs.worker import (
+    CRON_CLEANUP,
+    CRON_PRUNE,
+    new_worker_id,
+    on_shutdown,
+    on_startup,
+    prune_ledger,
+    worker_options,
+)
 from services.serialization import deserialize, serialize
 from services.settings import Settings
+from tests.support.ledger_jobs import insert_job
 
 
 @pytest.fixture
@@ -62,6 +72,36 @@ def test_cron_cleanup(options: dict[str, Any]) -> None:
     assert [c.name for c in options["cron_jobs"] if c.coroutine is REGISTRY[JobName.cleanup_temp_files]] == [
         "cron:cleanup_temp_files"
     ]
+
+
+def test_cron_prune_runs_every_ten_minutes_unless_retention_is_off(options: dict[str, Any]) -> None:
+    prune = {c.name: c for c in options["cron_jobs"]}[CRON_PRUNE]
+    kept_forever = worker_options(Settings(_env_file=None, job_retention_days=0))
+
+    assert prune.coroutine is prune_ledger
+    assert prune.minute == {0, 10, 20, 30, 40, 50}
+    assert prune.second == 30
+    assert CRON_PRUNE not in {c.name for c in kept_forever["cron_jobs"]}
+
+
+async def test_prune_ledger_deletes_what_ended_before_the_retention(db_pool: asyncpg.Pool) -> None:
+    old, recent = await insert_job(db_pool, JobStatus.queued), await insert_job(db_pool, JobStatus.queued)
+    for job_id, days in ((old, 3), (recent, 1)):
+        await db_pool.execute(
+            "UPDATE jobs SET status = 'succeeded', finished_at = now() - make_interval(days => $2) WHERE id = $1",
+            job_id,
+            days,
+        )
+    ctx: dict[str, Any] = {"settings": Settings(_env_file=None, job_retention_days=2), "db": db_pool}
+
+    try:
+        result = await prune_ledger(ctx)
+        left = await db_pool.fetch("SELECT id FROM jobs WHERE id = ANY($1::text[])", [old, recent])
+    finally:
+        await db_pool.execute("DELETE FROM jobs WHERE id = ANY($1::text[])", [old, recent])
+
+    assert result["pruned"] >= 1
+    assert [row["id"] for row in left] == [recent]
 
 
 def test_cron_names_never_shadow_a_job(options: dict[str, Any]) -> None:
