@@ -21,6 +21,16 @@ from typing import Any
 
 import asyncpg
 
+CONNECTION_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+"""A batched write failing with these fails for every caller of the batch (no point trying them one by one)."""
+
 
 class DatabaseUnreachable(ConnectionError):
     """Connecting to Postgres failed at the socket: nothing listens, no route, no such socket file."""

@@ -26,18 +26,9 @@ import asyncpg
 from services import ledger
 from services.batching import Batcher
 from services.contract import JobStatus
+from services.database import CONNECTION_ERRORS
 
 log = logging.getLogger("afterword.jobs")
-
-_CONNECTION_ERRORS: tuple[type[Exception], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-)
-"""A batch failing with these fails for every job in it (no point trying them one by one)."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +50,7 @@ class AttemptBook:
         self._db = db
         self._worker_id = worker_id
         self._book: Batcher[Operation, ledger.Started | None] = Batcher(
-            self._write, fail_together=_CONNECTION_ERRORS, name="attempt-book"
+            self._write, fail_together=CONNECTION_ERRORS, name="attempt-book"
         )
         self._early: dict[str, asyncio.Future[ledger.Started | None]] = {}
         self._noted: dict[str, list[ledger.Effect]] = {}

@@ -6,6 +6,7 @@ and then check whether a write touched them.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 
@@ -141,3 +142,75 @@ async def test_writes_of_one_user_leave_others_alone(conn: asyncpg.Connection) -
     assert other is not None
     assert other.name == "Grace"
     assert other.welcome_email_sent_at is None
+
+
+# Concurrent writes share a statement (services.batching): each caller still gets its own answer.
+
+
+async def test_concurrent_upserts_each_get_their_own_answer(conn: asyncpg.Connection) -> None:
+    users = UserRepository(conn)
+    known = [_email() for _ in range(5)]
+    for email in known:
+        await users.upsert(email=email, name="Same")
+    new = [_email() for _ in range(5)]
+
+    answers = await asyncio.gather(
+        *(users.upsert(email=email, name="Same") for email in known),  # unchanged
+        *(users.upsert(email=email, name=f"New {i}") for i, email in enumerate(new)),
+        users.upsert(email=known[0].upper(), name="Renamed"),  # the same user again, in the same batch
+    )
+
+    assert answers == [False] * 5 + [True] * 5 + [True]
+    names = {u: (await users.get(u)).name for u in [*known, *new]}  # type: ignore[union-attr]
+    assert names[known[0]] == "Renamed"  # the later write of one email wins, as one after the other
+    assert [names[email] for email in known[1:]] == ["Same"] * 4
+    assert [names[email] for email in new] == [f"New {i}" for i in range(5)]
+
+
+async def test_the_same_email_twice_in_one_batch_is_written_once_then_found_done(conn: asyncpg.Connection) -> None:
+    users = UserRepository(conn)
+    email = _email()
+
+    upserts = await asyncio.gather(users.upsert(email=email, name="Ada"), users.upsert(email=email, name="Ada"))
+    welcomes = await asyncio.gather(users.mark_welcome_sent(email=email), users.mark_welcome_sent(email=email))
+
+    assert list(upserts) == [True, False]
+    assert list(welcomes) == [True, False]
+    assert await conn.fetchval("SELECT count(*) FROM users WHERE email = $1", email.lower()) == 1
+
+
+async def test_two_workers_writing_the_same_users_in_opposite_orders_never_deadlock(database_dsn: str) -> None:
+    # Each batch locks its rows in email order: two workers' batches cannot wait on each other in a cycle.
+    deadlocks = "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+    before = await _fetchval(database_dsn, deadlocks)
+    pools = [await asyncpg.create_pool(database_dsn, min_size=1, max_size=2) for _ in range(2)]
+    emails = sorted(_email().lower() for _ in range(30))
+    try:
+        first, second = UserRepository(pools[0]), UserRepository(pools[1])
+        for round_ in range(20):
+            await asyncio.gather(
+                *(first.upsert(email=email, name=f"a{round_}") for email in emails),
+                *(second.upsert(email=email, name=f"b{round_}") for email in reversed(emails)),
+                *(first.mark_welcome_sent(email=email) for email in reversed(emails)),
+                *(second.mark_welcome_sent(email=email) for email in emails),
+            )
+        written = await pools[0].fetchval(
+            "SELECT count(*) FROM users WHERE email = ANY($1::text[]) AND welcome_email_sent_at IS NOT NULL", emails
+        )
+    finally:
+        await pools[0].execute("DELETE FROM users WHERE email = ANY($1::text[])", emails)
+        for pool in pools:
+            await pool.close()  # their server processes report their statistics as they exit
+    await asyncio.sleep(0.5)
+    after = await _fetchval(database_dsn, deadlocks)
+
+    assert written == len(emails)
+    assert after == before, "a deadlock was detected (and the batch written again one by one)"
+
+
+async def _fetchval(dsn: str, query: str) -> object:
+    connection = await asyncpg.connect(dsn)
+    try:
+        return await connection.fetchval(query)
+    finally:
+        await connection.close()
