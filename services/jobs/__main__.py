@@ -2,7 +2,10 @@
 
 ARQ's worker exits when Redis goes away. This entry point starts it again (with a growing pause,
 up to 5 s) until Redis is back, so a Redis restart does not need a process supervisor; SIGTERM
-and SIGINT still stop it for good, after the grace period for running jobs.
+and SIGINT still stop it for good, after the grace period for running jobs. A worker that was
+told to stop is not started again even if Redis went away while it stopped (its last clean-up
+then fails on Redis), and a signal that comes between two workers, while no event loop listens,
+stops the process instead of being lost.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import time
+from types import FrameType
 
 import uvloop
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -28,23 +33,57 @@ log = logging.getLogger("afterword.jobs")
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
+class _SignalsBetweenWorkers:
+    """SIGTERM and SIGINT while no worker's event loop handles them: remembered, not lost."""
+
+    def __init__(self) -> None:
+        self.received: signal.Signals | None = None
+
+    def listen(self) -> None:
+        """Take SIGTERM and SIGINT over (the next worker's loop takes them back)."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._receive)
+
+    def _receive(self, signum: int, frame: FrameType | None) -> None:
+        self.received = self.received or signal.Signals(signum)
+
+
 def run(settings: Settings) -> None:
     """Run workers one after the other while Redis outages end them; return on a signal."""
     pause = 0.5
+    between = _SignalsBetweenWorkers()
     while True:
         loop = uvloop.new_event_loop()
         asyncio.set_event_loop(loop)
-        worker = Worker(**worker_options(settings))  # ARQ's worker, woken when work arrives
         try:
-            worker.run()
-            return  # stopped by a signal
-        except _REDIS_DOWN as exc:
-            log.warning("redis unavailable (%s); restarting the worker in %.1fs", exc, pause)
-            with contextlib.suppress(Exception):
-                loop.run_until_complete(on_shutdown(worker.ctx))
+            worker = Worker(**worker_options(settings))  # ARQ's worker, woken when work arrives
+            if between.received is not None:  # it came before this worker's loop took the signals
+                log.info("stopping on %s, received while Redis was unavailable", between.received.name)
+                return
+            try:
+                worker.run()
+                return  # stopped by a signal
+            except _REDIS_DOWN as exc:
+                between.listen()  # the loop is done listening: a signal from now on is ours
+                stopping = worker.stopped_by is not None
+                log.warning(
+                    "redis unavailable (%s); %s",
+                    exc,
+                    "the worker stops" if stopping else f"restarting the worker in {pause:.1f}s",
+                )
+                with contextlib.suppress(Exception):
+                    loop.run_until_complete(on_shutdown(worker.ctx))
+                if stopping:
+                    return
         finally:
             loop.close()
-        time.sleep(pause)
+        between.listen()  # closing the loop may have handed the signals back to their defaults
+        deadline = time.monotonic() + pause
+        while between.received is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if between.received is not None:
+            log.info("stopping on %s, received while Redis was unavailable", between.received.name)
+            return
         pause = min(pause * 2, 5.0)
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,6 +143,18 @@ class Worker(ClaimedJobRunner):
         self._early: handoff.Handoff | None = None  # a job handed to it before the claim's reply came
         self.jobs_handed_over = 0
         """Jobs the enqueue handed to this worker (``services.jobs.handoff``)."""
+        self.stopped_by: signal.Signals | None = None
+        """The SIGTERM or SIGINT that told this worker to stop, once one did."""
+
+    def handle_sig(self, signum: signal.Signals) -> None:
+        """ARQ's handler, remembering the signal: a worker told to stop is never started again."""
+        self.stopped_by = self.stopped_by or signal.Signals(signum)
+        super().handle_sig(signum)
+
+    def handle_sig_wait_for_completion(self, signum: signal.Signals) -> None:
+        """ARQ's handler with a grace period for running jobs, remembering the signal."""
+        self.stopped_by = self.stopped_by or signal.Signals(signum)
+        super().handle_sig_wait_for_completion(signum)
 
     async def main(self) -> None:
         """ARQ's ``Worker.main``, with the fixed-period poll replaced by a wait for work."""

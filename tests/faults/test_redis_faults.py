@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 import signal
 import time
 from pathlib import Path
 
+import pytest
 from arq.constants import job_key_prefix, result_key_prefix
 
 from tests.faults.conftest import QUEUE, FaultStack, until
@@ -58,6 +60,21 @@ async def test_flushall_after_the_202s_is_recovered_from_the_ledger(stack: Fault
 
     # The sweep finds ledger rows Redis no longer knows and queues them again; check_books then
     # proves each ran once.
+
+
+@pytest.mark.parametrize("down_for", [0.3, 0.8, 1.5])
+async def test_sigterm_while_redis_is_down_stops_the_worker(stack: FaultStack, down_for: float) -> None:
+    # Redis gone, the worker either is still stopping its ARQ worker (whose clean-up then fails on
+    # Redis), between two ARQ workers, or starting the next one: whichever, SIGTERM stops the
+    # process for good, with exit code 0, instead of being lost or followed by a restart.
+    worker = stack.workers[0]
+    stack.redis.kill()
+    await asyncio.sleep(down_for)
+    worker.signal(signal.SIGTERM)
+
+    code = await asyncio.to_thread(worker.wait, 20)
+    stack.drop_worker(worker)
+    assert code == 0, worker.output()[-3000:]
 
 
 async def test_redis_down_during_the_post_still_acknowledges_and_runs_later(stack: FaultStack) -> None:

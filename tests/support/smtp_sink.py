@@ -35,6 +35,7 @@ class _Behaviour:
     refuse: dict[str, tuple[int, str]] = field(default_factory=dict)
     temporary_failures: int = 0
     data_delay: float = 0.0
+    quit_delay: float = 0.0
     waiting: int = 0
 
 
@@ -52,6 +53,13 @@ class _Handler:
             return f"{code} {text}"
         envelope.rcpt_tos.append(address)
         return "250 OK"
+
+    async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        with self._sink.lock:
+            delay = self._sink.behaviour.quit_delay
+        if delay:
+            await asyncio.sleep(delay)
+        return "221 Bye"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         with self._sink.lock:
@@ -122,6 +130,11 @@ class SmtpSink:
         """Wait ``seconds`` before answering each message's DATA (0 to stop)."""
         with self.lock:
             self.behaviour.data_delay = seconds
+
+    def slow_quit(self, seconds: float) -> None:
+        """Wait ``seconds`` before answering QUIT (0 to stop)."""
+        with self.lock:
+            self.behaviour.quit_delay = seconds
 
     @property
     def waiting(self) -> int:

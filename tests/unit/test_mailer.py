@@ -295,3 +295,21 @@ async def test_sessions_idle_too_long_or_not_kept_are_not_reused(
         await kept.close()
 
     assert len(set(smtp_sink.peers_of(to))) == 4
+
+
+async def test_close_hangs_up_on_a_server_that_does_not_answer_quit(smtp_sink: SmtpSink) -> None:
+    # A stopping worker closes its open sessions: a server slow to answer QUIT must not hold it for
+    # the SMTP timeout (30 s here) per session.
+    mailer = Mailer(host=smtp_sink.host, port=smtp_sink.port, sender=SENDER, timeout=30.0)
+    recipients = [_recipient() for _ in range(3)]
+    await asyncio.gather(
+        *(mailer.send(mailer.build(job_id=uuid.uuid4().hex, to=to, subject="s", body="b")) for to in recipients)
+    )
+    assert len({peer for to in recipients for peer in smtp_sink.peers_of(to)}) == 3  # three open sessions
+    smtp_sink.slow_quit(60)
+    try:
+        await asyncio.wait_for(mailer.close(), timeout=3 * mailer_module.QUIT_ON_CLOSE_SECONDS)
+    finally:
+        smtp_sink.slow_quit(0)
+
+    assert mailer._idle == []
