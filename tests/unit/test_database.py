@@ -14,6 +14,7 @@ import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
@@ -50,8 +51,6 @@ async def two_addresses() -> AsyncIterator[int]:
 
 async def test_asyncpg_alone_raises_a_plain_oserror(two_addresses: int) -> None:
     # What the pool below turns into DatabaseUnreachable, seen without it.
-    import asyncpg
-
     with pytest.raises(OSError, match=r"^Multiple exceptions") as caught:
         await asyncpg.connect(f"postgresql://postgres@{TWO_ADDRESSES}:{two_addresses}/afterword", timeout=2)
     assert not isinstance(caught.value, ConnectionError)
