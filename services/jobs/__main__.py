@@ -47,6 +47,13 @@ class _SignalsBetweenWorkers:
     def _receive(self, signum: int, frame: FrameType | None) -> None:
         self.received = self.received or signal.Signals(signum)
 
+    def stop_now(self) -> bool:
+        """True (and say so) when a signal came: the process stops instead of starting a worker."""
+        if self.received is None:
+            return False
+        log.info("stopping on %s, received while Redis was unavailable", self.received.name)
+        return True
+
 
 def run(settings: Settings) -> None:
     """Run workers one after the other while Redis outages end them; return on a signal."""
@@ -57,8 +64,7 @@ def run(settings: Settings) -> None:
         asyncio.set_event_loop(loop)
         try:
             worker = Worker(**worker_options(settings))  # ARQ's worker, woken when work arrives
-            if between.received is not None:  # it came before this worker's loop took the signals
-                log.info("stopping on %s, received while Redis was unavailable", between.received.name)
+            if between.stop_now():  # it came before this worker's loop took the signals
                 return
             try:
                 worker.run()
@@ -81,8 +87,7 @@ def run(settings: Settings) -> None:
         deadline = time.monotonic() + pause
         while between.received is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        if between.received is not None:
-            log.info("stopping on %s, received while Redis was unavailable", between.received.name)
+        if between.stop_now():
             return
         pause = min(pause * 2, 5.0)
 
