@@ -11,10 +11,13 @@ context variables at the time: the gateway binds ``request_id`` per request, the
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import sys
 import threading
+import traceback
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal, TextIO
 
@@ -54,55 +57,100 @@ def _shared_processors(service: Service) -> list[Processor]:
     ]
 
 
-def direct_logger(service: Service, name: str, *, level: int = logging.INFO) -> Any:
-    """A structlog logger for a hot path: the same JSON line, written straight to stdout.
+def direct_logger(service: Service, name: str, *, level: int = logging.INFO) -> DirectLogger:
+    """A logger for a hot path: the same JSON line as every other, written straight to stdout.
 
     Its lines carry the same fields as every other line (context variables included) but skip the
-    standard library's ``LogRecord`` and formatter, which made the gateway's access log line
-    cost a fifth of its CPU time on the 202 path. Lines below ``level`` are dropped.
+    standard library's ``LogRecord`` and formatter, and structlog's processor chain: with the
+    former the gateway's access line cost a fifth of its CPU time on the 202 path, with the
+    latter an eighth (the gateway's CPU per request, 206-209 µs without the line against
+    233-244 µs with it). Lines below ``level`` are dropped.
     """
-    processors: list[Processor] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        _fields_adder(logger=name),
-        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
-        _service_adder(service),
-        structlog.processors.JSONRenderer(serializer=_json_bytes),
-    ]
-    return structlog.wrap_logger(
-        _Stdout(),
-        processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        cache_logger_on_first_use=True,
-    )
+    return DirectLogger(service, name, level=level)
 
 
-class _Stdout:
-    """Writes each line to whatever ``sys.stdout`` is at the time (a test may swap it), flushed."""
+class DirectLogger:
+    """``info(event, **fields)`` and the other levels' methods, each writing one JSON line.
 
-    def msg(self, message: bytes) -> None:
-        stream = sys.stdout
-        buffer = getattr(stream, "buffer", None)
-        if buffer is None:
-            stream.write(message.decode() + "\n")
-            stream.flush()
-            return
-        buffer.write(message + b"\n")
-        buffer.flush()
+    The line holds ``fields``, ``event``, structlog's context variables (a field of the same name
+    wins), ``level``, ``logger``, ``timestamp`` (ISO 8601, UTC) and ``service``: what structlog's
+    ``merge_contextvars``, ``add_log_level``, ``TimeStamper`` and ``JSONRenderer`` make of it, in
+    the same order. ``exception`` adds the current exception's traceback as ``exception``.
+    """
 
-    debug = info = warning = error = critical = exception = msg
+    def __init__(self, service: Service, name: str, *, level: int = logging.INFO) -> None:
+        self._service = service
+        self._name = name
+        for method, method_level in _LEVELS.items():
+            if method_level < level:
+                setattr(self, method, _drop)
+
+    def _write(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        line = fields
+        line["event"] = event
+        for var, value in contextvars.copy_context().items():
+            if var.name.startswith(_CONTEXT_PREFIX) and value is not Ellipsis:
+                line.setdefault(var.name[_CONTEXT_PREFIX_LENGTH:], value)
+        line["level"] = level
+        line["logger"] = self._name
+        line["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        line["service"] = self._service
+        _write_line(json.dumps(line, default=_json_fallback).encode())
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._write("debug", event, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._write("info", event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._write("warning", event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._write("error", event, fields)
+
+    def critical(self, event: str, **fields: Any) -> None:
+        self._write("critical", event, fields)
+
+    def exception(self, event: str, **fields: Any) -> None:
+        fields.setdefault("exception", traceback.format_exc())
+        self._write("error", event, fields)
 
 
-def _json_bytes(obj: Any, **kwargs: Any) -> bytes:
-    return json.dumps(obj, **kwargs).encode()
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+_CONTEXT_PREFIX = structlog.contextvars.STRUCTLOG_KEY_PREFIX
+_CONTEXT_PREFIX_LENGTH = len(_CONTEXT_PREFIX)
 
 
-def _fields_adder(**fields: str) -> Processor:
-    def add_fields(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
-        event_dict.update(fields)
-        return event_dict
+def _drop(event: str, **fields: Any) -> None:
+    """A level below the logger's: nothing is written."""
 
-    return add_fields
+
+def _json_fallback(obj: Any) -> Any:
+    """What structlog's ``JSONRenderer`` does with what JSON cannot hold: ``__structlog__()``, else ``repr``."""
+    try:
+        return obj.__structlog__()
+    except AttributeError:
+        return repr(obj)
+
+
+def _write_line(line: bytes) -> None:
+    """Write a line to whatever ``sys.stdout`` is at the time (a test may swap it), flushed."""
+    stream = sys.stdout
+    buffer = getattr(stream, "buffer", None)
+    if buffer is None:
+        stream.write(line.decode() + "\n")
+        stream.flush()
+        return
+    buffer.write(line + b"\n")
+    buffer.flush()
 
 
 def configure_logging(service: Service, *, level: int = logging.INFO, stream: TextIO | None = None) -> None:

@@ -9,7 +9,6 @@ once Redis is back.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,6 +17,7 @@ from services import ledger
 from services.contract import JobName, JobStatus, Payload
 from services.gateway.intake import Intake, push
 from services.gateway.metrics import GatewayMetrics
+from services.identifiers import new_id
 
 __all__ = ["Order", "accept", "push"]
 
@@ -47,7 +47,7 @@ async def accept(
     now = datetime.now(UTC)
     jobs = [
         ledger.NewJob(
-            id=uuid.uuid4().hex,
+            id=new_id(),
             name=order.name,
             payload=order.payload.model_dump(mode="json"),
             status=JobStatus.deferred if order.defer_by else JobStatus.queued,

@@ -45,8 +45,10 @@ class GatewayMetrics:
             ["method", "route"],
             registry=self.registry,
         )
-        # The labelled children of the request metrics, looked up once per label set, not per request.
+        # The labelled children of the request and accepted-jobs metrics, looked up once per label set,
+        # not per request.
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._accepted_children: dict[JobName, Any] = {}
         self.jobs_accepted = Counter(
             "afterword_jobs_accepted",
             "Jobs recorded in the ledger (the 202 follows), by job name.",
@@ -69,7 +71,10 @@ class GatewayMetrics:
     def accepted(self, names: Iterable[JobName]) -> None:
         """Count jobs whose ledger rows were just committed."""
         for name in names:
-            self.jobs_accepted.labels(name=name.value).inc()
+            child = self._accepted_children.get(name)
+            if child is None:
+                child = self._accepted_children[name] = self.jobs_accepted.labels(name=name.value)
+            child.inc()
 
     def render(self) -> bytes:
         """Every metric in Prometheus' text exposition format."""

@@ -9,9 +9,9 @@ structlog's context variables for the log lines the request writes; and routes r
 
 from __future__ import annotations
 
-import uuid
-
 from starlette.types import Send
+
+from services.identifiers import new_id
 
 HEADER = b"x-request-id"
 MAX_LENGTH = 200
@@ -23,7 +23,7 @@ def request_id_from(value: bytes | None) -> str:
         text = value.decode("latin-1")
         if 0 < len(text) <= MAX_LENGTH and text.isprintable():
             return text
-    return uuid.uuid4().hex
+    return new_id()
 
 
 async def internal_error(send: Send, header: tuple[bytes, bytes]) -> None:

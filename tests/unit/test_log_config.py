@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import subprocess
 import sys
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+import structlog
+from structlog.typing import EventDict
 
+from services.log_config import direct_logger
 from tests.support.services import REPO
 
 SCRIPT = """
@@ -113,3 +118,92 @@ def test_exceptions_stay_on_one_line(output: Output) -> None:
     assert uncaught["level"] == "critical"
     assert "RuntimeError: uncaught" in uncaught["exception"]
     assert len(done.stdout.splitlines()) == len(records)
+
+
+class _Lines(io.TextIOWrapper):
+    """A stdout whose bytes are kept (``buffer``), as the direct logger writes to it."""
+
+    def __init__(self) -> None:
+        self.kept = io.BytesIO()
+        super().__init__(self.kept, encoding="utf-8")
+
+    def lines(self) -> list[str]:
+        return self.kept.getvalue().decode().splitlines()
+
+
+def _structlog_reference(name: str) -> Any:
+    """The processor chain the direct logger replaces (structlog's own), writing to a list."""
+    written: list[str] = []
+
+    class Collect:
+        def msg(self, message: str) -> None:
+            written.append(message)
+
+        info = warning = error = msg
+
+    def fields(logger: Any, method: str, event_dict: EventDict) -> EventDict:
+        event_dict["logger"] = name
+        return event_dict
+
+    def service(logger: Any, method: str, event_dict: EventDict) -> EventDict:
+        event_dict["service"] = "gateway"
+        return event_dict
+
+    logger = structlog.wrap_logger(
+        Collect(),
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            fields,
+            structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+            service,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+    )
+    logger.written = written
+    return logger
+
+
+def test_a_direct_line_is_the_line_structlogs_processors_render(monkeypatch: pytest.MonkeyPatch) -> None:
+    stdout = _Lines()
+    monkeypatch.setattr(sys, "stdout", stdout)
+    direct = direct_logger("gateway", "afterword.gateway.access")
+    reference = _structlog_reference("afterword.gateway.access")
+
+    with structlog.contextvars.bound_contextvars(request_id="r9", route="/bound"):
+        for logger in (direct, reference):
+            logger.info("request", route="/process", status=202, duration_ms=1.5, odd=object.__new__(_Odd))
+            logger.warning("slow", n=1)
+            logger.debug("dropped")
+
+    ours = [json.loads(line) for line in stdout.lines()]
+    theirs = [json.loads(line) for line in reference.written]
+    for record in (*ours, *theirs):
+        assert datetime.fromisoformat(record.pop("timestamp")).utcoffset() == timedelta(0)
+    assert [list(r.items()) for r in ours] == [list(r.items()) for r in theirs]  # same fields, same order
+    assert ours[0]["route"] == "/process"  # a field given wins over a bound one
+    assert ours[0]["odd"] == "odd!"
+
+
+def test_direct_exception_lines_carry_the_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    stdout = _Lines()
+    monkeypatch.setattr(sys, "stdout", stdout)
+    direct = direct_logger("jobs", "afterword.jobs", level=logging.WARNING)
+
+    direct.info("below the level")
+    try:
+        raise KeyError("missing")
+    except KeyError:
+        direct.exception("it broke", job_try=2)
+
+    (line,) = [json.loads(text) for text in stdout.lines()]
+    assert (line["event"], line["level"], line["job_try"]) == ("it broke", "error", 2)
+    assert "KeyError: 'missing'" in line["exception"]
+
+
+class _Odd:
+    """A value JSON cannot hold, rendered by its ``__structlog__``."""
+
+    def __structlog__(self) -> str:
+        return "odd!"

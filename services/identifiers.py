@@ -1,0 +1,18 @@
+"""New ids for jobs and requests: a random uuid4 in hex, as ``uuid.uuid4().hex`` gives it.
+
+Built from the 16 random bytes directly, with the version and variant bits set as RFC 4122 says,
+instead of through a ``uuid.UUID`` object: the gateway makes two per accepted request, and the
+object cost three times the random bytes (``timeit``: 1.4 against 0.5 µs).
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def new_id() -> str:
+    """A new random id: 32 lowercase hex digits, a valid uuid4."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # variant: RFC 4122
+    return raw.hex()
