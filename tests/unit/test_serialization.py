@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -42,6 +44,29 @@ def test_other_values_fall_back_to_lists_and_text() -> None:
     value = deserialize(serialize({"set": {3}, "frozen": frozenset({"x"}), "tuple": (1, 2), "path": Path("/a")}))
 
     assert value == {"set": [3], "frozen": ["x"], "tuple": [1, 2], "path": "/a"}
+
+
+@dataclasses.dataclass
+class _Point:
+    x: int
+    y: int
+
+    def __str__(self) -> str:
+        return f"({self.x}, {self.y})"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"t": 1, "a": [{"x": "é\u2028"}], "k": {}, "big": 2**70, "neg": -(2**64)},
+        {"keys": {1: "int", 2.5: "float", False: "bool", None: "none"}},
+        {"when": datetime(2026, 11, 24, 5, 30, tzinfo=UTC), "point": _Point(1, 2)},
+    ],
+)
+def test_what_json_wrote_is_written_the_same(value: dict[str, object]) -> None:
+    expected = json.dumps(value, default=str, separators=(",", ":")).encode()
+
+    assert serialize(value) == expected
 
 
 class _Exploit:
