@@ -44,9 +44,10 @@ class Batcher(Generic[T, R]):
     async def submit(self, item: T) -> R:
         """``item``'s result, once the batch holding it ran; its error if it failed.
 
-        If the caller is cancelled the item still runs (it may already be written).
+        If the caller is cancelled the item still runs (it may already be written): only its
+        future is cancelled, and a batch sets no result on a cancelled future.
         """
-        return await asyncio.shield(self.send(item))
+        return await self.send(item)
 
     def send(self, item: T) -> asyncio.Future[R]:
         """Queue ``item`` now, without waiting; the future gets its result (or its error)."""

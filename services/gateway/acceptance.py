@@ -65,9 +65,9 @@ async def accept(
 
 @dataclass(frozen=True)
 class Acceptance:
-    """What a route needs to accept jobs, handed to it by one dependency (``AcceptanceDep``).
+    """What a route needs to accept jobs (``services.gateway.dependencies.acceptance`` makes it).
 
-    One dependency rather than three (intake, metrics, request id): FastAPI resolves each
+    One object rather than three dependencies (intake, metrics, request id): FastAPI resolves each
     dependency of each request, and on the 202 path that was a fifth of the gateway's CPU time.
     """
 

@@ -1,7 +1,8 @@
 """Dependency aliases that hand the lifespan's resources to route functions.
 
 The functions are ``async def`` although they never await: FastAPI runs a plain ``def``
-dependency in its thread pool, a thread hop per dependency and request.
+dependency in its thread pool, a thread hop per dependency and request. The routes that accept
+jobs (the hot path) call :func:`acceptance` themselves instead.
 """
 
 from __future__ import annotations
@@ -59,10 +60,12 @@ async def _events(request: Request) -> JobEvents:
 JobEventsDep = Annotated[JobEvents, Depends(_events)]
 
 
-async def _acceptance(request: Request) -> Acceptance:
+def acceptance(request: Request) -> Acceptance:
+    """Everything a route needs to accept jobs (the intake, the metrics and the request id).
+
+    Called by the routes that accept jobs, not declared as a dependency: FastAPI resolving that
+    one dependency cost 15 µs of the gateway's 202-211 µs of CPU per accepted request (186-191
+    µs without it; the gateway alone under wrk at 32 connections).
+    """
     state = request.state
     return Acceptance(intake=state.intake, metrics=state.metrics, request_id=state.request_id)
-
-
-AcceptanceDep = Annotated[Acceptance, Depends(_acceptance)]
-"""Everything a route needs to accept jobs: the intake, the metrics and the request id."""

@@ -15,7 +15,7 @@ from services import ledger
 from services.contract import PAYLOADS, JobName, JobStatus
 from services.gateway import cursor as cursors
 from services.gateway.acceptance import Order, push
-from services.gateway.dependencies import AcceptanceDep, DbDep, JobEventsDep, RedisDep, SettingsDep
+from services.gateway.dependencies import DbDep, JobEventsDep, RedisDep, SettingsDep, acceptance
 from services.gateway.errors import Conflict, NotFound
 from services.gateway.job_events import wait_until_final
 from services.gateway.schemas import (
@@ -82,7 +82,6 @@ _status_url_bases: dict[tuple[Any, ...], str] = {}
 async def submit_job(
     job_request: Annotated[JobRequest, Body(openapi_examples=_EXAMPLES)],
     request: Request,
-    acceptance: AcceptanceDep,
 ) -> Response:
     """Queue one job of the contract; its payload is validated against that job's model."""
     try:
@@ -92,7 +91,7 @@ async def submit_job(
         raise RequestValidationError(
             [{**error, "loc": ("body", "payload", *error["loc"])} for error in errors]
         ) from None
-    (job,) = await acceptance.accept([Order(job_request.name, payload, job_request.defer_by)])
+    (job,) = await acceptance(request).accept([Order(job_request.name, payload, job_request.defer_by)])
     view = JobAcceptedView(id=job.id, name=job.name, status=job.status, status_url=status_url(request, job.id))
     return accepted_response(view)
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Request, Response, status
 
 from services.contract import JobName, SendEmail, UpdateUser, WriteLog
 from services.gateway.acceptance import Order
-from services.gateway.dependencies import AcceptanceDep
+from services.gateway.dependencies import acceptance
 from services.gateway.routes.jobs import status_url
 from services.gateway.schemas import (
     Accepted,
@@ -44,7 +44,6 @@ def welcome_email(signup: SignupRequest) -> SendEmail:
 async def signup(
     signup: SignupRequest,
     request: Request,
-    acceptance: AcceptanceDep,
 ) -> Response:
     """Sign a user up: queue the welcome email, the user-row update and a log line."""
     orders = [
@@ -52,25 +51,24 @@ async def signup(
         Order(JobName.update_user, UpdateUser(email=signup.email, name=signup.name)),
         Order(JobName.write_log, WriteLog(message=f"signup: {signup.email}")),
     ]
-    jobs = await acceptance.accept(orders)
+    jobs = await acceptance(request).accept(orders)
     return accepted_response(Accepted(message="Signup complete", jobs=accepted_jobs(request, jobs)))
 
 
 @router.post("/send", status_code=status.HTTP_202_ACCEPTED, response_model=SendAccepted)
 async def send(
     request: Request,
-    acceptance: AcceptanceDep,
     data: Annotated[SendRequest | None, Body()] = None,
 ) -> Response:
     """Log the data a user sent (``"User sent data"`` when no message is given)."""
     message = data.message if data is not None and data.message is not None else DEFAULT_SEND_MESSAGE
-    jobs = await acceptance.accept([Order(JobName.write_log, WriteLog(message=message))])
+    jobs = await acceptance(request).accept([Order(JobName.write_log, WriteLog(message=message))])
     return accepted_response(SendAccepted(status="Log task added", jobs=accepted_jobs(request, jobs)))
 
 
 @router.post("/process", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted)
-async def process(request: Request, acceptance: AcceptanceDep) -> Response:
+async def process(request: Request) -> Response:
     """Start processing: queue the ``"Process started"`` log line."""
     orders = [Order(JobName.write_log, WriteLog(message="Process started"))]
-    jobs = await acceptance.accept(orders)
+    jobs = await acceptance(request).accept(orders)
     return accepted_response(Accepted(message="Processing started", jobs=accepted_jobs(request, jobs)))
