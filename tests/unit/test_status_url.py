@@ -17,19 +17,7 @@ from services.settings import Settings
 )
 def test_status_url_is_what_url_for_gives(scheme: str, host: bytes, root_path: str) -> None:
     app = create_app(Settings(_env_file=None))
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "scheme": scheme,
-        "path": "/process",
-        "root_path": root_path,
-        "query_string": b"",
-        "headers": [(b"host", host)],
-        "server": ("127.0.0.1", 8000),
-        "app": app,
-        "router": app.router,
-    }
-    request = Request(scope)
+    request = _request(app, host, scheme=scheme, root_path=root_path)
 
     assert status_url(request, "0123abcd") == str(request.url_for("get_job", job_id="0123abcd"))
 
