@@ -13,10 +13,10 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-import orjson
 from asyncpg.pool import PoolConnectionProxy
 
 from services.contract import JobName, JobStatus
+from services.serialization import json_bytes
 
 Executor = asyncpg.Connection | asyncpg.Pool | PoolConnectionProxy
 """Anything that runs a query: a pool, or a connection inside a transaction."""
@@ -96,7 +96,7 @@ async def insert_jobs(db: Executor, jobs: Sequence[NewJob]) -> None:
         "SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[], $5::timestamptz[], $6::text[])",
         [j.id for j in jobs],
         [j.name.value for j in jobs],
-        [orjson.dumps(j.payload).decode() for j in jobs],  # payloads are JSON already (pydantic's dump)
+        [json_bytes(j.payload).decode() for j in jobs],
         [j.status.value for j in jobs],
         [j.run_at for j in jobs],
         [j.request_id for j in jobs],

@@ -8,12 +8,27 @@ as its text.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 """Keys that are not strings become strings, and dates and dataclasses go to the fallback, as with ``json``."""
+
+
+def json_bytes(value: Any, *, default: Callable[[Any], Any] | None = None) -> bytes:
+    """``value`` as compact JSON, what ``json.dumps`` writes: by orjson, and by ``json`` what orjson
+    refuses (an integer beyond 64 bits). What JSON cannot hold goes to ``default``.
+
+    Only a NaN or infinite float differs: orjson writes ``null`` where ``json`` wrote ``NaN``,
+    which is not JSON. The hot path's JSON (ARQ's job, the access line, the ledger row's payload)
+    went from 2.5-2.7 to 0.1-0.4 µs (``timeit``).
+    """
+    try:
+        return orjson.dumps(value, default=default, option=_ORJSON_OPTIONS)
+    except TypeError:
+        return json.dumps(value, default=default, separators=(",", ":")).encode()
 
 
 def _fallback(value: Any) -> Any:
@@ -25,16 +40,8 @@ def _fallback(value: Any) -> Any:
 
 
 def serialize(obj: dict[str, Any]) -> bytes:
-    """Serialize an ARQ job or result dict to compact JSON bytes.
-
-    By orjson (a job's serialization went from 2.5 to 0.14 µs, ``timeit``), and by ``json`` what
-    orjson refuses (an integer beyond 64 bits): the same JSON, but for a NaN or infinite float,
-    which orjson writes as ``null`` where ``json`` wrote ``NaN``, which is not JSON.
-    """
-    try:
-        return orjson.dumps(obj, default=_fallback, option=_ORJSON_OPTIONS)
-    except TypeError:
-        return json.dumps(obj, default=_fallback, separators=(",", ":")).encode()
+    """Serialize an ARQ job or result dict to compact JSON bytes (:func:`json_bytes`)."""
+    return json_bytes(obj, default=_fallback)
 
 
 def deserialize(data: bytes) -> dict[str, Any]:
