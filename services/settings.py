@@ -88,6 +88,15 @@ class Settings(BaseSettings):
     )
 
     worker_max_jobs: int = Field(default=10, ge=1, description="Jobs one worker process runs at once.")
+    worker_claim_linger_ms: float = Field(
+        default=10.0,
+        ge=0,
+        le=1000,
+        description=(
+            "While jobs wait for a free slot, a freed slot waits this long at most for the worker's other "
+            "running jobs to end, so that one look takes them all together; 0: take each slot as it frees."
+        ),
+    )
     job_timeout_seconds: float = Field(default=60.0, gt=0, description="A job running longer is stopped.")
     job_max_tries: int = Field(default=5, ge=1, description="Attempts of a job with transient errors.")
     retry_base_delay_seconds: float = Field(

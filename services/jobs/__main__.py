@@ -63,7 +63,8 @@ def run(settings: Settings) -> None:
         loop = uvloop.new_event_loop()
         asyncio.set_event_loop(loop)
         try:
-            worker = Worker(**worker_options(settings))  # ARQ's worker, woken when work arrives
+            # ARQ's worker, woken when work arrives
+            worker = Worker(**worker_options(settings), claim_linger=settings.worker_claim_linger_ms / 1000)
             if between.stop_now():  # it came before this worker's loop took the signals
                 return
             try:

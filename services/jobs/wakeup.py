@@ -10,7 +10,13 @@ job, retries, timeouts, aborts, cron, health checks, signals, burst mode) and ch
   round trip), by the end of a job when the last look left due jobs behind for lack of a free
   slot, by a job's end that schedules its retry (the next look learns when it is due), or by the
   clock: at the latest ``poll_delay`` later, earlier if a deferred job (a retry,
-  ``defer_by``, a cron run) falls due sooner. Polling stays as the safety net.
+  ``defer_by``, a cron run) falls due sooner. Polling stays as the safety net. While due jobs
+  wait for slots, a freed slot does not send the worker to look at once if other jobs of its own
+  are still running: it waits up to ``claim_linger`` for them to end too, and one look claims all
+  their slots. Jobs claimed together start, write the ledger and end together, in shared round
+  trips; claimed as each slot frees, a worker's jobs drift apart into small groups that never
+  merge again (measured, draining write_log with two workers: nine and one instead of ten, twice
+  the claims, commits and MULTI/EXECs per job, and a fifth less throughput).
 * **How it takes jobs.** One Lua script reads the due job ids and claims as many as it has free
   slots, setting ARQ's ``arq:in-progress:<id>`` key on each as ARQ's WATCH/MULTI does (a job
   running elsewhere is skipped), does for each the commands ARQ's ``run_job`` starts with (read
@@ -127,8 +133,10 @@ class _End:
 class Worker(ClaimedJobRunner):
     """ARQ's worker that waits for work to arrive (see the module docstring); same arguments."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, claim_linger: float = 0.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.claim_linger_s = claim_linger
+        """Seconds a freed slot waits for the worker's other running jobs while due jobs wait (0: none)."""
         self._wake = asyncio.Event()
         self._more_waiting = False  # the last look left due jobs behind: take them when a slot frees
         self._next_due_ms: int | None = None
@@ -200,6 +208,24 @@ class Worker(ClaimedJobRunner):
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self._wake.wait()
+        if self._more_waiting and self.claim_linger_s > 0 and self.allow_pick_jobs:
+            await self._let_running_jobs_end()
+
+    async def _let_running_jobs_end(self) -> None:
+        """While due jobs wait for slots: up to ``claim_linger_s`` for this worker's running jobs to end.
+
+        Each job that ends wakes the worker (:meth:`_release_sem_dec_counter_on_complete`); the next
+        look then claims every slot freed meanwhile, so the jobs that ran together go on together.
+        """
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.claim_linger_s):
+                while self._running_jobs() > 0:
+                    self._wake.clear()
+                    await self._wake.wait()
+
+    def _running_jobs(self) -> int:
+        """Slots taken by jobs (not held for a hand-over on its way)."""
+        return self.job_counter - len(self._handoffs.holding)
 
     async def _listen(self) -> None:
         """Wake on the wake channel, take hand-overs on our own; resubscribe after an outage."""

@@ -81,13 +81,14 @@ def test_every_invalid_variable_is_named(monkeypatch: pytest.MonkeyPatch, capsys
     monkeypatch.setenv("ENVIRONMENT", "staging")
     monkeypatch.setenv("MAX_BODY_BYTES", "10")
     monkeypatch.setenv("DATABASE_URL", "mysql://nope")
+    monkeypatch.setenv("WORKER_CLAIM_LINGER_MS", "-1")
 
     with pytest.raises(SystemExit) as exited:
         load_settings()
 
     assert exited.value.code == 2
     err = capsys.readouterr().err
-    for name in ("GATEWAY_PORT", "ENVIRONMENT", "MAX_BODY_BYTES", "DATABASE_URL"):
+    for name in ("GATEWAY_PORT", "ENVIRONMENT", "MAX_BODY_BYTES", "DATABASE_URL", "WORKER_CLAIM_LINGER_MS"):
         assert name in err
 
 

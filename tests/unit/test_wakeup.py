@@ -151,6 +151,59 @@ async def test_a_freed_slot_takes_the_next_due_job_at_once(redis_server: RedisSe
     assert sorted(ran.messages) == [f"job {i}" for i in range(4)]
 
 
+async def preload_straggler_group(redis: ArqRedis, *, straggler_seconds: float) -> None:
+    """Two jobs claimed first (the straggler and a quick one), then two quick ones waiting."""
+    await enqueue(redis, "straggler", seconds=straggler_seconds)
+    await enqueue(redis, "quick")
+    await asyncio.sleep(0.01)  # a later score: claimed after the first two
+    await enqueue(redis, "waiting 1")
+    await enqueue(redis, "waiting 2")
+
+
+async def test_while_jobs_wait_a_freed_slot_waits_for_the_running_jobs(
+    redis_server: RedisServer, redis: ArqRedis
+) -> None:
+    ran = Ran()
+    await preload_straggler_group(redis, straggler_seconds=0.3)
+    async with running(worker_for(redis_server, ran, max_jobs=2, claim_linger=SOON), redis):
+        await until_ran(ran, 4)
+
+    # The quick job's slot waited for the straggler: the two waiting jobs were claimed together.
+    assert ran.messages[:2] == ["quick", "straggler"]
+    assert sorted(ran.messages[2:]) == ["waiting 1", "waiting 2"]
+
+
+async def test_without_a_linger_each_freed_slot_takes_a_job_at_once(redis_server: RedisServer, redis: ArqRedis) -> None:
+    ran = Ran()
+    await preload_straggler_group(redis, straggler_seconds=0.3)
+    async with running(worker_for(redis_server, ran, max_jobs=2, claim_linger=0), redis):
+        await until_ran(ran, 4)
+
+    assert ran.messages[-1] == "straggler"
+
+
+async def test_a_freed_slot_waits_no_longer_than_the_linger(redis_server: RedisServer, redis: ArqRedis) -> None:
+    ran = Ran()
+    await preload_straggler_group(redis, straggler_seconds=SOON / 2)
+    async with running(worker_for(redis_server, ran, max_jobs=2, claim_linger=0.05), redis):
+        await until_ran(ran, 4)
+
+    assert ran.messages[-1] == "straggler"
+
+
+async def test_with_nothing_waiting_a_new_job_does_not_wait_for_running_ones(
+    redis_server: RedisServer, redis: ArqRedis
+) -> None:
+    ran = Ran()
+    async with running(worker_for(redis_server, ran, max_jobs=2, claim_linger=SOON), redis):
+        await enqueue(redis, "long", seconds=SOON / 2)
+        await asyncio.sleep(0.2)  # the long job runs, the other slot waits for hand-overs
+        await enqueue(redis, "new")
+        await until_ran(ran, 1)
+
+        assert ran.messages == ["new"]
+
+
 async def test_a_job_running_elsewhere_is_left_alone(redis_server: RedisServer, redis: ArqRedis) -> None:
     ran = Ran()
     elsewhere = await enqueue(redis, "elsewhere")
