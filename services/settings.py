@@ -94,7 +94,8 @@ class Settings(BaseSettings):
         le=1000,
         description=(
             "While jobs wait for a free slot, a freed slot waits this long at most for the worker's other "
-            "running jobs to end, so that one look takes them all together; 0: take each slot as it frees."
+            "running jobs to end, so that one look claims them all and their ends share the ledger commit "
+            "of the next jobs' starts; 0: take each slot as it frees."
         ),
     )
     job_timeout_seconds: float = Field(default=60.0, gt=0, description="A job running longer is stopped.")

@@ -17,6 +17,13 @@ job, retries, timeouts, aborts, cron, health checks, signals, burst mode) and ch
   trips; claimed as each slot frees, a worker's jobs drift apart into small groups that never
   merge again (measured, draining write_log with two workers: nine and one instead of ten, twice
   the claims, commits and MULTI/EXECs per job, and a fifth less throughput).
+* **When a slot frees.** When the job hands in its attempt's end (``AttemptBook.on_end``): its
+  own work is over, and what remains (the ledger's commit, ARQ's end in Redis) is the worker's
+  bookkeeping. While due jobs wait, the attempt book keeps those ends (``AttemptBook.hold``) until
+  the look that follows has claimed the next jobs and sent their starts: the ends of a group and
+  the starts of the next share one statement and one commit, and the claim's round trip overlaps
+  the jobs' ends instead of following them. User code still runs in at most ``max_jobs`` jobs at
+  once; a job's task lives on until its end is written.
 * **How it takes jobs.** One Lua script reads the due job ids and claims as many as it has free
   slots, setting ARQ's ``arq:in-progress:<id>`` key on each as ARQ's WATCH/MULTI does (a job
   running elsewhere is skipped), does for each the commands ARQ's ``run_job`` starts with (read
@@ -146,6 +153,8 @@ class Worker(ClaimedJobRunner):
         )
         self._handoffs = Registrations(self.queue_name)
         self._listening = False  # subscribed to the wake channel and our hand-off channel
+        self._freed_early: set[str] = set()  # jobs whose slot was freed when they handed in their end
+        self._book_held: asyncio.TimerHandle | None = None  # the attempt book is held: the release's deadline
         self._renewed = False  # the hand-off channel changed: free the slots of the old one's registrations
         self._offering = ""  # the registration the claim in flight may make
         self._early: handoff.Handoff | None = None  # a job handed to it before the claim's reply came
@@ -179,11 +188,17 @@ class Worker(ClaimedJobRunner):
         self.ctx["redis"] = self.pool
         if self.on_startup:
             await self.on_startup(self.ctx)
+        attempts: AttemptBook | None = self.ctx.get("attempts")
+        if attempts is not None:
+            attempts.on_end = self._end_handed_in
         listener = asyncio.create_task(self._listen(), name="wakeup-listener")
         try:
             while True:
                 self._wake.clear()
-                await self._poll_iteration()
+                try:
+                    await self._poll_iteration()
+                finally:
+                    self._release_book()  # in case the iteration did not get to its claim
                 if self.burst:
                     if 0 <= self.max_burst_jobs <= self._jobs_started():
                         await asyncio.gather(*self.tasks.values())
@@ -193,6 +208,7 @@ class Worker(ClaimedJobRunner):
                         return
                 await self._wait_for_work()
         finally:
+            self._release_book()
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
@@ -222,6 +238,36 @@ class Worker(ClaimedJobRunner):
                 while self._running_jobs() > 0:
                     self._wake.clear()
                     await self._wake.wait()
+
+    def _end_handed_in(self, job_id: str) -> None:
+        """A job handed in its attempt's end: free its slot now; while due jobs wait, hold the book.
+
+        The hold lasts until the next look has sent the starts of what it claimed
+        (:meth:`_release_book`), at most ``claim_linger`` and a second.
+        """
+        if job_id not in self.tasks or job_id in self._freed_early:
+            return
+        self._freed_early.add(job_id)
+        if self._more_waiting and self.allow_pick_jobs and self.claim_linger_s > 0 and self._book_held is None:
+            attempts: AttemptBook = self.ctx["attempts"]
+            attempts.hold()
+            self._book_held = self.loop.call_later(self.claim_linger_s + 1.0, self._release_book)
+        self._release_sem_dec_counter_on_complete()
+
+    def _release_book(self) -> None:
+        """End the attempt book's hold, if there is one: the kept ends go in its next batch."""
+        if self._book_held is not None:
+            self._book_held.cancel()
+            self._book_held = None
+            attempts: AttemptBook = self.ctx["attempts"]
+            attempts.release()
+
+    def _job_task_done(self, job_id: str) -> None:
+        """A job's task ended: free its slot, unless it was freed when the job handed in its end."""
+        if job_id in self._freed_early:
+            self._freed_early.discard(job_id)
+        else:
+            self._release_sem_dec_counter_on_complete()
 
     def _running_jobs(self) -> int:
         """Slots taken by jobs (not held for a hand-over on its way)."""
@@ -334,10 +380,13 @@ class Worker(ClaimedJobRunner):
         if self._renewed:
             await self._free_renewed_slots()
         held = 1 if self._handoffs.registered is not None else 0  # freed if the claim withdraws it
-        if self.allow_pick_jobs and self.job_counter - held < self.max_jobs:
-            await self._claim_and_start(room=min(self.max_jobs - self.job_counter, count), count=count)
-        else:  # no room: look again when a job ends (or at the next poll)
-            self._next_due_ms, self._more_waiting = None, self.allow_pick_jobs
+        try:
+            if self.allow_pick_jobs and self.job_counter - held < self.max_jobs:
+                await self._claim_and_start(room=min(self.max_jobs - self.job_counter, count), count=count)
+            else:  # no room: look again when a job ends (or at the next poll)
+                self._next_due_ms, self._more_waiting = None, self.allow_pick_jobs
+        finally:
+            self._release_book()  # the claimed jobs' starts are on their way: the kept ends join them
         now = asyncio.get_running_loop().time()
         if self.allow_abort_jobs and now - self._last_abort_check >= self.poll_delay_s:
             self._last_abort_check = now
@@ -404,7 +453,7 @@ class Worker(ClaimedJobRunner):
         if attempts is not None and not job_id.startswith(CRON_PREFIX):
             started = attempts.begin(job_id)  # the ledger start goes out now, while the job gets under way
         task = self.loop.create_task(self.run_claimed(job_id, score, fetched))
-        task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+        task.add_done_callback(lambda _: self._job_task_done(job_id))
         self.tasks[job_id] = task
         return started
 

@@ -131,3 +131,51 @@ async def test_callers_are_not_left_waiting_when_the_batch_runner_is_cancelled()
     results = await asyncio.gather(first, second, return_exceptions=True)
 
     assert all(isinstance(r, asyncio.CancelledError) for r in results)
+
+
+async def test_a_held_batcher_keeps_deferred_items_until_released() -> None:
+    run = Recorder()
+    batcher = Batcher(run)
+    batcher.hold()
+    deferred = [asyncio.create_task(batcher.submit(i, defer=True)) for i in (1, 2)]
+    await asyncio.sleep(0.01)
+
+    assert run.batches == []
+    assert not any(task.done() for task in deferred)
+
+    batcher.release()
+    assert await asyncio.gather(*deferred) == [10, 20]
+    assert run.batches == [[1, 2]]
+    assert not batcher.held
+
+
+async def test_an_item_not_deferred_starts_a_batch_that_takes_the_held_ones_along() -> None:
+    run = Recorder()
+    batcher = Batcher(run)
+    batcher.hold()
+    deferred = asyncio.create_task(batcher.submit(1, defer=True))
+    await asyncio.sleep(0)
+
+    assert await batcher.submit(2) == 20
+    assert await deferred == 10
+    assert run.batches == [[1, 2]]
+    assert batcher.held  # still held: the next deferred item waits again
+    later = asyncio.create_task(batcher.submit(3, defer=True))
+    await asyncio.sleep(0.01)
+    assert not later.done()
+    batcher.release()
+    assert await later == 30
+
+
+async def test_holding_does_not_stop_the_batch_already_running() -> None:
+    run = Recorder()
+    batcher = Batcher(run)
+    run.release.clear()
+    first = asyncio.create_task(batcher.submit(1, defer=True))
+    await asyncio.sleep(0)  # the submit: its batch's runner is created
+    await asyncio.sleep(0)  # the runner: its batch runs
+    assert run.batches == [[1]]
+    batcher.hold()
+    run.release.set()
+
+    assert await first == 10

@@ -14,16 +14,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 from arq.jobs import Job, JobStatus, SerializationError
 from arq.worker import func
 
-from services import queue
+from services import ledger, queue
+from services.contract import JobStatus as LedgerStatus
+from services.jobs.attempts import AttemptBook, End, Operation
 from services.jobs.leases import LeaseKeeper
 from services.jobs.wakeup import Worker
 from services.serialization import deserialize, serialize
+from tests.support.ledger_jobs import insert_job
 from tests.support.redis_server import RedisServer
 
 QUEUE = "wakeup-test:queue"
@@ -202,6 +206,56 @@ async def test_with_nothing_waiting_a_new_job_does_not_wait_for_running_ones(
         await until_ran(ran, 1)
 
         assert ran.messages == ["new"]
+
+
+class RecordingBook(AttemptBook):
+    """An attempt book that records what each of its statements wrote."""
+
+    def __init__(self, db: asyncpg.Pool, *, worker_id: str) -> None:
+        super().__init__(db, worker_id=worker_id)
+        self.statements: list[list[str]] = []
+
+    async def _write(self, operations: list[Operation]) -> list[ledger.Started | None]:
+        kinds = ["start" if isinstance(op, str) else "end" if isinstance(op, End) else "effect" for op in operations]
+        self.statements.append(kinds)
+        return await super()._write(operations)
+
+
+async def test_while_jobs_wait_a_group_ends_in_the_commit_that_starts_the_next(
+    redis_server: RedisServer, redis: ArqRedis, db_pool: asyncpg.Pool
+) -> None:
+    async def booked(ctx: dict[str, Any]) -> None:
+        started = await ctx["attempts"].start(ctx["job_id"])
+        await ctx["attempts"].finish(job_id=ctx["job_id"], attempt=started.attempt, status=LedgerStatus.succeeded)
+
+    ids = [await insert_job(db_pool) for _ in range(6)]
+    entries = [queue.Entry("booked", job_id) for job_id in ids]
+    await queue.enqueue(redis, entries, queue_name=QUEUE, serializer=serialize)
+    worker = Worker(
+        [func(booked, name="booked")],
+        redis_pool=arq_redis(redis_server),
+        queue_name=QUEUE,
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        handle_signals=False,
+        poll_delay=LONG_POLL,
+        max_jobs=2,
+        claim_linger=SOON,
+    )
+    worker.ctx["attempts"] = book = RecordingBook(db_pool, worker_id="w-groups")
+
+    async def all_succeeded() -> bool:
+        jobs = [await ledger.get_job(db_pool, job_id) for job_id in ids]
+        return all(job is not None and job.status is LedgerStatus.succeeded for job in jobs)
+
+    async with running(worker, redis):
+        await soon(all_succeeded)
+        await soon(lambda: queue_empty(redis))
+
+    # Three groups of two: the ends of the first two shared the statement of the next starts.
+    assert ["end", "end", "start", "start"] in [sorted(kinds) for kinds in book.statements], book.statements
+    for job_id in ids:
+        assert [a.outcome for a in await ledger.get_attempts(db_pool, job_id)] == ["succeeded"]
 
 
 async def test_a_job_running_elsewhere_is_left_alone(redis_server: RedisServer, redis: ArqRedis) -> None:
