@@ -19,7 +19,7 @@ import pytest
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 from arq.jobs import Job, JobStatus, SerializationError
-from arq.worker import func
+from arq.worker import Function, func
 
 from services import ledger, queue
 from services.contract import JobStatus as LedgerStatus
@@ -61,8 +61,13 @@ def worker_for(server: RedisServer, ran: Ran, **options: Any) -> Worker:
         ran.changed.set()
         return message
 
+    return worker_with(server, [func(record, name="record")], **options)
+
+
+def worker_with(server: RedisServer, functions: list[Function], **options: Any) -> Worker:
+    """Our worker on the test queue, with a very long poll delay unless told otherwise."""
     return Worker(
-        [func(record, name="record")],
+        functions,
         redis_pool=arq_redis(server),
         queue_name=QUEUE,
         job_serializer=serialize,
@@ -231,17 +236,7 @@ async def test_while_jobs_wait_a_group_ends_in_the_commit_that_starts_the_next(
     ids = [await insert_job(db_pool) for _ in range(6)]
     entries = [queue.Entry("booked", job_id) for job_id in ids]
     await queue.enqueue(redis, entries, queue_name=QUEUE, serializer=serialize)
-    worker = Worker(
-        [func(booked, name="booked")],
-        redis_pool=arq_redis(redis_server),
-        queue_name=QUEUE,
-        job_serializer=serialize,
-        job_deserializer=deserialize,
-        handle_signals=False,
-        poll_delay=LONG_POLL,
-        max_jobs=2,
-        claim_linger=SOON,
-    )
+    worker = worker_with(redis_server, [func(booked, name="booked")], max_jobs=2, claim_linger=SOON)
     worker.ctx["attempts"] = book = RecordingBook(db_pool, worker_id="w-groups")
 
     async def all_succeeded() -> bool:
