@@ -7,6 +7,13 @@ session state behind (no ``SET``, ``LISTEN``, advisory lock or cursor outside a 
 gateway's LISTEN has a connection of its own), so :func:`create_pool` skips that query. asyncpg
 still rolls back a transaction left open on a connection before it is reused.
 
+A connection whose protocol got out of step with the server raises asyncpg's
+``InternalClientError`` ("cannot switch to state 11; another operation (2) is in progress": seen
+when Postgres stops while a statement waits on a lock, MagicStack/asyncpg#1069) on every use after;
+without the reset query nothing would notice, and the pool would hand it out again and again. Our
+connections (:class:`Connection`) close themselves when a statement raises it, so the pool replaces
+them, and the error counts as a connection failure (:data:`CONNECTION_ERRORS`).
+
 A connection that cannot be made fails with :class:`DatabaseUnreachable` (a ``ConnectionError``)
 whatever the socket said: asyncio raises a plain ``OSError("Multiple exceptions: ...")`` when a
 host name has several addresses and each refused, and a missing Unix socket is a
@@ -16,8 +23,10 @@ host name has several addresses and each refused, and a missing Unix socket is a
 
 from __future__ import annotations
 
+import functools
 import socket
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -28,8 +37,35 @@ CONNECTION_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.InternalClientError,
 )
 """A batched write failing with these fails for every caller of the batch (no point trying them one by one)."""
+
+R = TypeVar("R")
+
+
+def _closing_when_out_of_step(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+    @functools.wraps(method)
+    async def run(connection: asyncpg.Connection, *args: Any, **kwargs: Any) -> R:
+        try:
+            return await method(connection, *args, **kwargs)
+        except asyncpg.InternalClientError:
+            connection.terminate()  # unusable from now on: the pool makes a new one
+            raise
+
+    return run
+
+
+class Connection(asyncpg.Connection):
+    """asyncpg's connection, closed as soon as a statement finds its protocol out of step."""
+
+    execute = _closing_when_out_of_step(asyncpg.Connection.execute)  # type: ignore[assignment]
+    executemany = _closing_when_out_of_step(asyncpg.Connection.executemany)  # type: ignore[assignment]
+    fetch = _closing_when_out_of_step(asyncpg.Connection.fetch)  # type: ignore[assignment]
+    fetchrow = _closing_when_out_of_step(asyncpg.Connection.fetchrow)  # type: ignore[assignment]
+    fetchval = _closing_when_out_of_step(asyncpg.Connection.fetchval)  # type: ignore[assignment]
 
 
 class DatabaseUnreachable(ConnectionError):
@@ -54,7 +90,9 @@ async def _nothing_to_reset(connection: asyncpg.Connection) -> None:
 async def create_pool(dsn: str, **options: Any) -> asyncpg.Pool:
     """An asyncpg pool on ``dsn`` (``options`` as for ``asyncpg.create_pool``) without the reset query.
 
-    Its connections are made by :func:`_connect`.
+    Its connections are :class:`Connection`, made by :func:`_connect`.
     """
-    pool: asyncpg.Pool = await asyncpg.create_pool(dsn, reset=_nothing_to_reset, connect=_connect, **options)
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        dsn, reset=_nothing_to_reset, connect=_connect, connection_class=Connection, **options
+    )
     return pool

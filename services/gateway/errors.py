@@ -17,6 +17,8 @@ DATABASE_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.InterfaceError,
     asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.InternalClientError,  # a connection out of step with the server (services.database)
     asyncpg.TooManyConnectionsError,
 )
 """Errors that mean Postgres cannot be reached: answered with 503, never 500."""

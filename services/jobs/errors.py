@@ -39,6 +39,8 @@ _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.DeadlockDetectedError,
     asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.InternalClientError,  # a connection out of step with the server (services.database)
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
 )

@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from services.database import DatabaseUnreachable, create_pool
+from services.database import Connection, DatabaseUnreachable, _closing_when_out_of_step, create_pool
 from services.gateway.app import create_app
 from services.settings import Settings
 from tests.support.ports import free_port
@@ -90,3 +90,30 @@ async def test_the_gateway_answers_503_not_500(two_addresses: int) -> None:
     assert posted.status_code == 503, posted.text
     assert "Postgres" in posted.json()["detail"]
     assert read.status_code == 503, read.text
+
+
+async def test_the_pools_connections_close_themselves_when_out_of_step(database_dsn: str) -> None:
+    """A statement raising ``InternalClientError`` closes its connection; the pool hands out a new one.
+
+    The error is raised here by the method the wrapper calls (Postgres stopping while a statement
+    waits on a lock leaves a connection in that state only now and then); the connection, the pool
+    and the replacement are real.
+    """
+
+    async def out_of_step(connection: asyncpg.Connection, *args: Any, **kwargs: Any) -> Any:
+        raise asyncpg.InternalClientError("cannot switch to state 11; another operation (2) is in progress")
+
+    pool = await create_pool(database_dsn, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as proxy:
+            first = cast(Any, proxy)._con  # the connection behind the pool's proxy
+            assert isinstance(first, Connection)
+            with pytest.raises(asyncpg.InternalClientError):
+                await _closing_when_out_of_step(out_of_step)(first, "SELECT 1")
+            assert first.is_closed()
+
+        assert await pool.fetchval("SELECT 1") == 1
+        async with pool.acquire() as proxy:
+            assert cast(Any, proxy)._con is not first
+    finally:
+        await pool.close()
