@@ -61,6 +61,8 @@ def _closing_when_out_of_step(method: Callable[..., Awaitable[R]]) -> Callable[.
 class Connection(asyncpg.Connection):
     """asyncpg's connection, closed as soon as a statement finds its protocol out of step."""
 
+    __slots__ = ()
+
     execute = _closing_when_out_of_step(asyncpg.Connection.execute)  # type: ignore[assignment]
     executemany = _closing_when_out_of_step(asyncpg.Connection.executemany)  # type: ignore[assignment]
     fetch = _closing_when_out_of_step(asyncpg.Connection.fetch)  # type: ignore[assignment]
