@@ -74,11 +74,6 @@ class AttemptBook:
         """Write the ends kept since :meth:`hold` (in the next batch)."""
         self._book.release()
 
-    @property
-    def held(self) -> bool:
-        """True between :meth:`hold` and :meth:`release`."""
-        return self._book.held
-
     def begin(self, job_id: str) -> asyncio.Future[ledger.Started | None]:
         """Send ``job_id``'s start now, ahead of :meth:`start` (called as the worker claims the job or
         takes it handed over).
