@@ -30,17 +30,19 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-CONNECTION_ERRORS: tuple[type[Exception], ...] = (
-    OSError,
-    TimeoutError,
+POSTGRES_GONE: tuple[type[Exception], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
-    asyncpg.InternalClientError,
+    asyncpg.InternalClientError,  # a connection out of step with the server (see the module docstring)
 )
+"""asyncpg's errors that mean Postgres or the connection to it is gone, or refuses us for now: the
+workers retry the job (``services.jobs.errors``), the gateway answers 503 (``services.gateway.errors``)."""
+
+CONNECTION_ERRORS: tuple[type[Exception], ...] = (OSError, TimeoutError, *POSTGRES_GONE)
 """A batched write failing with these fails for every caller of the batch (no point trying them one by one)."""
 
 R = TypeVar("R")

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import socket
 
-import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+from services.database import POSTGRES_GONE
 
 DATABASE_ERRORS: tuple[type[Exception], ...] = (
     # Connection failures only: a plain OSError (a missing file, say) is a bug, not an outage.
     ConnectionError,
     socket.gaierror,
     TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
-    asyncpg.InternalClientError,  # a connection out of step with the server (services.database)
-    asyncpg.TooManyConnectionsError,
+    *POSTGRES_GONE,
 )
 """Errors that mean Postgres cannot be reached: answered with 503, never 500."""
 

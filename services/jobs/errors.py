@@ -13,6 +13,8 @@ import random
 import asyncpg
 import redis.exceptions
 
+from services.database import POSTGRES_GONE
+
 
 class JobError(Exception):
     """Base of the errors a job raises on purpose."""
@@ -32,15 +34,9 @@ _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     asyncio.TimeoutError,
     ConnectionError,
     OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.InterfaceError,
+    *POSTGRES_GONE,
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.DeadlockDetectedError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
-    asyncpg.InternalClientError,  # a connection out of step with the server (services.database)
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
 )
