@@ -115,6 +115,10 @@ class Drain:
     """Jobs per second between the 10th and the 90th percentile of finish times (steady state)."""
     overall_rate: float
     """Jobs over the time from the first start to the last finish."""
+    steady_from: float
+    """When the steady state began: the 10th percentile of finish times (seconds since the epoch)."""
+    steady_to: float
+    """When it ended: the 90th percentile of finish times."""
 
 
 def drain_rate(timings: Sequence[Timing]) -> Drain:
@@ -125,7 +129,24 @@ def drain_rate(timings: Sequence[Timing]) -> Drain:
     low, high = int(0.1 * n), int(0.9 * n) - 1
     steady = (high - low) / max(1e-9, finishes[high] - finishes[low])
     overall = n / max(1e-9, finishes[-1] - first_start)
-    return Drain(jobs=n, rate=steady, overall_rate=overall)
+    return Drain(jobs=n, rate=steady, overall_rate=overall, steady_from=finishes[low], steady_to=finishes[high])
+
+
+CPU_SAMPLE_SECONDS = 0.02
+"""How often a drain reads the machine's CPU times (one read of ``/proc/stat``)."""
+
+
+def use_between(samples: Sequence[tuple[float, host_cpu.Times]], start: float, end: float) -> host_cpu.Use | None:
+    """The machine's CPU use from the last sample at or before ``start`` to the first at or after ``end``.
+
+    ``samples`` are (time since the epoch, CPU times) in time order. None when they do not cover
+    the interval, or when the interval spans fewer than two sampling periods.
+    """
+    before = [s for s in samples if s[0] <= start]
+    after = [s for s in samples if s[0] >= end]
+    if not before or not after or after[0][0] - before[-1][0] < 2 * CPU_SAMPLE_SECONDS:
+        return None
+    return host_cpu.since(before[-1][1], after[0][1])
 
 
 async def drain(
@@ -140,20 +161,35 @@ async def drain(
 ) -> tuple[Drain, list[float], host_cpu.Use]:
     """Preload ``requests`` requests' jobs with no worker running, start the workers, time the drain.
 
-    Returns the drain, each worker's peak RSS (MiB), and the machine's CPU use from the workers
-    being up (their start-up is not counted) to the queue found empty.
+    Returns the drain, each worker's peak RSS (MiB), and the machine's CPU use over the drain's
+    steady state, the same stretch of time as its rate (from the 10th to the 90th percentile of
+    the finish times). The queue is found empty only at the next look (every 0.25 s), and the
+    workers take a moment to reach full speed: CPU use from the workers being up to that look
+    counts idle time that the rate does not, as much as a third of a short drain. When the steady
+    state is too short to sample, the use is that whole stretch instead.
     """
     job_ids = await system.preload(kind, requests, tag=tag)
     workers = await start_workers()
-    cpu = host_cpu.read()
+    samples: list[tuple[float, host_cpu.Times]] = []
+
+    async def sample() -> None:
+        while True:
+            samples.append((time.time(), host_cpu.read()))
+            await asyncio.sleep(CPU_SAMPLE_SECONDS)
+
+    sampler = asyncio.create_task(sample())
     try:
         # Polled slowly and cheaply: the drain's figures come from the jobs' own timings.
         await until(system.drained, within=within, what=f"{len(job_ids)} {kind} jobs drained", interval=0.25)
-        use = host_cpu.since(cpu)
         rss = [w.peak_rss_mib() for w in workers]
     finally:
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
         stop_workers()
-    return drain_rate(await system.timings(job_ids)), rss, use
+    result = drain_rate(await system.timings(job_ids))
+    use = use_between(samples, result.steady_from, result.steady_to) or host_cpu.since(samples[0][1], samples[-1][1])
+    return result, rss, use
 
 
 # --- A hanging SMTP server, for the crash measure -----------------------------------------------

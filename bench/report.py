@@ -198,8 +198,8 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     for kind in ("write_log", "signup"):
         metrics[f"scaling.{kind}"] = metrics[f"ours.drain_{kind}_2w"] / metrics[f"ours.drain_{kind}_1w"]
         # A second worker can only use the CPU that one worker's drain left idle: at the same CPU
-        # per job and the machine 100 % busy, two workers drain this many times what one does. Jobs
-        # cost more with two workers (measured: each worker's batches are half as large).
+        # per job and the machine 100 % busy, two workers drain this many times what one does. The
+        # busy % is over the drain's steady state (measures.drain), the stretch its rate is from.
         metrics[f"scaling_ceiling.{kind}"] = 100 / max(1e-9, metrics[f"ours.drain_{kind}_1w_busy"])
     metrics["host.steal_pct"] = float(results["host_cpu"]["steal_pct"])
     metrics["host.busy_pct"] = float(results["host_cpu"]["busy_pct"])
