@@ -117,8 +117,8 @@ async def drains(setups: Sequence[Workers], *, requests: dict[str, int], repetit
     """Drain rates of every setup, for each kind and 1 or 2 workers; setups take turns each repetition.
 
     One worker drains first in even repetitions, two in odd ones: each drain leaves its jobs in the
-    ledger, and a drain on a larger ledger (with autovacuum at work on it) costs Postgres more, so
-    neither count always gets the larger one.
+    ledger, and a drain on a larger ledger can cost Postgres more, so neither count always gets
+    the larger one.
     """
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {s.key: {} for s in setups}
     peak_rss = dict.fromkeys(runs, 0.0)
