@@ -88,6 +88,13 @@ async def run(config: Config) -> dict[str, Any]:
         env={},
         workdir=workdir,
     )
+    slow_smtp_port = free_port()
+    slow_sink = Proc(
+        "smtp-sink-5ms",
+        ["-m", "aiosmtpd", "--nosetuid", "-n", "-l", f"127.0.0.1:{slow_smtp_port}", "-c", "bench.slow_smtp.SlowSink"],
+        env={},
+        workdir=workdir,
+    )
     seed = SeedSystem(workdir)
     arq = ArqSystem(workdir, smtp_port=smtp_port)
     ours = OurSystem(workdir, smtp_port=smtp_port, lease_seconds=1.0 if config.smoke else None)
@@ -101,7 +108,9 @@ async def run(config: Config) -> dict[str, Any]:
     cpu = host_cpu.read()
     try:
         sink.start()
+        slow_sink.start()
         await _wait_port(smtp_port)
+        await _wait_port(slow_smtp_port)
         for system in (seed, arq, ours):
             await system.start()
             running.append(system)
@@ -143,6 +152,15 @@ async def run(config: Config) -> dict[str, Any]:
         )
         for key, figures in drained.items():
             workers[key].update(figures)
+        phases.say("workers: our signup drain, emails to an SMTP server that answers in 5 ms")
+        workers["ours"]["drain"].update(
+            await phases.waiting_drains(
+                ours,
+                smtp_port=slow_smtp_port,
+                requests=config.drain_signup_requests,
+                repetitions=config.repetitions,
+            )
+        )
         phases.say("crash recovery")
         results["systems"] = {
             "seed": {"gateway": front["seed"]},
@@ -161,6 +179,7 @@ async def run(config: Config) -> dict[str, Any]:
         for system in running:
             await system.stop()
         sink.stop()
+        slow_sink.stop()
         if os.environ.get("BENCH_KEEP_WORKDIR"):
             phases.say(f"work directory kept: {workdir}")
         else:

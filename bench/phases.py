@@ -160,6 +160,42 @@ async def drains(setups: Sequence[Workers], *, requests: dict[str, int], repetit
     }
 
 
+async def waiting_drains(ours: OurSystem, *, smtp_port: int, requests: int, repetitions: int) -> dict[str, Any]:
+    """Our signup drain with 1 and 2 workers, their emails to an SMTP server that answers in 5 ms.
+
+    Reported, not a target: on a machine this small one worker's drain of the instant sink keeps
+    more than one core busy, which leaves a second worker little to run on; with jobs that wait
+    for the network, as sending mail does, a worker's CPU is free meanwhile. One worker first in
+    even repetitions, two in odd ones, as :func:`drains`.
+    """
+    runs: dict[str, list[dict[str, Any]]] = {"1w": [], "2w": []}
+    for rep in range(repetitions):
+        for count in (1, 2) if rep % 2 == 0 else (2, 1):
+
+            async def start(count: int = count) -> Sequence[Proc]:
+                return await ours.start_workers(count, smtp_port=smtp_port)
+
+            result, _, use = await measures.drain(
+                ours,
+                kind="signup",
+                requests=requests,
+                start_workers=start,
+                stop_workers=ours.stop_workers,
+                tag=f"smtp-5ms-{count}-{rep}-{time.time_ns()}",
+            )
+            runs[f"{count}w"].append({**asdict(result), "host_cpu": asdict(use)})
+            say(f"  ours: drain signup (SMTP 5 ms) x{count}: {result.rate:,.0f} jobs/s{_host_text(use)}")
+    return {
+        f"signup_smtp_5ms_{label}": {
+            "rate": statistics.median(r["rate"] for r in results),
+            "host_busy_pct": statistics.median(r["host_cpu"]["busy_pct"] for r in results),
+            "jobs": results[0]["jobs"],
+            "runs": results,
+        }
+        for label, results in runs.items()
+    }
+
+
 async def our_crash(ours: OurSystem, *, repetitions: int) -> dict[str, Any]:
     """SIGKILL the worker running a job (two run); time until the other one starts it again."""
     samples = []
