@@ -78,23 +78,22 @@ async def _wait_port(port: int) -> None:
         await asyncio.sleep(0.05)
 
 
+def _smtp_sink(label: str, port: int, handler: str, workdir: Path) -> Proc:
+    """An aiosmtpd server on ``port`` whose messages go to ``handler`` (a class path), not started."""
+    return Proc(
+        label,
+        ["-m", "aiosmtpd", "--nosetuid", "-n", "-l", f"127.0.0.1:{port}", "-c", handler],
+        env={},
+        workdir=workdir,
+    )
+
+
 async def run(config: Config) -> dict[str, Any]:
     """Start the three systems, measure them phase by phase; return every figure."""
     workdir = Path(tempfile.mkdtemp(prefix="afterword-bench-"))
-    smtp_port = free_port()
-    sink = Proc(
-        "smtp-sink",
-        ["-m", "aiosmtpd", "--nosetuid", "-n", "-l", f"127.0.0.1:{smtp_port}", "-c", "aiosmtpd.handlers.Sink"],
-        env={},
-        workdir=workdir,
-    )
-    slow_smtp_port = free_port()
-    slow_sink = Proc(
-        "smtp-sink-5ms",
-        ["-m", "aiosmtpd", "--nosetuid", "-n", "-l", f"127.0.0.1:{slow_smtp_port}", "-c", "bench.slow_smtp.SlowSink"],
-        env={},
-        workdir=workdir,
-    )
+    smtp_port, slow_smtp_port = free_port(), free_port()
+    sink = _smtp_sink("smtp-sink", smtp_port, "aiosmtpd.handlers.Sink", workdir)
+    slow_sink = _smtp_sink("smtp-sink-5ms", slow_smtp_port, "bench.slow_smtp.SlowSink", workdir)
     seed = SeedSystem(workdir)
     arq = ArqSystem(workdir, smtp_port=smtp_port)
     ours = OurSystem(workdir, smtp_port=smtp_port, lease_seconds=1.0 if config.smoke else None)
