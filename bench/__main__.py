@@ -152,14 +152,13 @@ async def run(config: Config) -> dict[str, Any]:
         for key, figures in drained.items():
             workers[key].update(figures)
         phases.say("workers: our signup drain, emails to an SMTP server that answers in 5 ms")
-        workers["ours"]["drain"].update(
-            await phases.waiting_drains(
-                ours,
-                smtp_port=slow_smtp_port,
-                requests=config.drain_signup_requests,
-                repetitions=config.repetitions,
-            )
+        waited = await phases.drains(
+            [_waiting_setup(ours, smtp_port=slow_smtp_port)],
+            requests={"signup": config.drain_signup_requests},
+            repetitions=config.repetitions,
+            kinds=phases.WAITING_DRAINS,
         )
+        workers["ours"]["drain"].update(waited["ours"]["drain"])
         phases.say("crash recovery")
         results["systems"] = {
             "seed": {"gateway": front["seed"]},
@@ -202,6 +201,15 @@ def _worker_setups(arq: ArqSystem, ours: OurSystem) -> list[phases.Workers]:
         phases.Workers("ours", ours, ours.start_workers, ours.stop_workers, ours.accept_timed, ours.pickups_ms)
     )
     return setups
+
+
+def _waiting_setup(ours: OurSystem, *, smtp_port: int) -> phases.Workers:
+    """Our workers, their emails going to the SMTP server on ``smtp_port``."""
+
+    async def start(count: int) -> Sequence[Proc]:
+        return await ours.start_workers(count, smtp_port=smtp_port)
+
+    return phases.Workers("ours", ours, start, ours.stop_workers, ours.accept_timed, ours.pickups_ms)
 
 
 async def _forget_jobs(ours: OurSystem) -> None:

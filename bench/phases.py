@@ -24,6 +24,14 @@ from bench.systems import ArqSystem, OurSystem
 DRAINS = (("write_log", "process"), ("signup", "signup"))
 """Drain kinds: (name in the results, what is preloaded)."""
 
+WAITING_DRAINS = (("signup_smtp_5ms", "signup"),)
+"""Our signup drain again, its workers' emails to an SMTP server that answers in 5 ms.
+
+Reported, not a target: on a machine this small one worker's drain of the instant sink keeps more
+than one core busy, which leaves a second worker little to run on; with jobs that wait for the
+network, as sending mail does, a worker's CPU is free meanwhile.
+"""
+
 
 def say(text: str) -> None:
     """Progress on stderr (stdout carries the table)."""
@@ -113,8 +121,14 @@ async def idle_and_pickup(setup: Workers, *, idle: float, settle: float, jobs: i
     }
 
 
-async def drains(setups: Sequence[Workers], *, requests: dict[str, int], repetitions: int) -> dict[str, dict[str, Any]]:
-    """Drain rates of every setup, for each kind and 1 or 2 workers; setups take turns each repetition.
+async def drains(
+    setups: Sequence[Workers],
+    *,
+    requests: dict[str, int],
+    repetitions: int,
+    kinds: Sequence[tuple[str, str]] = DRAINS,
+) -> dict[str, dict[str, Any]]:
+    """Drain rates of every setup, for each of ``kinds`` and 1 or 2 workers; setups take turns each repetition.
 
     One worker drains first in even repetitions, two in odd ones: each drain leaves its jobs in the
     ledger, and a drain on a larger ledger can cost Postgres more, so neither count always gets
@@ -123,7 +137,7 @@ async def drains(setups: Sequence[Workers], *, requests: dict[str, int], repetit
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {s.key: {} for s in setups}
     peak_rss = dict.fromkeys(runs, 0.0)
     for rep in range(repetitions):
-        for name, kind in DRAINS:
+        for name, kind in kinds:
             for count in (1, 2) if rep % 2 == 0 else (2, 1):
                 for setup in setups:
 
@@ -157,42 +171,6 @@ async def drains(setups: Sequence[Workers], *, requests: dict[str, int], repetit
             "peak_rss_mib": peak_rss[key],
         }
         for key, by_label in runs.items()
-    }
-
-
-async def waiting_drains(ours: OurSystem, *, smtp_port: int, requests: int, repetitions: int) -> dict[str, Any]:
-    """Our signup drain with 1 and 2 workers, their emails to an SMTP server that answers in 5 ms.
-
-    Reported, not a target: on a machine this small one worker's drain of the instant sink keeps
-    more than one core busy, which leaves a second worker little to run on; with jobs that wait
-    for the network, as sending mail does, a worker's CPU is free meanwhile. One worker first in
-    even repetitions, two in odd ones, as :func:`drains`.
-    """
-    runs: dict[str, list[dict[str, Any]]] = {"1w": [], "2w": []}
-    for rep in range(repetitions):
-        for count in (1, 2) if rep % 2 == 0 else (2, 1):
-
-            async def start(count: int = count) -> Sequence[Proc]:
-                return await ours.start_workers(count, smtp_port=smtp_port)
-
-            result, _, use = await measures.drain(
-                ours,
-                kind="signup",
-                requests=requests,
-                start_workers=start,
-                stop_workers=ours.stop_workers,
-                tag=f"smtp-5ms-{count}-{rep}-{time.time_ns()}",
-            )
-            runs[f"{count}w"].append({**asdict(result), "host_cpu": asdict(use)})
-            say(f"  ours: drain signup (SMTP 5 ms) x{count}: {result.rate:,.0f} jobs/s{_host_text(use)}")
-    return {
-        f"signup_smtp_5ms_{label}": {
-            "rate": statistics.median(r["rate"] for r in results),
-            "host_busy_pct": statistics.median(r["host_cpu"]["busy_pct"] for r in results),
-            "jobs": results[0]["jobs"],
-            "runs": results,
-        }
-        for label, results in runs.items()
     }
 
 

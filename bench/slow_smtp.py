@@ -4,7 +4,7 @@ The bench's own sink (``aiosmtpd.handlers.Sink``) accepts a message at once, so 
 the signup mix measures the services and not the mail server. A real relay answers in
 milliseconds at best; while a job waits for it, its worker's CPU is free for other jobs, or for
 another worker. The bench runs this sink for one extra measure, two workers against one draining
-the signup mix (``bench.phases.waiting_drains``):
+the signup mix (``bench.phases.WAITING_DRAINS``):
 ``python -m aiosmtpd -n -c bench.slow_smtp.SlowSink`` (aiosmtpd builds the handler with no
 arguments, so the delay is :data:`DELAY_SECONDS`).
 """
