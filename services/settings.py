@@ -70,6 +70,14 @@ class Settings(BaseSettings):
     gateway_host: str = Field(default="127.0.0.1", description="Address the gateway listens on.")
     gateway_port: int = Field(default=8000, ge=1, le=65535, description="Port the gateway listens on.")
     max_body_bytes: int = Field(default=65_536, ge=1024, description="Larger request bodies get 413.")
+    stats_exact_count_limit: int = Field(
+        default=100_000,
+        ge=0,
+        description=(
+            "GET /stats counts a status's jobs exactly when Postgres' planner expects at most this many; "
+            "a larger count is the planner's estimate, named in jobs_by_status_estimated."
+        ),
+    )
     opentelemetry: bool = Field(
         default=False,
         description=(

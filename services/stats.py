@@ -1,10 +1,12 @@
 """Figures about the jobs, for ``GET /stats`` and the dashboard: counts, throughput, pickup latency.
 
-Everything is computed in Postgres from the jobs ledger, over a window of whole minutes that ends
-with the current one. Pickup latency is the time from a job's ``run_at`` (when it became due) to
-the start of its first attempt. A job run again by ``POST /jobs/{id}/retry`` gets a new ``run_at``
-after its first attempt ended; such first attempts are left out, and a negative latency (clocks
-of the gateway and Postgres a little apart) counts as 0.
+Everything is computed in Postgres from the jobs ledger: the counts per status over the whole
+ledger (a status with more jobs than a limit is estimated, see :func:`jobs_by_status`), the rest
+over a window of whole minutes that ends with the current one. Pickup latency is the time from a
+job's ``run_at`` (when it became due) to the start of its first attempt. A job run again by
+``POST /jobs/{id}/retry`` gets a new ``run_at`` after its first attempt ended; such first attempts
+are left out, and a negative latency (clocks of the gateway and Postgres a little apart) counts
+as 0.
 """
 
 from __future__ import annotations
@@ -101,13 +103,28 @@ def _latency(values: Sequence[float] | None) -> Latency:
     return Latency(p50=p50, p95=p95, p99=p99)
 
 
-async def jobs_by_status(db: Executor) -> dict[JobStatus, int]:
-    """How many jobs of the ledger are in each status (every status is named, 0 included)."""
-    rows = await db.fetch("SELECT status, count(*) AS n FROM jobs GROUP BY status")
-    counts = dict.fromkeys(JobStatus, 0)
-    for row in rows:
-        counts[JobStatus(row["status"])] = row["n"]
-    return counts
+@dataclass(frozen=True)
+class StatusCounts:
+    """Jobs of the ledger per status (every status named, 0 included), and which are estimates."""
+
+    counts: dict[JobStatus, int]
+    estimated: frozenset[JobStatus]
+
+
+async def jobs_by_status(db: Executor, *, exact_limit: int) -> StatusCounts:
+    """How many jobs of the ledger are in each status, without reading the whole ledger.
+
+    A status that the planner expects to have at most ``exact_limit`` jobs is counted exactly
+    (through the status index); a larger one gets the planner's estimate, from the statistics
+    that autovacuum keeps (``migrations/0006_job_counts.sql``), and is named in ``estimated``.
+    """
+    statuses = [status.value for status in JobStatus]
+    rows = await db.fetch("SELECT * FROM afterword_job_counts($1::text[], $2)", statuses, exact_limit)
+    by_status = {JobStatus(row["status"]): row for row in rows}
+    return StatusCounts(
+        counts={status: int(by_status[status]["jobs"]) for status in JobStatus},
+        estimated=frozenset(status for status in JobStatus if by_status[status]["estimated"]),
+    )
 
 
 async def throughput(db: Executor, *, minutes: int) -> list[Minute]:

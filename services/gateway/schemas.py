@@ -184,6 +184,12 @@ class StatsView(BaseModel):
     minutes: int = Field(description="The window of the per-minute figures.")
     queue_depth: int | None = Field(description="Jobs on the ARQ queue (ZCARD); null when Redis is down.")
     jobs_by_status: dict[JobStatus, int] = Field(description="Jobs of the ledger per status (every status named).")
+    jobs_by_status_estimated: list[JobStatus] = Field(
+        description=(
+            "The statuses whose count is Postgres' estimate rather than exact: those expected to have more "
+            "than STATS_EXACT_COUNT_LIMIT jobs."
+        )
+    )
     throughput: list[ThroughputMinute] = Field(description="One entry per minute of the window, oldest first.")
     pickup_latency_ms: Percentiles = Field(
         description="From a job's run_at to the start of its first attempt, over the window."

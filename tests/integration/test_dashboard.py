@@ -21,7 +21,9 @@ import httpx
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Error, Page, async_playwright, expect
 
+from services.contract import JobStatus
 from tests.support.jobs_client import wait_for_job
+from tests.support.ledger_rows import LEDGER, estimating_gateway
 from tests.support.lone_gateway import lone_gateway
 from tests.support.observers import Observer
 from tests.support.services import REPO
@@ -285,3 +287,18 @@ async def test_with_api_keys_the_page_asks_for_a_key_once_and_keeps_it(laptop: W
         await expect(row).to_have_attribute("data-status", "cancelled", timeout=UPDATE_MS)
         await expect(dialog).to_be_hidden()
         assert (await secured.get(f"/jobs/{second}")).json()["status"] == "cancelled"
+
+
+# A ledger larger than STATS_EXACT_COUNT_LIMIT: the estimated count is marked as such.
+
+
+async def test_an_estimated_count_shows_as_approximate(laptop: Watched, tmp_path: Path) -> None:
+    page = laptop.page
+    async with estimating_gateway(tmp_path, label="dashboard-estimating-gateway") as url:
+        await laptop.open(f"{url}/dashboard")
+        succeeded = page.locator('[data-testid="status-count"][data-status="succeeded"] b')
+        failed = page.locator('[data-testid="status-count"][data-status="failed"] b')
+
+        await expect(succeeded).to_have_text(re.compile(r"^≈ \d+$"))
+        await expect(succeeded).to_have_attribute("title", "estimated by Postgres")
+        await expect(failed).to_have_text(str(LEDGER[JobStatus.failed]))

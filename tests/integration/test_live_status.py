@@ -210,6 +210,7 @@ async def test_stats_has_its_shape_and_moves_when_jobs_run(client: httpx.AsyncCl
     assert set(after) >= {"queue_depth", "jobs_by_status", "throughput", "pickup_latency_ms", "workers"}
     assert isinstance(after["queue_depth"], int)
     assert set(after["jobs_by_status"]) == {status.value for status in JobStatus}
+    assert after["jobs_by_status_estimated"] == []  # a test ledger is far below STATS_EXACT_COUNT_LIMIT
     assert after["jobs_by_status"]["succeeded"] >= before["jobs_by_status"]["succeeded"] + 3
     assert len(after["throughput"]) == 1440
     minutes = [datetime.fromisoformat(m["minute"]) for m in after["throughput"]]

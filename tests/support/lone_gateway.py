@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -33,9 +33,20 @@ async def wait_until_healthy(base_url: str, process: ServiceProcess, *, within: 
 
 
 @asynccontextmanager
-async def lone_gateway(workdir: Path, *, api_keys: str, label: str) -> AsyncIterator[tuple[str, ServiceProcess]]:
-    """Start the gateway with ``API_KEYS=api_keys``; yield its URL and process; remove it all after."""
-    dsn = await create_database()
+async def lone_gateway(
+    workdir: Path,
+    *,
+    api_keys: str,
+    label: str,
+    database_dsn: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> AsyncIterator[tuple[str, ServiceProcess]]:
+    """Start the gateway with ``API_KEYS=api_keys``; yield its URL and process; remove it all after.
+
+    It gets a database of its own, or ``database_dsn`` (migrated; left for the caller to drop),
+    and ``env`` on top of its environment.
+    """
+    dsn = database_dsn or await create_database()
     redis = RedisServer(workdir / "redis")
     port = free_port()
     env = {
@@ -47,6 +58,7 @@ async def lone_gateway(workdir: Path, *, api_keys: str, label: str) -> AsyncIter
         "LOG_FILE": str(workdir / "afterword.log"),
         "TEMP_DIR": str(workdir / "tmp"),
         "API_KEYS": api_keys,
+        **(env or {}),
     }
     gateway = ServiceProcess("services.gateway", env=env, workdir=workdir, label=label)
     try:
@@ -58,4 +70,5 @@ async def lone_gateway(workdir: Path, *, api_keys: str, label: str) -> AsyncIter
     finally:
         gateway.stop()
         redis.stop()
-        await drop_database(dsn)
+        if database_dsn is None:
+            await drop_database(dsn)

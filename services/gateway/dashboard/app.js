@@ -321,10 +321,15 @@
     if (!workers.length) list.append(el("li", { class: "empty", text: "No worker is alive." }));
   }
 
-  function renderCounts(counts) {
-    $("status-counts").replaceChildren(...STATUSES.map((status) => el("li",
-      { "data-testid": "status-count", "data-status": status },
-      el("span", { text: status.replace("_", " ") }), el("b", { text: counts[status] ?? 0 }))));
+  function renderCounts(counts, estimated) {
+    // A status with more jobs than STATS_EXACT_COUNT_LIMIT is Postgres' estimate: shown as "≈ n".
+    $("status-counts").replaceChildren(...STATUSES.map((status) => {
+      const approximate = estimated.includes(status);
+      const count = String(counts[status] ?? 0);
+      return el("li", { "data-testid": "status-count", "data-status": status },
+        el("span", { text: status.replace("_", " ") }),
+        el("b", approximate ? { text: `≈ ${count}`, title: "estimated by Postgres" } : { text: count }));
+    }));
   }
 
   const CHART = { width: 600, height: 180, left: 44, right: 8, top: 10, bottom: 22 };
@@ -440,7 +445,7 @@
     clockOffset = parseTime(stats.now) - Date.now();
     renderQueue(stats.queue_depth);
     renderWorkers(stats.workers);
-    renderCounts(stats.jobs_by_status);
+    renderCounts(stats.jobs_by_status, stats.jobs_by_status_estimated ?? []);
     renderThroughput(stats.throughput);
     renderLatency(stats);
   }

@@ -118,7 +118,7 @@ async def job_stats(
 ) -> StatsView:
     """Queue depth, jobs per status, throughput and pickup latency per minute, and the live workers."""
     by_status, per_minute, latency, latency_by_minute = await asyncio.gather(
-        stats.jobs_by_status(db),
+        stats.jobs_by_status(db, exact_limit=settings.stats_exact_count_limit),
         stats.throughput(db, minutes=minutes),
         stats.pickup_latency(db, minutes=minutes),
         stats.pickup_latency_by_minute(db, minutes=minutes),
@@ -134,7 +134,8 @@ async def job_stats(
         now=datetime.now(UTC),
         minutes=minutes,
         queue_depth=depth,
-        jobs_by_status=by_status,
+        jobs_by_status=by_status.counts,
+        jobs_by_status_estimated=[status for status in JobStatus if status in by_status.estimated],
         throughput=[ThroughputMinute(minute=m.minute, succeeded=m.succeeded, failed=m.failed) for m in per_minute],
         pickup_latency_ms=Percentiles(p50=latency.p50, p95=latency.p95, p99=latency.p99),
         pickup_latency_by_minute=[
