@@ -59,7 +59,7 @@ async def estimating_gateway(workdir: Path, *, label: str) -> AsyncIterator[str]
             api_keys="",
             label=label,
             database_dsn=dsn,
-            env={"STATS_EXACT_COUNT_LIMIT": str(EXACT_LIMIT)},
+            extra_env={"STATS_EXACT_COUNT_LIMIT": str(EXACT_LIMIT)},
         ) as (url, _gateway),
     ):
         yield url

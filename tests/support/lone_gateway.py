@@ -39,12 +39,12 @@ async def lone_gateway(
     api_keys: str,
     label: str,
     database_dsn: str | None = None,
-    env: Mapping[str, str] | None = None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[tuple[str, ServiceProcess]]:
     """Start the gateway with ``API_KEYS=api_keys``; yield its URL and process; remove it all after.
 
     It gets a database of its own, or ``database_dsn`` (migrated; left for the caller to drop),
-    and ``env`` on top of its environment.
+    and ``extra_env`` on top of its environment.
     """
     dsn = database_dsn or await create_database()
     redis = RedisServer(workdir / "redis")
@@ -58,7 +58,7 @@ async def lone_gateway(
         "LOG_FILE": str(workdir / "afterword.log"),
         "TEMP_DIR": str(workdir / "tmp"),
         "API_KEYS": api_keys,
-        **(env or {}),
+        **(extra_env or {}),
     }
     gateway = ServiceProcess("services.gateway", env=env, workdir=workdir, label=label)
     try:
