@@ -84,15 +84,17 @@ WHERE a.try = 1 AND a.started_at >= {_WINDOW_START}
   AND (a.finished_at IS NULL OR a.finished_at >= j.run_at)
 """
 
-_LATENCY = f"""
-SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]::float8[]) WITHIN GROUP (ORDER BY ms) FROM ({_PICKUPS}) AS p
-"""
-
-_LATENCY_BY_MINUTE = f"""
-SELECT date_trunc('minute', started_at) AS minute,
+# The whole window and each minute in one pass over the pickups, whose join to the jobs is most of
+# the cost: with 270,000 jobs started in 15 minutes, two queries took 631-677 ms and this one
+# 244-400 ms (medians of 7, three runs on a 2-vCPU VM). The row of the whole window
+# is the one with GROUPING(...) = 1, sorted last; it is there even when no job started (its
+# percentiles are then NULL).
+_LATENCIES = f"""
+SELECT GROUPING(date_trunc('minute', started_at)) = 1 AS whole, date_trunc('minute', started_at) AS minute,
        percentile_cont(ARRAY[0.5, 0.95, 0.99]::float8[]) WITHIN GROUP (ORDER BY ms) AS percentiles
 FROM ({_PICKUPS}) AS p
-GROUP BY 1 ORDER BY 1
+GROUP BY GROUPING SETS ((), (date_trunc('minute', started_at)))
+ORDER BY whole, minute
 """
 
 
@@ -133,15 +135,22 @@ async def throughput(db: Executor, *, minutes: int) -> list[Minute]:
     return [Minute(minute=r["minute"], succeeded=r["succeeded"], failed=r["failed"]) for r in rows]
 
 
-async def pickup_latency(db: Executor, *, minutes: int) -> Latency:
-    """Pickup latency percentiles over the last ``minutes`` minutes."""
-    return _latency(await db.fetchval(_LATENCY, minutes))
+@dataclass(frozen=True)
+class Pickups:
+    """Pickup latency percentiles over a window, and per minute of it."""
+
+    whole: Latency
+    by_minute: list[LatencyMinute]
+    """Minutes in which no job started are left out."""
 
 
-async def pickup_latency_by_minute(db: Executor, *, minutes: int) -> list[LatencyMinute]:
-    """Pickup latency percentiles per minute (minutes in which no job started are left out)."""
-    rows = await db.fetch(_LATENCY_BY_MINUTE, minutes)
-    return [LatencyMinute(minute=r["minute"], latency=_latency(r["percentiles"])) for r in rows]
+async def pickup_latency(db: Executor, *, minutes: int) -> Pickups:
+    """Pickup latency percentiles over the last ``minutes`` minutes, and per minute."""
+    *per_minute, whole = await db.fetch(_LATENCIES, minutes)  # the whole window's row comes last
+    return Pickups(
+        whole=_latency(whole["percentiles"]),
+        by_minute=[LatencyMinute(minute=r["minute"], latency=_latency(r["percentiles"])) for r in per_minute],
+    )
 
 
 async def queue_depth(redis: Redis, *, queue_name: str) -> int:

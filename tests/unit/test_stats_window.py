@@ -102,12 +102,12 @@ def _expected(values: Sequence[float]) -> stats.Latency:
 
 async def test_pickup_latency_over_the_window(ledger_db: tuple[asyncpg.Connection, datetime]) -> None:
     db, _ = ledger_db
-    assert await stats.pickup_latency(db, minutes=WINDOW) == _expected(FIRST + SECOND)
+    assert (await stats.pickup_latency(db, minutes=WINDOW)).whole == _expected(FIRST + SECOND)
 
 
 async def test_pickup_latency_per_minute(ledger_db: tuple[asyncpg.Connection, datetime]) -> None:
     db, minute = ledger_db
-    by_minute = await stats.pickup_latency_by_minute(db, minutes=WINDOW)
+    by_minute = (await stats.pickup_latency(db, minutes=WINDOW)).by_minute
     assert by_minute == [
         stats.LatencyMinute(minute=minute - timedelta(minutes=3), latency=_expected(FIRST)),
         stats.LatencyMinute(minute=minute - timedelta(minutes=2), latency=_expected(SECOND)),
@@ -116,8 +116,8 @@ async def test_pickup_latency_per_minute(ledger_db: tuple[asyncpg.Connection, da
 
 async def test_no_start_in_the_window_gives_no_latency(ledger_db: tuple[asyncpg.Connection, datetime]) -> None:
     db, _ = ledger_db
-    assert await stats.pickup_latency(db, minutes=1) == stats.Latency(p50=None, p95=None, p99=None)
-    assert await stats.pickup_latency_by_minute(db, minutes=1) == []
+    pickups = await stats.pickup_latency(db, minutes=1)
+    assert pickups == stats.Pickups(whole=stats.Latency(p50=None, p95=None, p99=None), by_minute=[])
 
 
 async def test_throughput_per_minute(ledger_db: tuple[asyncpg.Connection, datetime]) -> None:

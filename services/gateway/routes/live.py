@@ -117,11 +117,10 @@ async def job_stats(
     minutes: Annotated[int, Query(ge=1, le=1440, description="The window of the per-minute figures.")] = 15,
 ) -> StatsView:
     """Queue depth, jobs per status, throughput and pickup latency per minute, and the live workers."""
-    by_status, per_minute, latency, latency_by_minute = await asyncio.gather(
+    by_status, per_minute, pickups = await asyncio.gather(
         stats.jobs_by_status(db, exact_limit=settings.stats_exact_count_limit),
         stats.throughput(db, minutes=minutes),
         stats.pickup_latency(db, minutes=minutes),
-        stats.pickup_latency_by_minute(db, minutes=minutes),
     )
     depth: int | None
     try:
@@ -137,10 +136,10 @@ async def job_stats(
         jobs_by_status=by_status.counts,
         jobs_by_status_estimated=[status for status in JobStatus if status in by_status.estimated],
         throughput=[ThroughputMinute(minute=m.minute, succeeded=m.succeeded, failed=m.failed) for m in per_minute],
-        pickup_latency_ms=Percentiles(p50=latency.p50, p95=latency.p95, p99=latency.p99),
+        pickup_latency_ms=Percentiles(p50=pickups.whole.p50, p95=pickups.whole.p95, p99=pickups.whole.p99),
         pickup_latency_by_minute=[
             LatencyMinute(minute=m.minute, p50=m.latency.p50, p95=m.latency.p95, p99=m.latency.p99)
-            for m in latency_by_minute
+            for m in pickups.by_minute
         ],
         workers=[WorkerView(id=w.id, host=w.host, pid=w.pid, last_beat=w.last_beat) for w in alive],
     )
