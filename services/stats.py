@@ -86,7 +86,7 @@ WHERE a.try = 1 AND a.started_at >= {_WINDOW_START}
 
 # The whole window and each minute in one pass over the pickups, whose join to the jobs is most of
 # the cost: with 270,000 jobs started in 15 minutes, two queries took 631-677 ms and this one
-# 244-400 ms (medians of 7, three runs on a 2-vCPU VM). The row of the whole window
+# 244-400 ms (medians of 7 calls, each measured twice, on a 2-vCPU VM). The row of the whole window
 # is the one with GROUPING(...) = 1, sorted last; it is there even when no job started (its
 # percentiles are then NULL).
 _LATENCIES = f"""
