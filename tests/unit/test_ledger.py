@@ -164,6 +164,21 @@ async def test_start_attempt_after_a_retry_opens_the_next_attempt(db_pool: async
     ]
 
 
+async def test_each_attempt_records_the_due_time_it_started_against(db_pool: asyncpg.Pool) -> None:
+    job_id = await insert_job(db_pool)
+    first = await ledger.start_attempt(db_pool, job_id=job_id, worker="w1")
+    await ledger.finish_attempt(db_pool, job_id=job_id, attempt=first.attempt, status=JobStatus.failed, error="e")
+    first_due = (await _record(db_pool, job_id)).run_at
+    rerun = await ledger.requeue_for_retry(db_pool, job_id=job_id)  # POST /jobs/{id}/retry: a new run_at
+    assert rerun is not None
+    assert rerun.run_at > first_due
+
+    await ledger.start_attempt(db_pool, job_id=job_id, worker="w2")
+
+    due = await db_pool.fetch("SELECT try, due_at FROM job_attempts WHERE job_id = $1 ORDER BY try", job_id)
+    assert [(row["try"], row["due_at"]) for row in due] == [(1, first_due), (2, rerun.run_at)]
+
+
 async def test_start_attempt_closes_an_attempt_a_dead_worker_left_open(db_pool: asyncpg.Pool) -> None:
     job_id = await insert_job(db_pool)
     await ledger.start_attempt(db_pool, job_id=job_id, worker="dead")

@@ -1,5 +1,8 @@
 """The window figures of ``GET /stats`` (throughput, pickup latency) on a ledger written by hand.
 
+Each first attempt carries the due time its start recorded (``due_at``, migration 0007) as
+``afterword_start_attempt`` writes it: its job's ``run_at`` at that moment.
+
 A database of its own, so that nothing else lands in the window. The jobs sit 3 and 2 minutes
 before the minute the module starts in, inside a 10-minute window even if a minute turns during
 the test.
@@ -57,7 +60,8 @@ async def ledger_db() -> AsyncIterator[tuple[asyncpg.Connection, datetime]]:
         Row("failed", second + timedelta(seconds=10), 7, try_=2),  # its second start is not a pickup
         Row("succeeded", minute - timedelta(minutes=WINDOW + 5), 5),  # before the window
     ]
-    # Run again by POST /jobs/{id}/retry: a new run_at after its first attempt ended. Left out.
+    # Run again by POST /jobs/{id}/retry: a new run_at after its first attempt ended, which keeps
+    # the due time it started against (5 ms before it).
     rerun = second + timedelta(seconds=30)
     try:
         for i, row in enumerate(rows):
@@ -70,9 +74,9 @@ async def ledger_db() -> AsyncIterator[tuple[asyncpg.Connection, datetime]]:
             )  # fmt: skip
             for attempt, (start, end) in enumerate(zip(starts, ends, strict=True), start=1):
                 await db.execute(
-                    "INSERT INTO job_attempts (job_id, try, worker, started_at, finished_at, outcome) "
-                    "VALUES ($1, $2, 'w', $3, $4, $5)",
-                    f"w{i}", attempt, start, end, row.status,
+                    "INSERT INTO job_attempts (job_id, try, worker, started_at, finished_at, outcome, due_at) "
+                    "VALUES ($1, $2, 'w', $3, $4, $5, $6)",
+                    f"w{i}", attempt, start, end, row.status, row.run_at,
                 )  # fmt: skip
         await db.execute(
             "INSERT INTO jobs (id, name, payload, status, tries, run_at, started_at, finished_at) "
@@ -80,10 +84,21 @@ async def ledger_db() -> AsyncIterator[tuple[asyncpg.Connection, datetime]]:
             rerun, rerun + timedelta(milliseconds=3), rerun + timedelta(milliseconds=9),
         )  # fmt: skip
         await db.execute(
-            "INSERT INTO job_attempts (job_id, try, worker, started_at, finished_at, outcome) VALUES "
-            "('rerun', 1, 'w', $1, $2, 'failed'), ('rerun', 2, 'w', $3, $4, 'succeeded')",
-            second + timedelta(seconds=20), second + timedelta(seconds=21),
-            rerun + timedelta(milliseconds=3), rerun + timedelta(milliseconds=9),
+            "INSERT INTO job_attempts (job_id, try, worker, started_at, finished_at, outcome, due_at) VALUES "
+            "('rerun', 1, 'w', $1, $2, 'failed', $3), ('rerun', 2, 'w', $4, $5, 'succeeded', $6)",
+            second + timedelta(seconds=20), second + timedelta(seconds=21), second + timedelta(seconds=19.995),
+            rerun + timedelta(milliseconds=3), rerun + timedelta(milliseconds=9), rerun,
+        )  # fmt: skip
+        # Started before migration 0007: no due time, left out.
+        await db.execute(
+            "INSERT INTO jobs (id, name, payload, status, tries, run_at, started_at, finished_at) "
+            "VALUES ('old', 'write_log', '{}', 'succeeded', 1, $1, $2, $3)",
+            first, first + timedelta(milliseconds=500), first + timedelta(milliseconds=550),
+        )  # fmt: skip
+        await db.execute(
+            "INSERT INTO job_attempts (job_id, try, worker, started_at, finished_at, outcome) "
+            "VALUES ('old', 1, 'w', $1, $2, 'succeeded')",
+            first + timedelta(milliseconds=500), first + timedelta(milliseconds=550),
         )  # fmt: skip
         yield db, minute
     finally:
@@ -92,7 +107,7 @@ async def ledger_db() -> AsyncIterator[tuple[asyncpg.Connection, datetime]]:
 
 
 FIRST = [0, 1, 2, 3, 4, 100]
-SECOND = [7, 10, 20, 30, 40]
+SECOND = [5, 7, 10, 20, 30, 40]
 
 
 def _expected(values: Sequence[float]) -> stats.Latency:
@@ -127,4 +142,4 @@ async def test_throughput_per_minute(ledger_db: tuple[asyncpg.Connection, dateti
     assert len(per_minute) == WINDOW
     assert per_minute[-1].minute >= minute
     ended = {m.minute: (m.succeeded, m.failed) for m in per_minute if m.succeeded or m.failed}
-    assert ended == {minute - timedelta(minutes=3): (5, 1), minute - timedelta(minutes=2): (5, 1)}
+    assert ended == {minute - timedelta(minutes=3): (6, 1), minute - timedelta(minutes=2): (5, 1)}
