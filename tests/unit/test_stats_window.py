@@ -37,6 +37,20 @@ class Row:
     """How long each attempt ran."""
     try_: int = 1
 
+    def attempts(self) -> list[Attempt]:
+        """Its attempts, each recording ``run_at`` as its due time."""
+        starts = [self.run_at + timedelta(milliseconds=self.pickup_ms, seconds=k) for k in range(self.try_)]
+        return [Attempt(start, start + timedelta(milliseconds=self.finished_ms), self.run_at) for start in starts]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """An attempt's start and end, and the due time it recorded (None: started before migration 0007)."""
+
+    start: datetime
+    end: datetime
+    due: datetime | None
+
 
 def percentile_cont(values: Sequence[float], fraction: float) -> float:
     """Postgres' ``percentile_cont``: linear interpolation between the closest ranks."""
@@ -45,6 +59,23 @@ def percentile_cont(values: Sequence[float], fraction: float) -> float:
     low = int(rank)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+async def _write_job(
+    db: asyncpg.Connection, job_id: str, status: str, run_at: datetime, attempts: Sequence[Attempt]
+) -> None:
+    """A job and its attempts, the job's start and end those of its last attempt."""
+    await db.execute(
+        "INSERT INTO jobs (id, name, payload, status, tries, run_at, started_at, finished_at) "
+        "VALUES ($1, 'write_log', '{}', $2, $3, $4, $5, $6)",
+        job_id, status, len(attempts), run_at, attempts[-1].start, attempts[-1].end,
+    )  # fmt: skip
+    for number, attempt in enumerate(attempts, start=1):
+        await db.execute(
+            "INSERT INTO job_attempts (job_id, try, worker, started_at, finished_at, outcome, due_at) "
+            "VALUES ($1, $2, 'w', $3, $4, $5, $6)",
+            job_id, number, attempt.start, attempt.end, status, attempt.due,
+        )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -60,46 +91,20 @@ async def ledger_db() -> AsyncIterator[tuple[asyncpg.Connection, datetime]]:
         Row("failed", second + timedelta(seconds=10), 7, try_=2),  # its second start is not a pickup
         Row("succeeded", minute - timedelta(minutes=WINDOW + 5), 5),  # before the window
     ]
-    # Run again by POST /jobs/{id}/retry: a new run_at after its first attempt ended, which keeps
-    # the due time it started against (5 ms before it).
-    rerun = second + timedelta(seconds=30)
     try:
         for i, row in enumerate(rows):
-            starts = [row.run_at + timedelta(milliseconds=row.pickup_ms, seconds=k) for k in range(row.try_)]
-            ends = [start + timedelta(milliseconds=row.finished_ms) for start in starts]
-            await db.execute(
-                "INSERT INTO jobs (id, name, payload, status, tries, run_at, started_at, finished_at) "
-                "VALUES ($1, 'write_log', '{}', $2, $3, $4, $5, $6)",
-                f"w{i}", row.status, row.try_, row.run_at, starts[-1], ends[-1],
-            )  # fmt: skip
-            for attempt, (start, end) in enumerate(zip(starts, ends, strict=True), start=1):
-                await db.execute(
-                    "INSERT INTO job_attempts (job_id, try, worker, started_at, finished_at, outcome, due_at) "
-                    "VALUES ($1, $2, 'w', $3, $4, $5, $6)",
-                    f"w{i}", attempt, start, end, row.status, row.run_at,
-                )  # fmt: skip
-        await db.execute(
-            "INSERT INTO jobs (id, name, payload, status, tries, run_at, started_at, finished_at) "
-            "VALUES ('rerun', 'write_log', '{}', 'succeeded', 2, $1, $2, $3)",
-            rerun, rerun + timedelta(milliseconds=3), rerun + timedelta(milliseconds=9),
-        )  # fmt: skip
-        await db.execute(
-            "INSERT INTO job_attempts (job_id, try, worker, started_at, finished_at, outcome, due_at) VALUES "
-            "('rerun', 1, 'w', $1, $2, 'failed', $3), ('rerun', 2, 'w', $4, $5, 'succeeded', $6)",
-            second + timedelta(seconds=20), second + timedelta(seconds=21), second + timedelta(seconds=19.995),
-            rerun + timedelta(milliseconds=3), rerun + timedelta(milliseconds=9), rerun,
-        )  # fmt: skip
+            await _write_job(db, f"w{i}", row.status, row.run_at, row.attempts())
+        # Run again by POST /jobs/{id}/retry: a new run_at after its first attempt ended, which
+        # keeps the due time it started against (5 ms before it).
+        rerun, ms = second + timedelta(seconds=30), timedelta(milliseconds=1)
+        again = [
+            Attempt(
+                second + timedelta(seconds=20), second + timedelta(seconds=21), second + timedelta(seconds=20) - 5 * ms
+            )
+        ]
+        await _write_job(db, "rerun", "succeeded", rerun, [*again, Attempt(rerun + 3 * ms, rerun + 9 * ms, rerun)])
         # Started before migration 0007: no due time, left out.
-        await db.execute(
-            "INSERT INTO jobs (id, name, payload, status, tries, run_at, started_at, finished_at) "
-            "VALUES ('old', 'write_log', '{}', 'succeeded', 1, $1, $2, $3)",
-            first, first + timedelta(milliseconds=500), first + timedelta(milliseconds=550),
-        )  # fmt: skip
-        await db.execute(
-            "INSERT INTO job_attempts (job_id, try, worker, started_at, finished_at, outcome) "
-            "VALUES ('old', 1, 'w', $1, $2, 'succeeded')",
-            first + timedelta(milliseconds=500), first + timedelta(milliseconds=550),
-        )  # fmt: skip
+        await _write_job(db, "old", "succeeded", first, [Attempt(first + 500 * ms, first + 550 * ms, None)])
         yield db, minute
     finally:
         await db.close()
