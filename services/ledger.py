@@ -427,8 +427,26 @@ class StatusChange:
 async def status_of(db: Executor, job_id: str) -> StatusChange | None:
     """The job's current status, tries, error and the time its row last changed; None if unknown."""
     row = await db.fetchrow("SELECT id, status, tries, error, updated_at FROM jobs WHERE id = $1", job_id)
-    if row is None:
-        return None
+    return None if row is None else _status_change(row)
+
+
+async def watch_status(db: Executor, job_id: str, *, watch_id: str, listener_pid: int) -> StatusChange | None:
+    """Register a watch on the job (its changes are announced from now on), then read its status.
+
+    The read waits for any writer that changed the job without seeing the watch (migration 0008),
+    so a change is either in what this returns or announced afterwards. None if the job is
+    unknown; the watch is registered all the same.
+    """
+    row = await db.fetchrow(
+        "SELECT id, status, tries, error, updated_at FROM afterword_watch_jobs(ARRAY[$1::text], ARRAY[$2::text], $3)",
+        job_id,
+        watch_id,
+        listener_pid,
+    )
+    return None if row is None else _status_change(row)
+
+
+def _status_change(row: asyncpg.Record) -> StatusChange:
     return StatusChange(
         id=row["id"], status=JobStatus(row["status"]), tries=row["tries"], error=row["error"], at=row["updated_at"]
     )

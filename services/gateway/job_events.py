@@ -1,20 +1,26 @@
 """Live job status: one Postgres LISTEN connection, fanned out to the requests waiting on a job.
 
-Every write of a job's status makes Postgres announce it on :data:`CHANNEL` (the trigger of
-``migrations/0003_job_status_events.sql``), with the job's id, status, tries, error and the time
-of the change. The gateway's lifespan starts one :class:`JobEvents` hub, which holds the only
-listening connection of the process and hands each notification to the in-process subscribers of
-that job: the long-polls of ``GET /jobs/{id}?wait=N`` and the streams of ``GET /jobs/{id}/events``.
+Every change of a watched job's status makes Postgres announce it on :data:`CHANNEL` (the
+trigger of ``migrations/0008_notify_watched_jobs_only.sql``), with the job's id, status, tries,
+error and the time of the change. The gateway's lifespan starts one :class:`JobEvents` hub, which
+holds the only listening connection of the process and hands each notification to the in-process
+subscribers of that job: the long-polls of ``GET /jobs/{id}?wait=N`` and the streams of
+``GET /jobs/{id}/events``.
 
-A waiter always subscribes *before* it reads the job's current status, so that a change committed
-in between is not lost: it is either in what the read returns or in the subscription's queue. A
-change that the read already showed comes again as a notification; it is recognised by its time
-(``at``, the row's ``updated_at``, which only grows for one job) and skipped.
+Only watched jobs are announced: a transaction that notifies holds an instance-wide lock through
+its commit, which would serialize every worker's commits. A waiter subscribes, then reads the job
+with :meth:`Subscription.read`, which registers the watch in Postgres (``job_watchers``, under the
+listening connection's backend pid) in the same transaction as the read. A change committed in
+between is not lost: it is either in what the read returns or in the subscription's queue. A
+change that the read already showed may come again as a notification; it is recognised by its
+time (``at``, the row's ``updated_at``, which only grows for one job) and skipped. A subscription
+that closes deletes its watch; the hub also deletes, every :attr:`JobEvents.check_seconds`, the
+watches of listening connections that no longer exist (a gateway that died).
 
 When the listening connection is down, the hub reconnects every second and the waiters read the
 ledger every :attr:`JobEvents.poll_seconds` instead, so nothing hangs. On every (re)connection and
 disconnection each queue also gets a :data:`RESYNC` marker, which makes its waiter read the ledger
-at once (notifications sent while no one listened are lost).
+at once (notifications sent while no one listened are lost), registering its watch again.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -48,6 +55,11 @@ RESYNC = None
 Item = StatusChange | None
 """What a subscription's queue receives: a change, or :data:`RESYNC`."""
 
+_SWEEP_WATCHES = (
+    "DELETE FROM job_watchers w WHERE NOT EXISTS (SELECT FROM pg_stat_activity a WHERE a.pid = w.listener_pid)"
+)
+"""Delete the watches of listening connections that no longer exist."""
+
 _LISTENER_ERRORS: tuple[type[Exception], ...] = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
@@ -70,10 +82,33 @@ class Subscription:
         self.hub = hub
         self.job_id = job_id
         self.queue: asyncio.Queue[Item] = asyncio.Queue()
+        self.watch_id = secrets.token_hex(12)
+        """This waiter's row in ``job_watchers``."""
+        self.registered = False
+        """True once its watch may be in ``job_watchers``."""
+        self.closed = False
+
+    async def read(self, db: ledger.Executor) -> StatusChange | None:
+        """The job's current status (None if unknown), its watch registered first if the hub listens.
+
+        Every read after :meth:`JobEvents.subscribe` goes through here: the first, and those that
+        a :data:`RESYNC` asks for. While the listening connection is down it is a plain read.
+        """
+        pid = self.hub.listener_pid
+        if pid is None:
+            return await ledger.status_of(db, self.job_id)
+        self.registered = True  # before the await: a close() meanwhile must delete the watch
+        try:
+            return await ledger.watch_status(db, self.job_id, watch_id=self.watch_id, listener_pid=pid)
+        finally:
+            if self.closed:
+                self.hub._unwatch(self)
 
     def close(self) -> None:
-        """Stop receiving this job's changes (idempotent)."""
-        self.hub._remove(self)
+        """Stop receiving this job's changes (idempotent); its watch is deleted soon after."""
+        if not self.closed:
+            self.closed = True
+            self.hub._remove(self)
 
     def __enter__(self) -> Subscription:
         return self
@@ -102,11 +137,25 @@ class JobEvents:
         self._task: asyncio.Task[None] | None = None
         self._connection: asyncpg.Connection | None = None
         self._connected = asyncio.Event()
+        self._listener_pid: int | None = None
+        self._unwatched: set[str] = set()
+        """Watch ids of closed subscriptions, to delete from ``job_watchers``."""
+        self._wake = asyncio.Event()
 
     @property
     def connected(self) -> bool:
         """True while the listening connection is up."""
         return self._connected.is_set()
+
+    @property
+    def listener_pid(self) -> int | None:
+        """The listening connection's backend pid, which watches are registered under; None while down."""
+        return self._listener_pid if self.connected else None
+
+    @property
+    def check_seconds(self) -> float:
+        """How often the listening connection is checked and dead connections' watches deleted."""
+        return self._check_seconds
 
     @property
     def subscriber_count(self) -> int:
@@ -125,6 +174,12 @@ class JobEvents:
             subs.discard(subscription)
             if not subs:
                 del self._subscriptions[subscription.job_id]
+        if subscription.registered:
+            self._unwatch(subscription)
+
+    def _unwatch(self, subscription: Subscription) -> None:
+        self._unwatched.add(subscription.watch_id)
+        self._wake.set()
 
     async def start(self) -> None:
         """Start listening in the background (Postgres may be away: the hub keeps trying)."""
@@ -190,23 +245,43 @@ class JobEvents:
         """Listen until the connection is lost (``failures``: failed attempts just before this one)."""
         connection = await asyncpg.connect(self._dsn, timeout=5, server_settings={"application_name": LISTENER_NAME})
         lost = asyncio.Event()
-        connection.add_termination_listener(lambda _: lost.set())
+
+        def on_lost(_: object) -> None:
+            lost.set()
+            self._wake.set()
+
+        connection.add_termination_listener(on_lost)
         self._connection = connection
         try:
             await connection.add_listener(CHANNEL, self._notify)
+            self._listener_pid = connection.get_server_pid()
             self._connected.set()
-            self._resync_all()
+            self._resync_all()  # each waiter reads its job again, which registers its watch under this pid
             if failures:
                 log.info("job status listener connected again after %d failed attempt(s)", failures)
+            loop = asyncio.get_running_loop()
+            next_check = loop.time()
             while not lost.is_set():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._check_seconds):
-                        await lost.wait()
-                if not lost.is_set():  # a connection that died without a word only shows when used
-                    await connection.execute("SELECT 1", timeout=5)
+                if self._unwatched:
+                    unwatched, self._unwatched = list(self._unwatched), set()
+                    try:
+                        await connection.execute("DELETE FROM job_watchers WHERE watch_id = ANY($1)", unwatched)
+                    except BaseException:
+                        self._unwatched.update(unwatched)
+                        raise
+                # A connection that died without a word only shows when used.
+                if loop.time() >= next_check:
+                    await connection.execute(_SWEEP_WATCHES, timeout=5)
+                    next_check = loop.time() + self._check_seconds
+                self._wake.clear()
+                if not lost.is_set() and not self._unwatched:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(max(0.0, next_check - loop.time())):
+                            await self._wake.wait()
             log.warning("job status listener connection lost, reconnecting")
         finally:
             self._connected.clear()
+            self._listener_pid = None
             self._connection = None
             self._resync_all()
             if not connection.is_closed():
@@ -229,7 +304,7 @@ async def next_change(db: ledger.Executor, subscription: Subscription, last: Sta
                 return None
             item = RESYNC
         if item is None:  # RESYNC
-            item = await ledger.status_of(db, last.id)
+            item = await subscription.read(db)
             if item is None:
                 return None
         if item.at > last.at:
@@ -242,7 +317,7 @@ async def wait_until_final(db: ledger.Executor, hub: JobEvents, job_id: str, *, 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     with hub.subscribe(job_id) as subscription:
-        last = await ledger.status_of(db, job_id)
+        last = await subscription.read(db)
         while last is not None and not last.status.is_final:
             last = await next_change(db, subscription, last, within=deadline - loop.time())
 

@@ -16,7 +16,15 @@ import pytest
 
 from services import ledger
 from services.contract import JobName, JobStatus
-from services.gateway.job_events import LISTENER_NAME, JobEvents, follow, next_change, parse, wait_until_final
+from services.gateway.job_events import (
+    CHANNEL,
+    LISTENER_NAME,
+    JobEvents,
+    follow,
+    next_change,
+    parse,
+    wait_until_final,
+)
 from services.ledger import NewJob, StatusChange
 from tests.support.database import create_database, drop_database
 
@@ -87,7 +95,9 @@ async def test_each_committed_status_reaches_the_subscribers_of_that_job_in_orde
 ) -> None:
     job_id = uuid.uuid4().hex
     other = hub.subscribe("someone-else")
+    await other.read(pool)
     with hub.subscribe(job_id) as subscription:
+        assert await subscription.read(pool) is None, "no such job yet; the watch is registered all the same"
         await _new_job(pool, job_id=job_id)
         started = await ledger.start_attempt(pool, job_id=job_id, worker="w1")
         await ledger.finish_attempt(pool, job_id=job_id, attempt=started.attempt, status=JobStatus.failed, error="boom")
@@ -112,6 +122,7 @@ async def test_each_committed_status_reaches_the_subscribers_of_that_job_in_orde
 async def test_next_change_skips_a_notification_older_than_what_was_read(hub: JobEvents, pool: asyncpg.Pool) -> None:
     job_id = await _new_job(pool)
     with hub.subscribe(job_id) as subscription:
+        await subscription.read(pool)
         await ledger.start_attempt(pool, job_id=job_id, worker="w1")
         await asyncio.sleep(0.3)  # its notification is queued by now
         current = await _current(pool, job_id)  # ...and the read shows the same change
@@ -150,7 +161,8 @@ async def test_wait_until_final_gives_up_after_its_time(hub: JobEvents, pool: as
 async def test_follow_yields_every_status_then_stops_and_unsubscribes(hub: JobEvents, pool: asyncpg.Pool) -> None:
     job_id = await _new_job(pool, JobStatus.deferred)
     subscription = hub.subscribe(job_id)
-    first = await _current(pool, job_id)
+    first = await subscription.read(pool)
+    assert first is not None
     seen: list[JobStatus] = []
 
     async def consume() -> None:
@@ -172,7 +184,8 @@ async def test_a_cancelled_follower_unsubscribes(hub: JobEvents, pool: asyncpg.P
     """What happens when an SSE client goes away: Starlette cancels the stream's iteration."""
     job_id = await _new_job(pool)
     subscription = hub.subscribe(job_id)
-    first = await _current(pool, job_id)
+    first = await subscription.read(pool)
+    assert first is not None
 
     async def consume() -> None:
         async for _ in follow(pool, subscription, first, keepalive_seconds=30):
@@ -212,7 +225,8 @@ async def test_while_the_listener_is_down_waiters_read_the_ledger(events_dsn: st
         assert await events.wait_connected(within=10)
         job_id = await _new_job(pool)
         with events.subscribe(job_id) as subscription:
-            last = await _current(pool, job_id)
+            last = await subscription.read(pool)
+            assert last is not None
             await _kill_listener(pool)
             await _until_down(events)
 
@@ -228,7 +242,7 @@ async def test_while_the_listener_is_down_waiters_read_the_ledger(events_dsn: st
 async def test_the_hub_reconnects_after_losing_its_connection(hub: JobEvents, pool: asyncpg.Pool) -> None:
     job_id = await _new_job(pool)
     with hub.subscribe(job_id) as subscription:
-        last = await _current(pool, job_id)
+        last = await subscription.read(pool)
         await _kill_listener(pool)
         await _until_down(hub)
         assert await hub.wait_connected(within=10)
@@ -236,12 +250,16 @@ async def test_the_hub_reconnects_after_losing_its_connection(hub: JobEvents, po
         while not subscription.queue.empty():
             resyncs.append(subscription.queue.get_nowait())
         assert resyncs == [None, None], "a resync when the connection was lost, one when it came back"
+        # What a waiter does on a resync: read the job, which registers its watch under the new pid
+        # (the new connection's first sweep deleted the one of the old, terminated, connection).
+        assert await subscription.read(pool) == last
         hub.poll_seconds = 60  # from here on only a notification can bring the change in time
 
         await ledger.start_attempt(pool, job_id=job_id, worker="w1")
         change = await asyncio.wait_for(subscription.queue.get(), 5)
 
     assert change is not None
+    assert last is not None
     assert change.status is JobStatus.in_progress
     assert change.at > last.at
 
@@ -253,3 +271,129 @@ async def test_a_stale_job_row_counts_as_no_change(hub: JobEvents, pool: asyncpg
     with hub.subscribe(job_id) as subscription:
         subscription.queue.put_nowait(None)  # a resync: the ledger is read, and is older than `newer`
         assert await next_change(pool, subscription, newer, within=0.3) is None
+
+
+# --- Only watched jobs are announced (migration 0008) -------------------------------------------
+
+
+@pytest.fixture
+async def heard(events_dsn: str) -> AsyncIterator[list[StatusChange]]:
+    """Every notification on the channel, from a listening connection of the test's own."""
+    changes: list[StatusChange] = []
+    connection = await asyncpg.connect(events_dsn)
+    await connection.add_listener(CHANNEL, lambda *args: changes.append(parse(str(args[-1]))))
+    try:
+        yield changes
+    finally:
+        await connection.close()
+
+
+async def _watches(pool: asyncpg.Pool, job_id: str) -> int:
+    return int(await pool.fetchval("SELECT count(*) FROM job_watchers WHERE job_id = $1", job_id))
+
+
+async def test_only_the_changes_of_watched_jobs_are_announced(
+    hub: JobEvents, pool: asyncpg.Pool, heard: list[StatusChange]
+) -> None:
+    watched, unwatched = await _new_job(pool), await _new_job(pool)
+    with hub.subscribe(watched) as subscription:
+        await subscription.read(pool)
+        assert await _watches(pool, watched) == 1
+        for job_id in (unwatched, watched):
+            started = await ledger.start_attempt(pool, job_id=job_id, worker="w1")
+            await ledger.finish_attempt(pool, job_id=job_id, attempt=started.attempt, status=JobStatus.succeeded)
+        await asyncio.sleep(0.3)
+
+    assert [(c.id, c.status) for c in heard] == [(watched, JobStatus.in_progress), (watched, JobStatus.succeeded)]
+
+
+async def test_the_changes_of_one_statement_are_announced_in_the_order_they_were_written(
+    hub: JobEvents, pool: asyncpg.Pool, heard: list[StatusChange]
+) -> None:
+    jobs = [await _new_job(pool) for _ in range(8)]
+    subscriptions = [hub.subscribe(job_id) for job_id in jobs]
+    for subscription in subscriptions:
+        await subscription.read(pool)
+    starts = [await ledger.start_attempt(pool, job_id=job_id, worker="w1") for job_id in jobs]
+    heard.clear()
+
+    finishes = [
+        ledger.Finish(job_id, started.attempt, JobStatus.failed, error=f"boom {job_id}")
+        for job_id, started in zip(reversed(jobs), reversed(starts), strict=True)
+    ]
+    await ledger.finish_attempts(pool, finishes)  # one UPDATE of eight rows
+    await asyncio.sleep(0.3)
+    for subscription in subscriptions:
+        subscription.close()
+
+    assert sorted(c.id for c in heard) == sorted(jobs)
+    assert all(c.status is JobStatus.failed and c.error == f"boom {c.id}" for c in heard)
+    assert [c.at for c in heard] == sorted(c.at for c in heard)
+
+
+async def test_a_closed_subscription_deletes_its_watch(hub: JobEvents, pool: asyncpg.Pool) -> None:
+    job_id = await _new_job(pool)
+    first, second = hub.subscribe(job_id), hub.subscribe(job_id)
+    await first.read(pool)
+    await second.read(pool)
+    assert await _watches(pool, job_id) == 2
+
+    first.close()
+    for _ in range(100):
+        if await _watches(pool, job_id) == 1:
+            break
+        await asyncio.sleep(0.02)
+    assert await _watches(pool, job_id) == 1, "the other waiter of the same job keeps its watch"
+
+    second.close()
+    for _ in range(100):
+        if await _watches(pool, job_id) == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert await _watches(pool, job_id) == 0
+
+
+async def test_the_watches_of_a_listener_that_is_gone_are_deleted(events_dsn: str, pool: asyncpg.Pool) -> None:
+    job_id = await _new_job(pool)
+    gone = await asyncpg.connect(events_dsn)
+    gone_pid = gone.get_server_pid()
+    await gone.close()
+    await pool.execute(
+        "INSERT INTO job_watchers (watch_id, job_id, listener_pid) VALUES ('left', $1, $2)", job_id, gone_pid
+    )
+    events = JobEvents(events_dsn, reconnect_seconds=0.1, poll_seconds=0.2, check_seconds=0.2)
+    await events.start()
+    try:
+        assert await events.wait_connected(within=10)
+        with events.subscribe(job_id) as subscription:
+            await subscription.read(pool)
+            for _ in range(100):
+                if await _watches(pool, job_id) == 1:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)  # more sweeps: the live watch stays
+
+            rows = await pool.fetch("SELECT watch_id, listener_pid FROM job_watchers WHERE job_id = $1", job_id)
+        assert [(r["watch_id"], r["listener_pid"]) for r in rows] == [(subscription.watch_id, events.listener_pid)]
+    finally:
+        await events.stop()
+
+
+async def test_the_read_waits_for_a_change_that_did_not_see_the_watch(hub: JobEvents, pool: asyncpg.Pool) -> None:
+    """A writer whose trigger ran before the watch was registered is not announced; the read shows it."""
+    job_id = await _new_job(pool)
+    async with pool.acquire() as writer, writer.transaction():
+        await writer.execute(
+            "UPDATE jobs SET status = 'in_progress', updated_at = clock_timestamp() WHERE id = $1", job_id
+        )
+        # The UPDATE's trigger found no watch. A plain read shows the committed status...
+        assert (await _current(pool, job_id)).status is JobStatus.queued
+        subscription = hub.subscribe(job_id)
+        read = asyncio.create_task(subscription.read(pool))
+        await asyncio.sleep(0.3)
+        assert not read.done(), "...and the read that registers the watch waits for the writer's commit"
+    change = await asyncio.wait_for(read, 5)
+    subscription.close()
+
+    assert change is not None
+    assert change.status is JobStatus.in_progress

@@ -95,7 +95,7 @@ async def job_status_events(job_id: str, db: DbDep, events: JobEventsDep) -> Str
     """Follow a job's status as Server-Sent Events until it ends."""
     subscription: Subscription = events.subscribe(job_id)  # before the read: no change is missed
     try:
-        current = await ledger.status_of(db, job_id)
+        current = await subscription.read(db)
         if current is None:
             raise NotFound(f"no job with id {job_id!r}")
     except BaseException:
