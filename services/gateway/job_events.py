@@ -265,7 +265,9 @@ class JobEvents:
                 if self._unwatched:
                     unwatched, self._unwatched = list(self._unwatched), set()
                     try:
-                        await connection.execute("DELETE FROM job_watchers WHERE watch_id = ANY($1)", unwatched)
+                        await connection.execute(
+                            "DELETE FROM job_watchers WHERE watch_id = ANY($1)", unwatched, timeout=5
+                        )
                     except BaseException:
                         self._unwatched.update(unwatched)
                         raise
