@@ -288,6 +288,15 @@ async def heard(events_dsn: str) -> AsyncIterator[list[StatusChange]]:
         await connection.close()
 
 
+async def _until_heard(heard: list[StatusChange], count: int) -> None:
+    """Wait (up to 5 s) until ``count`` notifications came, then a moment more for any unexpected one."""
+    for _ in range(250):
+        if len(heard) >= count:
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)
+
+
 async def _watches(pool: asyncpg.Pool, job_id: str) -> int:
     return int(await pool.fetchval("SELECT count(*) FROM job_watchers WHERE job_id = $1", job_id))
 
@@ -302,7 +311,7 @@ async def test_only_the_changes_of_watched_jobs_are_announced(
         for job_id in (unwatched, watched):
             started = await ledger.start_attempt(pool, job_id=job_id, worker="w1")
             await ledger.finish_attempt(pool, job_id=job_id, attempt=started.attempt, status=JobStatus.succeeded)
-        await asyncio.sleep(0.3)
+        await _until_heard(heard, 2)
 
     assert [(c.id, c.status) for c in heard] == [(watched, JobStatus.in_progress), (watched, JobStatus.succeeded)]
 
@@ -315,6 +324,7 @@ async def test_the_changes_of_one_statement_are_announced_in_the_order_they_were
     for subscription in subscriptions:
         await subscription.read(pool)
     starts = [await ledger.start_attempt(pool, job_id=job_id, worker="w1") for job_id in jobs]
+    await _until_heard(heard, len(jobs))
     heard.clear()
 
     finishes = [
@@ -322,7 +332,7 @@ async def test_the_changes_of_one_statement_are_announced_in_the_order_they_were
         for job_id, started in zip(reversed(jobs), reversed(starts), strict=True)
     ]
     await ledger.finish_attempts(pool, finishes)  # one UPDATE of eight rows
-    await asyncio.sleep(0.3)
+    await _until_heard(heard, len(jobs))
     for subscription in subscriptions:
         subscription.close()
 
