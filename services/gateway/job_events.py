@@ -18,7 +18,9 @@ that closes deletes its watch; the hub also deletes, every :attr:`JobEvents.chec
 watches of listening connections that no longer exist (a gateway that died).
 
 When the listening connection is down, the hub reconnects every second and the waiters read the
-ledger every :attr:`JobEvents.poll_seconds` instead, so nothing hangs. On every (re)connection and
+ledger every :attr:`JobEvents.poll_seconds` instead, so nothing hangs. While Postgres itself is
+away, those reads fail and the waiters go on waiting (event streams send their keep-alives),
+reading again every :attr:`JobEvents.poll_seconds`. On every (re)connection and
 disconnection each queue also gets a :data:`RESYNC` marker, which makes its waiter read the ledger
 at once (notifications sent while no one listened are lost), registering its watch again.
 """
@@ -39,6 +41,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from services import ledger
 from services.contract import JobStatus
+from services.gateway.errors import DATABASE_ERRORS
 from services.ledger import StatusChange
 
 log = logging.getLogger("afterword.gateway.events")
@@ -87,6 +90,8 @@ class Subscription:
         self.registered = False
         """True once its watch may be in ``job_watchers``."""
         self.closed = False
+        self.owes_read = False
+        """True while a read that a :data:`RESYNC` asked for has failed (Postgres away): it is tried again."""
 
     async def read(self, db: ledger.Executor) -> StatusChange | None:
         """The job's current status (None if unknown), its watch registered first if the hub listens.
@@ -296,17 +301,25 @@ async def next_change(db: ledger.Executor, subscription: Subscription, last: Sta
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while (left := deadline - loop.time()) > 0:
-        listening = hub.connected
-        item: Item
-        try:
-            async with asyncio.timeout(left if listening else min(left, hub.poll_seconds)):
-                item = await subscription.queue.get()
-        except TimeoutError:
-            if listening:
-                return None
-            item = RESYNC
+        item: Item = RESYNC
+        if not subscription.owes_read:
+            listening = hub.connected
+            try:
+                async with asyncio.timeout(left if listening else min(left, hub.poll_seconds)):
+                    item = await subscription.queue.get()
+            except TimeoutError:
+                if listening:
+                    return None
         if item is None:  # RESYNC
-            item = await subscription.read(db)
+            try:
+                item = await subscription.read(db)
+            except DATABASE_ERRORS:
+                # Postgres is away (restarting, say): the waiter keeps waiting, and reads again
+                # every poll_seconds until it answers or the time is up.
+                subscription.owes_read = True
+                await asyncio.sleep(min(hub.poll_seconds, max(0.0, deadline - loop.time())))
+                continue
+            subscription.owes_read = False
             if item is None:
                 return None
         if item.at > last.at:

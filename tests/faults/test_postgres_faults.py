@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import asyncpg
+import httpx
 
 from tests.faults.conftest import QUEUE, FaultStack, until
 from tests.support.jobs_client import wait_for_job
+from tests.support.sse import read_events
 
 
 async def test_postgres_stopped_while_a_job_runs_is_retried_and_completes_once(stack: FaultStack) -> None:
@@ -51,3 +54,39 @@ async def test_postgres_down_during_the_post_is_503_and_queues_nothing(stack: Fa
         assert set(after) <= set(before), "nothing may be queued without its ledger row"
     finally:
         stack.postgres.start()
+
+
+async def test_a_stream_and_a_long_poll_open_across_a_postgres_crash_see_the_job_end(stack: FaultStack) -> None:
+    """Postgres crashes (no clean shutdown: the unlogged watch table is emptied) and comes back
+    while a client follows a deferred job and another long-polls it; both see it succeed."""
+    accepted = await stack.post("/jobs", {"name": "write_log", "payload": {"message": "across"}, "defer_by": 6})
+    job_id = accepted["id"]
+    seen: list[str] = []
+    first = asyncio.Event()
+
+    async def follow() -> None:
+        async with stack.http.stream("GET", f"/jobs/{job_id}/events", timeout=httpx.Timeout(60)) as response:
+            assert response.status_code == 200
+            async for event in read_events(response):
+                seen.append(event.json()["status"])
+                first.set()
+
+    async def long_poll() -> dict[str, Any]:
+        response = await stack.http.get(f"/jobs/{job_id}", params={"wait": 40}, timeout=60)
+        assert response.status_code == 200, response.text
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    stream = asyncio.create_task(follow())
+    poll = asyncio.create_task(long_poll())
+    await asyncio.wait_for(first.wait(), 10)
+    await asyncio.sleep(0.5)  # the long poll has read the job and waits too
+    stack.postgres.stop("immediate")
+    await asyncio.sleep(2)
+    stack.postgres.start()
+
+    await asyncio.wait_for(stream, 60)
+    assert seen[0] == "deferred"
+    assert seen[-1] == "succeeded", seen
+    assert "in_progress" in seen, seen
+    assert (await asyncio.wait_for(poll, 60))["status"] == "succeeded"
