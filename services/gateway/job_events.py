@@ -14,8 +14,8 @@ listening connection's backend pid) in the same transaction as the read. A chang
 between is not lost: it is either in what the read returns or in the subscription's queue. A
 change that the read already showed may come again as a notification; it is recognised by its
 time (``at``, the row's ``updated_at``, which only grows for one job) and skipped. A subscription
-that closes deletes its watch; the hub also deletes, every :attr:`JobEvents.check_seconds`, the
-watches of listening connections that no longer exist (a gateway that died).
+that closes deletes its watch; the hub also deletes, every ``check_seconds`` (10 s), the watches
+of listening connections that no longer exist (a gateway that died).
 
 When the listening connection is down, the hub reconnects every second and the waiters read the
 ledger every :attr:`JobEvents.poll_seconds` instead, so nothing hangs. While Postgres itself is
@@ -156,11 +156,6 @@ class JobEvents:
     def listener_pid(self) -> int | None:
         """The listening connection's backend pid, which watches are registered under; None while down."""
         return self._listener_pid if self.connected else None
-
-    @property
-    def check_seconds(self) -> float:
-        """How often the listening connection is checked and dead connections' watches deleted."""
-        return self._check_seconds
 
     @property
     def subscriber_count(self) -> int:
