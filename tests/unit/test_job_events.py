@@ -301,6 +301,15 @@ async def _watches(pool: asyncpg.Pool, job_id: str) -> int:
     return int(await pool.fetchval("SELECT count(*) FROM job_watchers WHERE job_id = $1", job_id))
 
 
+async def _until_watches(pool: asyncpg.Pool, job_id: str, count: int) -> int:
+    """Wait (up to 5 s) until the job has ``count`` watches; return how many it has."""
+    for _ in range(100):
+        if await _watches(pool, job_id) == count:
+            break
+        await asyncio.sleep(0.05)
+    return await _watches(pool, job_id)
+
+
 async def test_only_the_changes_of_watched_jobs_are_announced(
     hub: JobEvents, pool: asyncpg.Pool, heard: list[StatusChange]
 ) -> None:
@@ -349,18 +358,10 @@ async def test_a_closed_subscription_deletes_its_watch(hub: JobEvents, pool: asy
     assert await _watches(pool, job_id) == 2
 
     first.close()
-    for _ in range(100):
-        if await _watches(pool, job_id) == 1:
-            break
-        await asyncio.sleep(0.02)
-    assert await _watches(pool, job_id) == 1, "the other waiter of the same job keeps its watch"
+    assert await _until_watches(pool, job_id, 1) == 1, "the other waiter of the same job keeps its watch"
 
     second.close()
-    for _ in range(100):
-        if await _watches(pool, job_id) == 0:
-            break
-        await asyncio.sleep(0.02)
-    assert await _watches(pool, job_id) == 0
+    assert await _until_watches(pool, job_id, 0) == 0
 
 
 async def test_the_watches_of_a_listener_that_is_gone_are_deleted(events_dsn: str, pool: asyncpg.Pool) -> None:
@@ -377,10 +378,7 @@ async def test_the_watches_of_a_listener_that_is_gone_are_deleted(events_dsn: st
         assert await events.wait_connected(within=10)
         with events.subscribe(job_id) as subscription:
             await subscription.read(pool)
-            for _ in range(100):
-                if await _watches(pool, job_id) == 1:
-                    break
-                await asyncio.sleep(0.05)
+            await _until_watches(pool, job_id, 1)
             await asyncio.sleep(0.5)  # more sweeps: the live watch stays
 
             rows = await pool.fetch("SELECT watch_id, listener_pid FROM job_watchers WHERE job_id = $1", job_id)
