@@ -15,7 +15,7 @@
 -- per statement: when nobody waits on anything it costs one look at an empty table per UPDATE.
 --
 -- No change is lost. The waiter's registration and its read are one transaction, and the read
--- takes a share lock on the job row (afterword_watch_jobs). A writer whose trigger ran before the
+-- takes a share lock on the job row (afterword_watch_job). A writer whose trigger ran before the
 -- registration committed holds the row's lock until its own commit, so the read waits for it and
 -- returns what it wrote; a writer that locks the row later runs its trigger after the
 -- registration committed, and sees it (the trigger's query takes a new snapshot under READ
@@ -36,20 +36,19 @@ CREATE UNLOGGED TABLE job_watchers (
 
 CREATE INDEX job_watchers_job_id ON job_watchers (job_id);
 
--- Register watches (watch_ids[i] on job_ids[i], for the listening backend p_listener) and return
--- the current status of those jobs, read under a share lock (see above). The registration is not
--- worth a WAL flush: the transaction commits without waiting for one.
-CREATE FUNCTION afterword_watch_jobs(p_job_ids text[], p_watch_ids text[], p_listener integer)
+-- Register the watch p_watch on job p_job, for the listening backend p_listener (again, after a
+-- reconnection: the same watch under the new pid), and return the job's current status, read
+-- under a share lock (see above); no row if the job is unknown. The registration is not worth a
+-- WAL flush: the transaction commits without waiting for one.
+CREATE FUNCTION afterword_watch_job(p_job text, p_watch text, p_listener integer)
 RETURNS TABLE (id text, status text, tries integer, error text, updated_at timestamptz)
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
-    INSERT INTO job_watchers (watch_id, job_id, listener_pid)
-    SELECT w.watch_id, w.job_id, p_listener FROM unnest(p_watch_ids, p_job_ids) AS w(watch_id, job_id)
-    ON CONFLICT (watch_id) DO UPDATE SET job_id = EXCLUDED.job_id, listener_pid = EXCLUDED.listener_pid;
+    INSERT INTO job_watchers (watch_id, job_id, listener_pid) VALUES (p_watch, p_job, p_listener)
+    ON CONFLICT (watch_id) DO UPDATE SET listener_pid = EXCLUDED.listener_pid;
     RETURN QUERY
-        SELECT j.id, j.status, j.tries, j.error, j.updated_at FROM jobs j
-        WHERE j.id = ANY (p_job_ids) ORDER BY j.id FOR SHARE;
+        SELECT j.id, j.status, j.tries, j.error, j.updated_at FROM jobs j WHERE j.id = p_job FOR SHARE;
 END;
 $$;
 

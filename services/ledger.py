@@ -438,7 +438,7 @@ async def watch_status(db: Executor, job_id: str, *, watch_id: str, listener_pid
     unknown; the watch is registered all the same.
     """
     row = await db.fetchrow(
-        "SELECT id, status, tries, error, updated_at FROM afterword_watch_jobs(ARRAY[$1::text], ARRAY[$2::text], $3)",
+        "SELECT id, status, tries, error, updated_at FROM afterword_watch_job($1, $2, $3)",
         job_id,
         watch_id,
         listener_pid,
