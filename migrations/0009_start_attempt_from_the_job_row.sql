@@ -15,7 +15,7 @@
 -- one worker (our stack as `make bench` starts it, three alternating runs of two drains each),
 -- Postgres used 87-103 µs per job before and 82-100 after, and the drains ran at 4,417-4,873
 -- jobs/s before and 4,435-4,983 after: the second drain of each run, on a ledger that already
--- held the first, 3-6 % less Postgres CPU and 2-3 % faster; the first about the same.
+-- held the first, 5-11 % less Postgres CPU and 2-5 % faster; the first 2-4 % less and as fast.
 --
 -- The semantics are those of 0007 (tests/unit/test_ledger.py pins them): NULL previous and
 -- attempt 0 for an unknown job, attempt 0 for a final one, an open attempt closed as
