@@ -80,9 +80,13 @@ class SeedSystem:
         )
 
     async def start(self) -> None:
-        """Start the app and wait until it answers."""
-        self.gateway.start()
-        await asyncio.to_thread(wait_http, f"{self.base_url}/healthz", processes=[self.gateway])
+        """Start the app and wait until it answers; stop it if it never does."""
+        try:
+            self.gateway.start()
+            await asyncio.to_thread(wait_http, f"{self.base_url}/healthz", processes=[self.gateway])
+        except BaseException:
+            await self.stop()
+            raise
 
     async def stop(self) -> None:
         """Stop the app."""
@@ -113,18 +117,23 @@ class ArqSystem:
         self._worker_count = 0
 
     async def start(self) -> None:
-        """Start Redis, create the users database, start the app."""
-        self.redis_server.start()
-        self.database_dsn = await create_database("afterword_bench_arq")
-        self.redis = Redis.from_url(self.redis_server.url)
-        self.gateway.start()
-        await asyncio.to_thread(wait_http, f"{self.base_url}/healthz", processes=[self.gateway])
+        """Start Redis, create the users database, start the app; undo it all if a step fails."""
+        try:
+            self.redis_server.start()
+            self.database_dsn = await create_database("afterword_bench_arq")
+            self.redis = Redis.from_url(self.redis_server.url)
+            self.gateway.start()
+            await asyncio.to_thread(wait_http, f"{self.base_url}/healthz", processes=[self.gateway])
+        except BaseException:
+            await self.stop()
+            raise
 
     async def stop(self) -> None:
-        """Stop everything, drop the database."""
+        """Stop everything, drop the database; also after a start that failed part way."""
         self.stop_workers()
         self.gateway.stop()
-        await self.redis.aclose()
+        if hasattr(self, "redis"):
+            await self.redis.aclose()
         self.redis_server.stop()
         if self.database_dsn:
             await drop_database(self.database_dsn)
@@ -256,20 +265,27 @@ class OurSystem:
         return env
 
     async def start(self) -> None:
-        """Start Redis, create and migrate the database, start the gateway."""
-        self.redis_server.start()
-        self.database_dsn = await create_database("afterword_bench")
-        self.redis = Redis.from_url(self.redis_server.url)
-        self.db = await asyncpg.create_pool(self.database_dsn, min_size=1, max_size=2)
-        self.gateway = Proc("gateway", ["-m", "services.gateway"], env=self.env(), workdir=self.workdir).start()
-        await asyncio.to_thread(wait_http, f"{self.base_url}/healthz", processes=[self.gateway])
+        """Start Redis, create and migrate the database, start the gateway; undo it all if a step fails."""
+        try:
+            self.redis_server.start()
+            self.database_dsn = await create_database("afterword_bench")
+            self.redis = Redis.from_url(self.redis_server.url)
+            self.db = await asyncpg.create_pool(self.database_dsn, min_size=1, max_size=2)
+            self.gateway = Proc("gateway", ["-m", "services.gateway"], env=self.env(), workdir=self.workdir).start()
+            await asyncio.to_thread(wait_http, f"{self.base_url}/healthz", processes=[self.gateway])
+        except BaseException:
+            await self.stop()
+            raise
 
     async def stop(self) -> None:
-        """Stop everything, drop the database."""
+        """Stop everything, drop the database; also after a start that failed part way."""
         self.stop_workers()
-        self.gateway.stop()
-        await self.redis.aclose()
-        await self.db.close()
+        if hasattr(self, "gateway"):
+            self.gateway.stop()
+        if hasattr(self, "redis"):
+            await self.redis.aclose()
+        if hasattr(self, "db"):
+            await self.db.close()
         self.redis_server.stop()
         if self.database_dsn:
             await drop_database(self.database_dsn)
