@@ -85,6 +85,10 @@ class Mailer:
         self._local_hostname: str | None = None  # what EHLO names us: looked up once
         address = parseaddr(sender)[1]
         self._domain = address.rpartition("@")[2] if "@" in address else "afterword.localhost"
+        # Header objects are immutable and can go in any number of messages. The sender's is
+        # parsed once (an address header: 44 µs of a 217 µs build), the date's once a second.
+        self._from_header = POLICY.header_store_parse("From", sender)[1]
+        self._date_header: tuple[str, BaseHeader] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Mailer:
@@ -110,13 +114,20 @@ class Mailer:
     def build(self, *, job_id: str, to: str, subject: str, body: str) -> EmailMessage:
         """The message a job sends to one recipient."""
         message = EmailMessage(policy=POLICY)
-        message["From"] = self._sender
+        message["From"] = self._from_header
         message["To"] = to
         message["Subject"] = subject
-        message["Date"] = formatdate(localtime=False, usegmt=True)
+        message["Date"] = self._date()
         message["Message-ID"] = self.message_id(job_id)
         message.set_content(body)
         return message
+
+    def _date(self) -> BaseHeader:
+        """The Date header for now, parsed once per distinct date (the text has whole seconds)."""
+        text = formatdate(localtime=False, usegmt=True)
+        if self._date_header is None or self._date_header[0] != text:
+            self._date_header = (text, POLICY.header_store_parse("Date", text)[1])
+        return self._date_header[1]
 
     async def send(self, message: EmailMessage) -> None:
         """Deliver ``message``; raise TransientError or PermanentError when the server refuses.

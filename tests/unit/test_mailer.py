@@ -118,7 +118,8 @@ def test_message_is_byte_for_byte_what_the_default_policy_builds(
 
     ours = mailer.build(job_id="j1", to=to, subject=subject, body=body)
     monkeypatch.setattr(mailer_module, "POLICY", email.policy.default)
-    standard = mailer.build(job_id="j1", to=to, subject=subject, body=body)
+    # A new mailer: the headers it keeps (From, Date) parsed by the default policy too.
+    standard = Mailer(host="127.0.0.1", port=1025, sender=SENDER).build(job_id="j1", to=to, subject=subject, body=body)
 
     assert ours.policy is not standard.policy
     assert ours.as_bytes(policy=email.policy.SMTP) == standard.as_bytes(policy=email.policy.SMTP)
@@ -126,6 +127,33 @@ def test_message_is_byte_for_byte_what_the_default_policy_builds(
         (k, type(v).__mro__[1:]) for k, v in standard.items()
     ]
     assert [v.defects for v in ours.values()] == [v.defects for v in standard.values()]
+
+
+def test_the_sender_is_parsed_once_and_the_date_once_per_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    sender = "Zoë at Afterword <noreply@afterword.test>"
+    clock = iter(["Tue, 24 Nov 2026 03:00:00 +0000"] * 2 + ["Tue, 24 Nov 2026 03:00:01 +0000"])
+    monkeypatch.setattr(mailer_module, "formatdate", lambda **_: next(clock))
+    mailer = Mailer(host="127.0.0.1", port=1025, sender=sender)
+
+    first, second, third = (mailer.build(job_id=f"j{i}", to="a@example.com", subject="s", body="b") for i in range(3))
+
+    assert first["From"] is second["From"] is third["From"]
+    assert first["Date"] is second["Date"]
+    assert (str(second["Date"]), str(third["Date"])) == (
+        "Tue, 24 Nov 2026 03:00:00 +0000",
+        "Tue, 24 Nov 2026 03:00:01 +0000",
+    )
+    monkeypatch.setattr(mailer_module, "POLICY", email.policy.default)
+    monkeypatch.setattr(mailer_module, "formatdate", lambda **_: "Tue, 24 Nov 2026 03:00:01 +0000")
+    standard = Mailer(host="127.0.0.1", port=1025, sender=sender).build(
+        job_id="j2", to="a@example.com", subject="s", body="b"
+    )
+    assert third.as_bytes(policy=email.policy.SMTP) == standard.as_bytes(policy=email.policy.SMTP)
+
+
+def test_a_sender_with_a_line_break_is_refused_when_the_mailer_is_made() -> None:
+    with pytest.raises(ValueError, match="linefeed or carriage return"):
+        Mailer(host="127.0.0.1", port=1025, sender="Afterword <a@example.com>\r\nBcc: x@example.com")
 
 
 def test_each_header_class_is_made_once() -> None:
