@@ -9,13 +9,14 @@ finished, which is all the measures need.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import pickle
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import httpx
@@ -58,6 +59,20 @@ async def _post_many(
     return answers
 
 
+class _Stoppable(Protocol):
+    async def stop(self) -> None: ...
+
+
+@contextlib.asynccontextmanager
+async def _stopped_on_failure(system: _Stoppable) -> AsyncIterator[None]:
+    """Around a system's start: if a step fails, stop what the steps before it started, then raise."""
+    try:
+        yield
+    except BaseException:
+        await system.stop()
+        raise
+
+
 def signup_bodies(count: int, *, tag: str) -> list[tuple[str, dict[str, Any] | None]]:
     """``count`` distinct POST /signup requests."""
     return [("/signup", {"email": f"user{i}-{tag}@example.com", "name": f"User {i}"}) for i in range(count)]
@@ -81,12 +96,9 @@ class SeedSystem:
 
     async def start(self) -> None:
         """Start the app and wait until it answers; stop it if it never does."""
-        try:
+        async with _stopped_on_failure(self):
             self.gateway.start()
             await asyncio.to_thread(wait_http, f"{self.base_url}/healthz", processes=[self.gateway])
-        except BaseException:
-            await self.stop()
-            raise
 
     async def stop(self) -> None:
         """Stop the app."""
@@ -118,15 +130,12 @@ class ArqSystem:
 
     async def start(self) -> None:
         """Start Redis, create the users database, start the app; undo it all if a step fails."""
-        try:
+        async with _stopped_on_failure(self):
             self.redis_server.start()
             self.database_dsn = await create_database("afterword_bench_arq")
             self.redis = Redis.from_url(self.redis_server.url)
             self.gateway.start()
             await asyncio.to_thread(wait_http, f"{self.base_url}/healthz", processes=[self.gateway])
-        except BaseException:
-            await self.stop()
-            raise
 
     async def stop(self) -> None:
         """Stop everything, drop the database; also after a start that failed part way."""
@@ -266,16 +275,13 @@ class OurSystem:
 
     async def start(self) -> None:
         """Start Redis, create and migrate the database, start the gateway; undo it all if a step fails."""
-        try:
+        async with _stopped_on_failure(self):
             self.redis_server.start()
             self.database_dsn = await create_database("afterword_bench")
             self.redis = Redis.from_url(self.redis_server.url)
             self.db = await asyncpg.create_pool(self.database_dsn, min_size=1, max_size=2)
             self.gateway = Proc("gateway", ["-m", "services.gateway"], env=self.env(), workdir=self.workdir).start()
             await asyncio.to_thread(wait_http, f"{self.base_url}/healthz", processes=[self.gateway])
-        except BaseException:
-            await self.stop()
-            raise
 
     async def stop(self) -> None:
         """Stop everything, drop the database; also after a start that failed part way."""
