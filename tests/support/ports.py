@@ -26,10 +26,14 @@ def free_port() -> int:
     low, high = _candidates()
     for _ in range(200 if low <= high else 0):
         port = random.randint(low, high)
-        if port not in _handed_out and _bindable(port):
+        if port not in _handed_out and _bound(port):
             _handed_out.add(port)
             return port
-    return _kernel_port()  # the span is crowded: take the kernel's choice rather than fail
+    chosen = _bound(0)  # the span is crowded: take the kernel's choice rather than fail
+    if chosen is None:
+        raise RuntimeError("no free TCP port on the loopback interface")
+    _handed_out.add(chosen)
+    return chosen
 
 
 def _candidates() -> tuple[int, int]:
@@ -41,18 +45,11 @@ def _candidates() -> tuple[int, int]:
     return max(1024, high - _SPAN), high
 
 
-def _bindable(port: int) -> bool:
+def _bound(port: int) -> int | None:
+    """Bind ``port`` on the loopback (0: the kernel chooses) and let it go; the port, None if it is taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
-            return False
-    return True
-
-
-def _kernel_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    _handed_out.add(port)
-    return port
+            return None
+        return int(sock.getsockname()[1])
