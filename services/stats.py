@@ -2,7 +2,9 @@
 
 Everything is computed in Postgres from the jobs ledger: the counts per status over the whole
 ledger (a status with more jobs than a limit is estimated, see :func:`jobs_by_status`), the rest
-over a window of whole minutes that ends with the current one. Pickup latency is the time from
+minute by minute (:func:`minute_figures`), put together into a window of whole minutes that
+ends with the current one (:func:`window_of`; the gateway keeps the minutes that are over, see
+``services.gateway.settled_minutes``). Pickup latency is the time from
 when a job was due (its ``run_at``, which its first attempt records as ``due_at`` when it starts)
 to the start of its first attempt; a negative latency (clocks of the gateway and Postgres a little
 apart) counts as 0. First attempts started before migration 0007 have no ``due_at`` and are left
@@ -11,15 +13,18 @@ out.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
 
+from services import latency_histogram
 from services.contract import JobStatus
 from services.heartbeat import live_workers
+from services.latency_histogram import Histogram
 from services.ledger import Executor
 
 PERCENTILES = (0.5, 0.95, 0.99)
@@ -61,37 +66,36 @@ class Worker:
     last_beat: datetime
 
 
-_WINDOW_START = "date_trunc('minute', now()) - make_interval(mins => $1 - 1)"
+MAX_WINDOW_MINUTES = 1440
+"""The longest window ``GET /stats`` gives figures for: a day."""
 
-_THROUGHPUT = f"""
-SELECT b.minute, COALESCE(c.succeeded, 0) AS succeeded, COALESCE(c.failed, 0) AS failed
-FROM generate_series({_WINDOW_START}, date_trunc('minute', now()), interval '1 minute') AS b (minute)
-LEFT JOIN (
-    SELECT date_trunc('minute', finished_at) AS minute,
-           count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
-           count(*) FILTER (WHERE status = 'failed') AS failed
-    FROM jobs
-    WHERE finished_at >= {_WINDOW_START} AND status IN ('succeeded', 'failed')
-    GROUP BY 1
-) AS c USING (minute)
-ORDER BY b.minute
+_ENDED = """
+SELECT date_trunc('minute', finished_at) AS minute,
+       count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE status = 'failed') AS failed
+FROM jobs
+WHERE finished_at >= $1 AND finished_at < $2 AND status IN ('succeeded', 'failed')
+GROUP BY 1
 """
 
+# Each minute's percentiles and its histogram of pickups from one pass over the first attempts
+# (the CTE is read twice, so Postgres computes it once).
 _PICKUPS = f"""
-SELECT started_at, greatest(0, extract(epoch FROM started_at - due_at) * 1000)::float8 AS ms
-FROM job_attempts
-WHERE try = 1 AND started_at >= {_WINDOW_START} AND due_at IS NOT NULL
-"""
-
-# The whole window and each minute in one pass over the pickups (two queries took twice as long or
-# more). The row of the whole window is the one with GROUPING(...) = 1, sorted last; it is there
-# even when no job started (its percentiles are then NULL).
-_LATENCIES = f"""
-SELECT GROUPING(date_trunc('minute', started_at)) = 1 AS whole, date_trunc('minute', started_at) AS minute,
-       percentile_cont(ARRAY[0.5, 0.95, 0.99]::float8[]) WITHIN GROUP (ORDER BY ms) AS percentiles
-FROM ({_PICKUPS}) AS p
-GROUP BY GROUPING SETS ((), (date_trunc('minute', started_at)))
-ORDER BY whole, minute
+WITH p AS (
+    SELECT date_trunc('minute', started_at) AS minute,
+           greatest(0, extract(epoch FROM started_at - due_at) * 1000)::float8 AS ms
+    FROM job_attempts
+    WHERE try = 1 AND started_at >= $1 AND started_at < $2 AND due_at IS NOT NULL
+)
+SELECT minute, l.percentiles, h.buckets, h.counts
+FROM (
+    SELECT minute, percentile_cont($3::float8[]) WITHIN GROUP (ORDER BY ms) AS percentiles FROM p GROUP BY minute
+) AS l
+JOIN (
+    SELECT minute, array_agg(bucket ORDER BY bucket) AS buckets, array_agg(n ORDER BY bucket) AS counts
+    FROM (SELECT minute, {latency_histogram.bucket_sql("ms")} AS bucket, count(*) AS n FROM p GROUP BY 1, 2) AS b
+    GROUP BY minute
+) AS h USING (minute)
 """
 
 
@@ -126,12 +130,6 @@ async def jobs_by_status(db: Executor, *, exact_limit: int) -> StatusCounts:
     )
 
 
-async def throughput(db: Executor, *, minutes: int) -> list[Minute]:
-    """Jobs succeeded and failed per minute over the last ``minutes`` minutes, oldest first."""
-    rows = await db.fetch(_THROUGHPUT, minutes)
-    return [Minute(minute=r["minute"], succeeded=r["succeeded"], failed=r["failed"]) for r in rows]
-
-
 @dataclass(frozen=True)
 class Pickups:
     """Pickup latency percentiles over a window, and per minute of it."""
@@ -141,12 +139,69 @@ class Pickups:
     """Minutes in which no job started are left out."""
 
 
-async def pickup_latency(db: Executor, *, minutes: int) -> Pickups:
-    """Pickup latency percentiles over the last ``minutes`` minutes, and per minute."""
-    *per_minute, whole = await db.fetch(_LATENCIES, minutes)  # the whole window's row comes last
-    return Pickups(
-        whole=_latency(whole["percentiles"]),
-        by_minute=[LatencyMinute(minute=r["minute"], latency=_latency(r["percentiles"])) for r in per_minute],
+@dataclass(frozen=True)
+class MinuteFigures:
+    """One minute's figures: the jobs that ended in it, and the pickups of the first attempts started in it."""
+
+    minute: datetime
+    succeeded: int
+    failed: int
+    latency: Latency
+    """Exact: ``percentile_cont`` over the minute's pickups."""
+    pickups: Histogram
+    """The minute's pickups counted per bucket: merged with other minutes', a window's percentiles."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """The figures of a window of whole minutes, the current one last."""
+
+    throughput: list[Minute]
+    """Every minute of the window."""
+    pickups: Pickups
+
+
+MINUTE = timedelta(minutes=1)
+
+
+def minutes_between(first: datetime, end: datetime) -> list[datetime]:
+    """Each minute from ``first`` up to ``end``, excluded (both whole minutes)."""
+    return [first + k * MINUTE for k in range(max(0, (end - first) // MINUTE))]
+
+
+async def minute_figures(db: Executor, first: datetime, end: datetime) -> list[MinuteFigures]:
+    """The figures of each minute from ``first`` up to ``end``, excluded, oldest first; 0 for a minute with none."""
+    ended = {row["minute"]: row for row in await db.fetch(_ENDED, first, end)}
+    started = {row["minute"]: row for row in await db.fetch(_PICKUPS, first, end, list(PERCENTILES))}
+    figures = []
+    for minute in minutes_between(first, end):
+        counts, pickups = ended.get(minute), started.get(minute)
+        figures.append(
+            MinuteFigures(
+                minute=minute,
+                succeeded=counts["succeeded"] if counts else 0,
+                failed=counts["failed"] if counts else 0,
+                latency=_latency(pickups["percentiles"] if pickups else None),
+                pickups=Histogram.of(pickups["buckets"], pickups["counts"]) if pickups else Histogram.of([], []),
+            )
+        )
+    return figures
+
+
+def window_of(figures: Sequence[MinuteFigures], *, pickups: Counter[int] | None = None) -> Window:
+    """The window made of ``figures``, one per minute, oldest first.
+
+    Its pickup percentiles come from the minutes' histograms merged, within 1 % of
+    ``percentile_cont`` over every pickup (``services.latency_histogram``); ``pickups`` is that
+    merge when the caller already has it.
+    """
+    merged = latency_histogram.merged(f.pickups for f in figures) if pickups is None else pickups
+    return Window(
+        throughput=[Minute(minute=f.minute, succeeded=f.succeeded, failed=f.failed) for f in figures],
+        pickups=Pickups(
+            whole=_latency(latency_histogram.percentiles(merged, PERCENTILES)),
+            by_minute=[LatencyMinute(minute=f.minute, latency=f.latency) for f in figures if f.pickups],
+        ),
     )
 
 

@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 from services.gateway.acceptance import Acceptance
 from services.gateway.job_events import JobEvents
 from services.gateway.metrics import GatewayMetrics
+from services.gateway.settled_minutes import SettledMinutes
 from services.settings import Settings
 
 
@@ -58,6 +59,14 @@ async def _events(request: Request) -> JobEvents:
 
 
 JobEventsDep = Annotated[JobEvents, Depends(_events)]
+
+
+async def _settled_minutes(request: Request) -> SettledMinutes:
+    settled: SettledMinutes = request.state.settled_minutes
+    return settled
+
+
+SettledMinutesDep = Annotated[SettledMinutes, Depends(_settled_minutes)]
 
 
 def acceptance(request: Request) -> Acceptance:

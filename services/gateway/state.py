@@ -15,6 +15,7 @@ from services.database import create_pool
 from services.gateway.intake import Intake
 from services.gateway.job_events import JobEvents
 from services.gateway.metrics import GatewayMetrics
+from services.gateway.settled_minutes import SettledMinutes
 from services.serialization import deserialize, serialize
 from services.settings import Settings
 
@@ -28,6 +29,7 @@ class State(TypedDict):
     events: JobEvents
     metrics: GatewayMetrics
     intake: Intake
+    settled_minutes: SettledMinutes
 
 
 def lifespan_for(settings: Settings, *, metrics: GatewayMetrics | None = None):  # type: ignore[no-untyped-def]
@@ -59,6 +61,7 @@ def lifespan_for(settings: Settings, *, metrics: GatewayMetrics | None = None): 
                 "events": events,
                 "metrics": metrics,
                 "intake": Intake(db=db, redis=redis),  # ledger rows, then the queue, batched across requests
+                "settled_minutes": SettledMinutes(),  # GET /stats's figures of minutes that are over
             }
         finally:
             await events.stop()

@@ -18,7 +18,10 @@ import asyncpg
 import pytest
 
 from services import stats
+from services.gateway.settled_minutes import SettledMinutes
+from services.ledger import Executor
 from tests.support.database import create_database, drop_database
+from tests.support.percentiles import percentile_cont
 
 WINDOW = 10
 
@@ -50,15 +53,6 @@ class Attempt:
     start: datetime
     end: datetime
     due: datetime | None
-
-
-def percentile_cont(values: Sequence[float], fraction: float) -> float:
-    """Postgres' ``percentile_cont``: linear interpolation between the closest ranks."""
-    ordered = sorted(values)
-    rank = fraction * (len(ordered) - 1)
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 async def _write_job(
@@ -120,14 +114,26 @@ def _expected(values: Sequence[float]) -> stats.Latency:
     return stats.Latency(p50=p50, p95=p95, p99=p99)
 
 
+def _close(found: stats.Latency, expected: stats.Latency) -> bool:
+    """Within 1 % (a window's percentiles come from histograms), or exactly for 0."""
+    return [found.p50, found.p95, found.p99] == pytest.approx(
+        [expected.p50, expected.p95, expected.p99], rel=0.01, abs=1e-9
+    )
+
+
+async def _window(db: asyncpg.Connection, minutes: int) -> stats.Window:
+    """The window as GET /stats computes it, on a fresh cache (every minute read, settled or not)."""
+    return await SettledMinutes().window(db, minutes=minutes)
+
+
 async def test_pickup_latency_over_the_window(ledger_db: tuple[asyncpg.Connection, datetime]) -> None:
     db, _ = ledger_db
-    assert (await stats.pickup_latency(db, minutes=WINDOW)).whole == _expected(FIRST + SECOND)
+    assert _close((await _window(db, WINDOW)).pickups.whole, _expected(FIRST + SECOND))
 
 
-async def test_pickup_latency_per_minute(ledger_db: tuple[asyncpg.Connection, datetime]) -> None:
+async def test_pickup_latency_per_minute_is_exact(ledger_db: tuple[asyncpg.Connection, datetime]) -> None:
     db, minute = ledger_db
-    by_minute = (await stats.pickup_latency(db, minutes=WINDOW)).by_minute
+    by_minute = (await _window(db, WINDOW)).pickups.by_minute
     assert by_minute == [
         stats.LatencyMinute(minute=minute - timedelta(minutes=3), latency=_expected(FIRST)),
         stats.LatencyMinute(minute=minute - timedelta(minutes=2), latency=_expected(SECOND)),
@@ -136,15 +142,93 @@ async def test_pickup_latency_per_minute(ledger_db: tuple[asyncpg.Connection, da
 
 async def test_no_start_in_the_window_gives_no_latency(ledger_db: tuple[asyncpg.Connection, datetime]) -> None:
     db, _ = ledger_db
-    pickups = await stats.pickup_latency(db, minutes=1)
+    pickups = (await _window(db, 1)).pickups
     assert pickups == stats.Pickups(whole=stats.Latency(p50=None, p95=None, p99=None), by_minute=[])
 
 
 async def test_throughput_per_minute(ledger_db: tuple[asyncpg.Connection, datetime]) -> None:
     db, minute = ledger_db
-    per_minute = await stats.throughput(db, minutes=WINDOW)
+    per_minute = (await _window(db, WINDOW)).throughput
 
     assert len(per_minute) == WINDOW
     assert per_minute[-1].minute >= minute
+    assert [m.minute for m in per_minute] == [per_minute[0].minute + k * stats.MINUTE for k in range(WINDOW)]
     ended = {m.minute: (m.succeeded, m.failed) for m in per_minute if m.succeeded or m.failed}
     assert ended == {minute - timedelta(minutes=3): (6, 1), minute - timedelta(minutes=2): (5, 1)}
+
+
+# --- Settled minutes are read once ----------------------------------------------------------------
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[datetime, datetime]]:
+    """The ranges of minutes read from the ledger, from first to end (excluded)."""
+    ranges: list[tuple[datetime, datetime]] = []
+    read = stats.minute_figures
+
+    async def recorded(db: Executor, first: datetime, end: datetime) -> list[stats.MinuteFigures]:
+        ranges.append((first, end))
+        return await read(db, first, end)
+
+    monkeypatch.setattr(stats, "minute_figures", recorded)
+    return ranges
+
+
+async def test_settled_minutes_are_read_once_and_give_the_same_window(
+    ledger_db: tuple[asyncpg.Connection, datetime], reads: list[tuple[datetime, datetime]]
+) -> None:
+    db, _ = ledger_db
+    settled = SettledMinutes()
+    first = await settled.window(db, minutes=WINDOW)
+    second = await settled.window(db, minutes=WINDOW)
+    now = (await db.fetchval("SELECT now()")).astimezone(UTC)
+
+    assert second == first or second.throughput[0].minute > first.throughput[0].minute  # or a minute turned
+    (_, current_end), *_ = reversed(reads)
+    assert current_end == now.replace(second=0, microsecond=0) + stats.MINUTE
+    # The first call read every minute of the window; the second only those not settled yet,
+    # which start at most 30 s (SETTLE) before now.
+    assert reads[0][0] == first.throughput[0].minute
+    assert len(reads) == 3
+    assert reads[2][0] == reads[1][0] >= now - timedelta(minutes=1, seconds=30)
+
+
+async def test_a_minute_not_settled_is_read_again(reads: list[tuple[datetime, datetime]]) -> None:
+    dsn = await create_database("afterword_window_fresh")
+    db = await asyncpg.connect(dsn)
+    try:
+        settled = SettledMinutes(settle=timedelta(days=1))  # nothing is settled
+        before = await settled.window(db, minutes=2)
+        now = await db.fetchval("SELECT now()")
+        await _write_job(db, "new", "succeeded", now, Row("succeeded", now, 3.0).attempts())
+        after = await settled.window(db, minutes=2)
+
+        ended = sum(m.succeeded for m in after.throughput) - sum(m.succeeded for m in before.throughput)
+        assert ended == 1
+        assert _close(after.pickups.whole, stats.Latency(p50=3.0, p95=3.0, p99=3.0))
+        assert all(first == before.throughput[0].minute for first, _ in reads)
+    finally:
+        await db.close()
+        await drop_database(dsn)
+
+
+async def test_a_settled_minute_is_not_read_again(reads: list[tuple[datetime, datetime]]) -> None:
+    dsn = await create_database("afterword_window_settled")
+    db = await asyncpg.connect(dsn)
+    try:
+        settled = SettledMinutes(settle=timedelta(0))  # every minute before the current one is settled
+        minute = (await db.fetchval("SELECT date_trunc('minute', now())")).astimezone(UTC)
+        await settled.window(db, minutes=3)
+        # Written after the first call into a minute already kept (the ledger never does that):
+        # the second call does not read it.
+        at = minute - timedelta(minutes=1, seconds=-5)
+        await _write_job(db, "late", "succeeded", at, Row("succeeded", at, 3.0).attempts())
+        window = await settled.window(db, minutes=3)
+
+        assert sum(m.succeeded for m in window.throughput) == 0
+        assert window.pickups.whole == stats.Latency(p50=None, p95=None, p99=None)
+        assert len(reads) >= 3  # the first call read the settled minutes, then the current one
+        assert all(first > at for first, _ in reads[2:])
+    finally:
+        await db.close()
+        await drop_database(dsn)

@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 
 from services import ledger, stats
 from services.contract import JobStatus
-from services.gateway.dependencies import DbDep, JobEventsDep, RedisDep, SettingsDep
+from services.gateway.dependencies import DbDep, JobEventsDep, RedisDep, SettingsDep, SettledMinutesDep
 from services.gateway.errors import NotFound
 from services.gateway.job_events import Item, Subscription, follow
 from services.gateway.schemas import (
@@ -114,14 +114,17 @@ async def job_stats(
     db: DbDep,
     redis: RedisDep,
     settings: SettingsDep,
-    minutes: Annotated[int, Query(ge=1, le=1440, description="The window of the per-minute figures.")] = 15,
+    settled: SettledMinutesDep,
+    minutes: Annotated[
+        int, Query(ge=1, le=stats.MAX_WINDOW_MINUTES, description="The window of the per-minute figures.")
+    ] = 15,
 ) -> StatsView:
     """Queue depth, jobs per status, throughput and pickup latency per minute, and the live workers."""
-    by_status, per_minute, pickups = await asyncio.gather(
+    by_status, window = await asyncio.gather(
         stats.jobs_by_status(db, exact_limit=settings.stats_exact_count_limit),
-        stats.throughput(db, minutes=minutes),
-        stats.pickup_latency(db, minutes=minutes),
+        settled.window(db, minutes=minutes),
     )
+    per_minute, pickups = window.throughput, window.pickups
     depth: int | None
     try:
         depth = await stats.queue_depth(redis, queue_name=settings.queue_name)
