@@ -53,6 +53,7 @@ def lifespan_for(settings: Settings, *, metrics: GatewayMetrics | None = None): 
         )
         events = JobEvents(settings.database_dsn)  # one LISTEN connection, for the live status routes
         await events.start()
+        settled_minutes = SettledMinutes()  # GET /stats's figures of minutes that are over
         try:
             yield {
                 "settings": settings,
@@ -61,9 +62,10 @@ def lifespan_for(settings: Settings, *, metrics: GatewayMetrics | None = None): 
                 "events": events,
                 "metrics": metrics,
                 "intake": Intake(db=db, redis=redis),  # ledger rows, then the queue, batched across requests
-                "settled_minutes": SettledMinutes(),  # GET /stats's figures of minutes that are over
+                "settled_minutes": settled_minutes,
             }
         finally:
+            await settled_minutes.close()
             await events.stop()
             await redis.aclose(close_connection_pool=True)
             await db.close()

@@ -10,6 +10,7 @@ the test.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,7 @@ import asyncpg
 import pytest
 
 from services import stats
-from services.gateway.settled_minutes import SettledMinutes
+from services.gateway.settled_minutes import READ_MINUTES, SettledMinutes
 from services.ledger import Executor
 from tests.support.database import create_database, drop_database
 from tests.support.percentiles import percentile_cont
@@ -232,3 +233,63 @@ async def test_a_settled_minute_is_not_read_again(reads: list[tuple[datetime, da
     finally:
         await db.close()
         await drop_database(dsn)
+
+
+@pytest.fixture
+async def empty_db() -> AsyncIterator[asyncpg.Pool]:
+    """A pool, as the gateway's: a read given up goes on while the next call queries."""
+    dsn = await create_database("afterword_window_empty")
+    db = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+    try:
+        yield db
+    finally:
+        await db.close()
+        await drop_database(dsn)
+
+
+async def test_a_long_window_is_read_in_short_runs(
+    empty_db: asyncpg.Pool, reads: list[tuple[datetime, datetime]]
+) -> None:
+    window = await SettledMinutes(settle=timedelta(0)).window(empty_db, minutes=40)
+
+    assert len(window.throughput) == 40
+    assert all(end - first <= READ_MINUTES * stats.MINUTE for first, end in reads)
+    covered = [m for first, end in reads for m in stats.minutes_between(first, end)]
+    assert covered == [m.minute for m in window.throughput]  # each minute read once, in order
+    assert len(reads) >= 4  # 39 settled minutes in runs of 15, then the current one
+
+
+async def test_a_call_does_not_wait_for_another_ones_read_and_a_read_given_up_is_kept(
+    empty_db: asyncpg.Pool, reads: list[tuple[datetime, datetime]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settled = SettledMinutes(settle=timedelta(0))
+    await settled.window(empty_db, minutes=3)  # the last 2 settled minutes kept
+    held, release = asyncio.Event(), asyncio.Event()
+    read = stats.minute_figures
+    old = (await empty_db.fetchval("SELECT date_trunc('minute', now())")) - timedelta(minutes=10)
+
+    asked: list[tuple[datetime, datetime]] = []  # every read begun, also one cancelled before its query
+
+    async def slow(db: Executor, first: datetime, end: datetime) -> list[stats.MinuteFigures]:
+        asked.append((first, end))
+        if first < old:  # the long window's old minutes: held until released
+            held.set()
+            await release.wait()
+        return await read(db, first, end)
+
+    monkeypatch.setattr(stats, "minute_figures", slow)
+    long_call = asyncio.create_task(settled.window(empty_db, minutes=60))
+    await asyncio.wait_for(held.wait(), 5)
+    short = await asyncio.wait_for(settled.window(empty_db, minutes=3), 5)  # not behind the held read
+    assert len(short.throughput) == 3
+
+    long_call.cancel()  # its client went away; the read it started goes on
+    with pytest.raises(asyncio.CancelledError):
+        await long_call
+    release.set()
+    window = await asyncio.wait_for(settled.window(empty_db, minutes=60), 5)
+
+    assert len(window.throughput) == 60
+    held_run = next(run for run in asked if run[0] < old)
+    assert held_run[1] - held_run[0] == READ_MINUTES * stats.MINUTE
+    assert asked.count(held_run) == 1  # kept from the call given up, not read again
