@@ -188,18 +188,16 @@ async def minute_figures(db: Executor, first: datetime, end: datetime) -> list[M
     return figures
 
 
-def window_of(figures: Sequence[MinuteFigures], *, pickups: Counter[int] | None = None) -> Window:
-    """The window made of ``figures``, one per minute, oldest first.
+def window_of(figures: Sequence[MinuteFigures], *, pickups: Counter[int]) -> Window:
+    """The window made of ``figures``, one per minute, oldest first, and ``pickups``, their histograms merged.
 
-    Its pickup percentiles come from the minutes' histograms merged, within 1 % of
-    ``percentile_cont`` over every pickup (``services.latency_histogram``); ``pickups`` is that
-    merge when the caller already has it.
+    Its pickup percentiles come from that merge, within 1 % of ``percentile_cont`` over every
+    pickup (``services.latency_histogram``).
     """
-    merged = latency_histogram.merged(f.pickups for f in figures) if pickups is None else pickups
     return Window(
         throughput=[Minute(minute=f.minute, succeeded=f.succeeded, failed=f.failed) for f in figures],
         pickups=Pickups(
-            whole=_latency(latency_histogram.percentiles(merged, PERCENTILES)),
+            whole=_latency(latency_histogram.percentiles(pickups, PERCENTILES)),
             by_minute=[LatencyMinute(minute=f.minute, latency=f.latency) for f in figures if f.pickups],
         ),
     )
