@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 export UV_PYTHON_DOWNLOADS := never
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-integration browser wrk lint fmt migrate check bench up down lock clean
+.PHONY: help install run test test-integration chaos browser wrk lint fmt migrate check bench up down lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ fmt: install ## Format and auto-fix
 
 test: install lint browser wrk ## Lint, then every test (unit + integration) against throwaway Redis/Postgres databases
 	$(BIN)/pytest
+
+chaos: install ## The chaos test for 5 minutes (make test runs it for 24 s): kills under a keyed load
+	CHAOS_SECONDS=$${CHAOS_SECONDS:-300} $(BIN)/pytest tests/faults/test_chaos.py -s
 
 browser: ## Install Debian's chromium for the dashboard tests, if missing (needs root; else they are skipped)
 	@if [ -x /usr/bin/chromium ]; then :; \

@@ -71,6 +71,8 @@ class FaultStack:
         self._worker_count = 0
         self.accepted: dict[str, str] = {}  # job id -> job name
         self.cancelled: set[str] = set()  # jobs a test cancelled on purpose
+        # Emails a test saw sent twice in the admitted window (250 received, effect not recorded).
+        self.window_duplicates: set[str] = set()
         self.db: asyncpg.Pool
         self.http: httpx.AsyncClient
         self.redis_client: Redis
@@ -201,8 +203,9 @@ class FaultStack:
         doubled = {job_id: n for job_id, n in lines.items() if n > 1}
         assert not doubled, f"log lines written twice: {doubled}"
         with self.sink.lock:
-            ids = Counter(r.message["Message-ID"] for r in self.sink.received)
-        assert all(n == 1 for n in ids.values()), f"emails delivered twice: {ids}"
+            ids = Counter(r.message["Message-ID"].strip("<>").split("@")[0] for r in self.sink.received)
+        doubled = {job_id: n for job_id, n in ids.items() if n > 1 and job_id not in self.window_duplicates}
+        assert not doubled, f"emails delivered twice: {doubled}"
         missing = [i for i, n in self.accepted.items() if n == "write_log" and lines[i] == 0]
         succeeded = [i for i in missing if (await self.job(i))["status"] == "succeeded"]
         assert not succeeded, f"succeeded write_log jobs without a line: {succeeded}"
