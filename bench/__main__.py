@@ -3,7 +3,7 @@
 One run starts, on this machine and on throwaway resources, the seed (FastAPI tutorial), plain
 ARQ (its app and its worker, at ARQ's defaults and at ``poll_delay=0.01``) and our stack, drives
 them with the same load, prints a table with the ratios ours/baseline and writes
-``bench/results/bench-<time>.json`` and ``.png`` (and ``latest.json``/``latest.png``).
+``bench/results/bench-<time>.json`` and ``.png`` (and ``bench-latest.json``/``.png``).
 """
 
 from __future__ import annotations

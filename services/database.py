@@ -1,11 +1,11 @@
 """The Postgres connection pools of both services.
 
-asyncpg's pool runs a reset query (``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
-RESET ALL``) every time a connection goes back to the pool: one more round trip per use, which
-the bench measured as the largest single cost after the queries themselves. Our code leaves no
-session state behind (no ``SET``, ``LISTEN``, advisory lock or cursor outside a transaction; the
-gateway's LISTEN has a connection of its own), so :func:`create_pool` skips that query. asyncpg
-still rolls back a transaction left open on a connection before it is reused.
+asyncpg's pool runs a reset query (``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET
+ALL``) every time a connection goes back to the pool: one more round trip per use, the largest
+single cost after the queries themselves. Our code leaves no session state behind (no ``SET``,
+``LISTEN``, advisory lock or cursor outside a transaction; the gateway's LISTEN has a connection of
+its own), so :func:`create_pool` skips that query. asyncpg still rolls back a transaction left open
+on a connection before it is reused.
 
 A connection whose protocol got out of step with the server raises asyncpg's
 ``InternalClientError`` ("cannot switch to state 11; another operation (2) is in progress": seen

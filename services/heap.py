@@ -1,11 +1,11 @@
 """Garbage-collector settings for the long-running services, applied once start-up is done.
 
-Measured on the gateway under load (``make bench``): CPython's cyclic collector ran every 700 net
-allocations and, in its older generations, walked the whole start-up heap (FastAPI's routes,
-pydantic's schemas, every imported module), which gave the slowest 1 % of requests tens of
-milliseconds of pauses. :func:`freeze_startup_heap` moves what start-up allocated out of the
-collector's reach (``gc.freeze``) and collects the young generation less often; objects are still
-freed by reference counting as before, and cycles are still collected.
+Under load, CPython's cyclic collector runs every 700 net allocations and, in its older
+generations, walks the whole start-up heap (FastAPI's routes, pydantic's schemas, every imported
+module), which pauses the slowest requests for tens of milliseconds. :func:`freeze_startup_heap`
+moves what start-up allocated out of the collector's reach (``gc.freeze``) and collects the young
+generation less often; objects are still freed by reference counting, and cycles are still
+collected.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``python -m services.gateway``: serve the gateway with uvicorn (uvloop, httptools).
 
 Logs are JSON lines on stdout (services.log_config), uvicorn's own included; uvicorn's access log
-stays off: the request middleware (services.gateway.metrics) writes one line per request.
+stays off: the request middleware (services.gateway.observation) writes one line per request.
 """
 
 from __future__ import annotations

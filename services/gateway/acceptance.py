@@ -68,7 +68,7 @@ class Acceptance:
     """What a route needs to accept jobs (``services.gateway.dependencies.acceptance`` makes it).
 
     One object rather than three dependencies (intake, metrics, request id): FastAPI resolves each
-    dependency of each request, and on the 202 path that was a fifth of the gateway's CPU time.
+    dependency of each request, a sizeable cost on the 202 path.
     """
 
     intake: Intake

@@ -55,7 +55,7 @@ class RequestObservationMiddleware:
                 message = {**message, "headers": [*headers, header]}
             await send(message)
 
-        # Bound and reset by hand: structlog's bound_contextvars() also reads every bound variable (3.4x the time).
+        # Bound and reset by hand: structlog's bound_contextvars() also reads every bound variable.
         bound = structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
             await self.app(scope, receive, send_observed)

@@ -1,13 +1,13 @@
 """The figures of minutes that are over, kept by the gateway: ``GET /stats`` reads only the last ones.
 
-Reading every job of the window on each call cost Postgres about 0.2 s for a 15-minute window at
-300 jobs/s and 2 s at 3,000 jobs/s, every 2 s while the dashboard is open. A minute is *settled*
-once Postgres' clock is ``settle`` past its end: every timestamp the ledger writes is Postgres'
-``clock_timestamp()`` of a short transaction, so no row of it commits later than that. A settled
-minute's figures are read once and kept (a day of them, the longest window); each call reads the
-minutes not settled yet, the current one and, for ``settle`` after a minute turns, the one before.
-Settled minutes are read ``READ_MINUTES`` at a time, each read a task that concurrent calls share
-and that outlives a call given up.
+Reading every job of the window on each call costs Postgres time in proportion to the window's jobs
+(a busy 15-minute window holds hundreds of thousands), every 2 s while the dashboard is open. A
+minute is *settled* once Postgres' clock is ``settle`` past its end: every timestamp the ledger
+writes is Postgres' ``clock_timestamp()`` of a short transaction, so no row of it commits later
+than that. A settled minute's figures are read once and kept (a day of them, the longest window);
+each call reads the minutes not settled yet, the current one and, for ``settle`` after a minute
+turns, the one before. Settled minutes are read ``READ_MINUTES`` at a time, each read a task that
+concurrent calls share and that outlives a call given up.
 
 Kept figures are not read again: a job ended in a settled minute and later run again by
 ``POST /jobs/{id}/retry`` (which clears its ``finished_at``) still counts in that minute's

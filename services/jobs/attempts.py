@@ -3,15 +3,14 @@
 Every job writes the ledger up to three times: its attempt's start, the side effect it did
 (``job_effects``, so that a re-run does not repeat it) and its attempt's end. A job whose effect
 is its last step notes it (:meth:`AttemptBook.note_effect`) and it is written in the statement of
-the attempt's end: one wait for a commit fewer, and the same window as before in which a crash
-makes a re-run repeat the effect (from the effect to the commit that records it). Each write is a
+the attempt's end: one wait for a commit fewer, and no wider window in which a crash makes a
+re-run repeat the effect (from the effect to the commit that records it). Each write is a
 commit, and commits wait on each other in Postgres: for the WAL flush, and, for a status change,
-for the lock that the NOTIFY of the live status trigger takes (migration 0003). One commit per
-write held a worker at about 500 jobs/s (``pg_stat_activity``: Lock/object); three batchers, one
-per kind of write, at about 900. Here every write that arrives while a batch is being written
-goes into the next one, whatever its kind (``services.batching``): one statement
-(:func:`services.ledger.write_bookkeeping`) and one commit for the whole batch. A job alone
-waits for no one. Two batches at once were slower (measured: their commits queue anyway).
+for the lock that the NOTIFY of the live status trigger takes (migration 0003). So every write
+that arrives while a batch is being written goes into the next one, whatever its kind
+(``services.batching``): one statement (:func:`services.ledger.write_bookkeeping`) and one
+commit for the whole batch. A job alone waits for no one. One batch is in flight at a time: two
+at once are slower, as their commits queue on each other anyway.
 
 While due jobs wait for slots, the worker holds the book (:meth:`AttemptBook.hold`) from the
 moment a job hands in its end until it has claimed the next jobs: the ends then go in the commit

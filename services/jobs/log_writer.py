@@ -54,8 +54,7 @@ class LogWriter:
         """Append ``line`` without leaving the event loop if the lock is free; False if it is not.
 
         A first run appends one short line: a handful of system calls, cheaper than the hand-over
-        to a thread (measured: the thread hop was a tenth of a worker's CPU time draining
-        write_log jobs). Waiting for the lock, and a re-run's scan of the file, go to a thread.
+        to a thread. Waiting for the lock, and a re-run's scan of the file, go to a thread.
         """
         self._make_directory()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)

@@ -1,12 +1,9 @@
 """The users table, as the signup jobs change it.
 
-A worker runs several jobs at once, and each upsert or welcome stamp was a statement and a commit
-of its own, waiting on the others in Postgres. Switched off, these two writes left a signup drain
-of one worker 500 to 595 µs of Postgres CPU per job instead of 833 to 877, and 1,100 to 1,210 µs
-of worker CPU instead of 1,450 to 1,610 (two runs each, ``/proc/<pid>/stat`` over 3,000 jobs).
-Concurrent writes of one kind now share a statement (``services.batching``): one round trip and
-one commit per batch; Postgres CPU per job went from 727 to 777 µs to 610 to 627 µs (the quiet
-runs of three alternating ones). A statement locks its rows in email order, so that two workers'
+A worker runs several jobs at once; an upsert or welcome stamp written as a statement and a
+commit of its own would wait on the others in Postgres, and these two writes are a large part of
+a signup job's cost. Concurrent writes of one kind share a statement (``services.batching``): one
+round trip and one commit per batch. A statement locks its rows in email order, so that two workers'
 batches never wait on each other in a cycle; an email named twice in a batch goes into a second
 statement after the first, as it would have run after it.
 """

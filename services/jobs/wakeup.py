@@ -15,8 +15,8 @@ job, retries, timeouts, aborts, cron, health checks, signals, burst mode) and ch
   are still running: it waits up to ``claim_linger`` for them to end too, and one look claims all
   their slots. Jobs claimed together start, write the ledger and end together, in shared round
   trips; claimed as each slot frees, a worker's jobs drift apart into small groups that never
-  merge again (measured, draining write_log with two workers: nine and one instead of ten, twice
-  the claims, commits and MULTI/EXECs per job, and a quarter less throughput).
+  merge again (two workers draining end up claiming nine and one instead of ten: twice the
+  claims, commits and MULTI/EXECs per job).
 * **When a slot frees.** When the job hands in its attempt's end (``AttemptBook.on_end``): its
   own work is over, and what remains (the ledger's commit, ARQ's end in Redis) is the worker's
   bookkeeping. While due jobs wait, the attempt book keeps those ends (``AttemptBook.hold``) until

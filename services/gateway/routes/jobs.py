@@ -56,7 +56,7 @@ _EXAMPLES: dict[str, dict[str, Any]] = {
 
 def status_url(request: Request, job_id: str) -> str:
     """The URL of ``GET /jobs/{job_id}``: what ``request.url_for("get_job", ...)`` gives, without its
-    search through every route (a tenth of the gateway's CPU time on the 202 path).
+    search through every route, a sizeable cost on the 202 path.
 
     The part before the id depends only on what Starlette builds ``request.base_url`` from (the
     scheme, the ``Host`` header, the server's address, the root path): it is built once per such
