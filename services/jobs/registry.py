@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
 import structlog
@@ -108,14 +109,16 @@ async def _run_tracked(
     if leased:
         await ctx["leases"].hold(job_id)
 
-    async def finish(status: JobStatus, *, result: Any = None, error: str | None = None) -> None:
+    async def finish(
+        status: JobStatus, *, result: Any = None, error: str | None = None, run_at: datetime | None = None
+    ) -> None:
         # Recording the outcome can fail too (Postgres away): then the job is tried again, and
         # its effects, keyed on the job id, are not repeated.
         if started.previous is None:
             return
         try:
             await ctx["attempts"].finish(
-                job_id=job_id, attempt=started.attempt, status=status, result=result, error=error
+                job_id=job_id, attempt=started.attempt, status=status, result=result, error=error, run_at=run_at
             )
         except Exception as exc:
             if is_transient(exc) and not last_try:
@@ -137,8 +140,9 @@ async def _run_tracked(
     except Exception as exc:
         if is_transient(exc) and not last_try:
             retry = retry_later(exc)
+            due = datetime.now(UTC) + timedelta(milliseconds=retry.defer_score or 0)  # the job's run_at from now
             with contextlib.suppress(Retry):  # not recorded: the next attempt's start says enough
-                await finish(JobStatus.retrying, error=_describe(exc))
+                await finish(JobStatus.retrying, error=_describe(exc), run_at=due)
             raise retry from exc
         await finish(JobStatus.failed, error=_describe(exc))
         raise

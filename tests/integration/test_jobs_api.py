@@ -50,6 +50,9 @@ async def test_a_temporary_smtp_failure_is_retried_and_delivered_once(
     assert [a["outcome"] for a in job["attempts"]] == ["retrying", "succeeded"]
     assert "451" in job["attempts"][0]["error"]
     assert len(await observer.emails_to(address)) == 1
+    # The retry's due time became the job's run_at: after the failed try, not after the retry.
+    first, second = (datetime.fromisoformat(a["started_at"]) for a in job["attempts"])
+    assert first < datetime.fromisoformat(job["run_at"]) <= second
 
 
 async def test_update_user_creates_the_row(client: httpx.AsyncClient, observer: Observer) -> None:
