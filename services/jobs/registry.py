@@ -2,7 +2,8 @@
 
 The wrapper validates the payload against the contract, records the attempt in the jobs ledger,
 bounds the run with the job timeout, and turns the outcome into a ledger status: transient errors
-are retried with backoff (through ``arq.Retry``) until the last try, anything else fails at once.
+are retried with backoff (through ``arq.Retry``, by the job's policy: ``services.jobs.retries``)
+until the last try; anything else fails at once.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from pydantic import ValidationError
 from services import ledger
 from services.contract import PAYLOADS, JobName, JobStatus, Payload
 from services.jobs.context import JobContext
-from services.jobs.errors import is_transient, retry_delay
+from services.jobs.errors import is_transient
 from services.jobs.metrics import JobRun
+from services.jobs.retries import RetryOverride, RetryPolicy
 from services.log_config import direct_logger
+from services.settings import Settings
 
 log = logging.getLogger("afterword.jobs")
 events = direct_logger("jobs", "afterword.jobs")  # the two lines of every run, written directly
@@ -36,27 +39,31 @@ ArqCoroutine = Callable[..., Awaitable[JobResult | None]]
 REGISTRY: dict[JobName, ArqCoroutine] = {}
 """The coroutine ARQ runs for each job name, filled by :func:`job`."""
 
-MAX_TRIES: dict[JobName, int] = {}
-"""Jobs whose maximum number of tries differs from the ``JOB_MAX_TRIES`` setting."""
+RETRIES: dict[JobName, RetryOverride] = {}
+"""What each job declared of its own retry policy (:func:`job`); the settings give the rest."""
 
 
-def max_tries(name: JobName, default: int) -> int:
-    """How many times ``name`` may be tried."""
-    return MAX_TRIES.get(name, default)
+def retry_policy(name: JobName, settings: Settings) -> RetryPolicy:
+    """How many tries ``name`` gets and how long it waits between them."""
+    return RETRIES.get(name, RetryOverride()).applied_to(RetryPolicy.from_settings(settings))
 
 
-def job(name: JobName, *, tries: int | None = None) -> Callable[[Implementation[P]], Implementation[P]]:
+def job(
+    name: JobName, *, tries: int | None = None, base_delay: float | None = None, max_delay: float | None = None
+) -> Callable[[Implementation[P]], Implementation[P]]:
     """Register ``implementation`` as the job ``name``; the implementation itself is returned.
 
-    ``tries`` caps the attempts of this job (transient errors are retried until then); by default
-    the ``JOB_MAX_TRIES`` setting applies.
+    ``tries`` caps the tries of this job (transient errors are retried until then);
+    ``base_delay`` and ``max_delay`` (seconds) set its backoff (``services.jobs.retries``). Each
+    one left out is the setting's (``JOB_MAX_TRIES``, ``RETRY_BASE_DELAY_SECONDS``,
+    ``RETRY_MAX_DELAY_SECONDS``).
     """
-    if tries is not None:
-        MAX_TRIES[name] = tries
+    override = RetryOverride(tries=tries, base_delay=base_delay, max_delay=max_delay)
 
     def register(implementation: Implementation[P]) -> Implementation[P]:
         if name in REGISTRY:
             raise RuntimeError(f"job {name} is registered twice")
+        RETRIES[name] = override
         model = cast(type[P], PAYLOADS[name])
 
         async def run(ctx: dict[str, Any], payload: dict[str, Any] | None = None) -> JobResult | None:
@@ -86,10 +93,11 @@ async def _run_tracked(
 ) -> JobResult | None:
     settings = ctx["settings"]
     job_id, job_try = ctx["job_id"], ctx["job_try"]
-    last_try = job_try >= max_tries(name, settings.job_max_tries)
+    policy = retry_policy(name, settings)
+    last_try = policy.is_last(job_try)
 
     def retry_later(cause: BaseException) -> Retry:
-        delay = retry_delay(job_try, base=settings.retry_base_delay_seconds)
+        delay = policy.delay(job_try)
         log.info("job %s try %d: %s; retrying in %.1fs", job_id, job_try, _describe(cause), delay)
         return Retry(defer=delay)
 
