@@ -3,7 +3,8 @@
 The wrapper validates the payload against the contract, records the attempt in the jobs ledger,
 bounds the run with the job timeout, and turns the outcome into a ledger status: transient errors
 are retried with backoff (through ``arq.Retry``, by the job's policy: ``services.jobs.retries``)
-until the last try; anything else fails at once.
+until the last try, whose failure the job's error tells as "gave up after N tries over T: ...";
+anything else fails at once.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from services.contract import PAYLOADS, JobName, JobStatus, Payload
 from services.jobs.context import JobContext
 from services.jobs.errors import is_transient
 from services.jobs.metrics import JobRun
-from services.jobs.retries import RetryOverride, RetryPolicy
+from services.jobs.retries import RetryOverride, RetryPolicy, gave_up
 from services.log_config import direct_logger
 from services.settings import Settings
 
@@ -146,19 +147,42 @@ async def _run_tracked(
         await finish(JobStatus.failed, error=f"invalid payload: {exc.errors(include_url=False)}")
         raise
     except Exception as exc:
-        if is_transient(exc) and not last_try:
+        if not is_transient(exc):
+            await finish(JobStatus.failed, error=_describe(exc))
+            raise
+        if not last_try:
             retry = retry_later(exc)
             due = datetime.now(UTC) + timedelta(milliseconds=retry.defer_score or 0)  # the job's run_at from now
             with contextlib.suppress(Retry):  # not recorded: the next attempt's start says enough
                 await finish(JobStatus.retrying, error=_describe(exc), run_at=due)
             raise retry from exc
-        await finish(JobStatus.failed, error=_describe(exc))
+        error = _describe(exc)
+        if started.previous is not None:  # a job of the ledger (not a cron run): say what it was given
+            spent = await _time_since_first_try(ctx, attempt=started.attempt)
+            error = gave_up(tries=job_try, seconds=spent, error=error)
+        await finish(JobStatus.failed, error=error)
         raise
     finally:
         if leased:
             ctx["leases"].release(job_id)
     await finish(JobStatus.succeeded, result=result)
     return result
+
+
+async def _time_since_first_try(ctx: JobContext, *, attempt: int) -> float:
+    """Seconds since this run's first try started (its ``job_try`` 1, ledger attempt ``attempt``).
+
+    Read from the ledger; if it cannot answer, counted from ARQ's enqueue time instead.
+    """
+    first = max(attempt - ctx["job_try"] + 1, 1)
+    try:
+        since = await ledger.time_since_attempt_started(ctx["db"], job_id=ctx["job_id"], attempt=first)
+    except Exception as exc:  # the job fails either way; only the figure is less exact
+        log.warning("could not read when job %s was first tried: %s", ctx["job_id"], exc)
+        since = None
+    if since is None:
+        return (datetime.now(UTC) - ctx["enqueue_time"]).total_seconds()
+    return since.total_seconds()
 
 
 # --- Observability: the log context and the metrics of one run -----------------------------------

@@ -3,7 +3,8 @@
 A job is tried at most ``tries`` times. After a transient failure of try ``n`` it waits a random
 time in the upper half of ``min(max_delay, base_delay * 2 ** (n - 1))`` (exponential backoff,
 capped, jittered so that jobs failed together do not come back together), then try ``n + 1``
-runs. The last try's failure fails the job.
+runs. The last try's failure fails the job, with an error that says how many tries it had and
+over how long (:func:`gave_up`).
 
 The settings ``JOB_MAX_TRIES``, ``RETRY_BASE_DELAY_SECONDS`` and ``RETRY_MAX_DELAY_SECONDS``
 give every job's policy; a job declared with its own ``tries``, ``base_delay`` or ``max_delay``
@@ -94,6 +95,11 @@ class RetryOverride:
             base_delay=policy.base_delay if self.base_delay is None else self.base_delay,
             max_delay=policy.max_delay if self.max_delay is None else self.max_delay,
         )
+
+
+def gave_up(*, tries: int, seconds: float, error: str) -> str:
+    """The error of a job whose last try failed transiently: how many tries, over how long, and why."""
+    return f"gave up after {tries} {'try' if tries == 1 else 'tries'} over {duration(seconds)}: {error}"
 
 
 def duration(seconds: float) -> str:

@@ -1,4 +1,4 @@
-"""The retry policy: how many tries, and how long between them."""
+"""The retry policy: how many tries, how long between them, and what a job that gave up says."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from services.jobs.retries import RetryOverride, RetryPolicy, duration
+from services.jobs.retries import RetryOverride, RetryPolicy, duration, gave_up
 from services.settings import Settings
 
 HALF_AN_HOUR = 30 * 60
@@ -99,3 +99,10 @@ def test_a_policy_or_an_override_refuses_nonsense(values: dict[str, Any]) -> Non
 )
 def test_duration(seconds: float, text: str) -> None:
     assert duration(seconds) == text
+
+
+def test_gave_up_says_how_many_tries_over_how_long_and_why() -> None:
+    error = "TransientError: SMTP 451 try again later"
+
+    assert gave_up(tries=13, seconds=2540, error=error) == f"gave up after 13 tries over 42m 20s: {error}"
+    assert gave_up(tries=1, seconds=0.25, error="OSError") == "gave up after 1 try over 0.2s: OSError"
