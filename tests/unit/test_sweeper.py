@@ -61,9 +61,12 @@ async def test_a_job_redis_forgot_is_queued_again_under_its_id(db_pool: asyncpg.
     assert await redis.zscore(QUEUE, job_id) is not None
 
 
-async def test_a_deferred_job_keeps_its_time_when_queued_again(db_pool: asyncpg.Pool, redis: ArqRedis) -> None:
+@pytest.mark.parametrize("status", [JobStatus.deferred, JobStatus.retrying])
+async def test_a_job_due_later_keeps_its_time_when_queued_again(
+    db_pool: asyncpg.Pool, redis: ArqRedis, status: JobStatus
+) -> None:
     later = datetime.now(UTC) + timedelta(hours=1)
-    job_id = await idle_job(db_pool, JobStatus.deferred, run_at=later)
+    job_id = await idle_job(db_pool, status, run_at=later)
 
     report = await sweep(db=db_pool, redis=redis, queue_name=QUEUE, idle_seconds=30)
 
