@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -128,6 +128,14 @@ async def get_attempts(db: Executor, job_id: str) -> list[Attempt]:
     ]
 
 
+async def time_since_attempt_started(db: Executor, *, job_id: str, attempt: int) -> timedelta | None:
+    """How long ago (by Postgres' clock, which wrote it) a job's attempt started; None if it has no such attempt."""
+    since: timedelta | None = await db.fetchval(
+        "SELECT clock_timestamp() - started_at FROM job_attempts WHERE job_id = $1 AND try = $2", job_id, attempt
+    )
+    return since
+
+
 @dataclass(frozen=True)
 class Started:
     """What :func:`start_attempt` found: the status before this start, and this attempt's number.
@@ -180,13 +188,19 @@ def _started(row: asyncpg.Record) -> Started:
 
 @dataclass(frozen=True)
 class Finish:
-    """How an attempt ended: the job's new status, and its result or error."""
+    """How an attempt ended: the job's new status, and its result or error.
+
+    ``run_at``, given with ``retrying``, is when the next try is due: it becomes the job's
+    ``run_at``, which the next attempt records as its due time and the recovery sweep puts the
+    job back at if Redis lost it.
+    """
 
     job_id: str
     attempt: int
     status: JobStatus
     result: Any = None
     error: str | None = None
+    run_at: datetime | None = None
 
 
 async def finish_attempt(
@@ -197,14 +211,16 @@ async def finish_attempt(
     status: JobStatus,
     result: Any = None,
     error: str | None = None,
+    run_at: datetime | None = None,
 ) -> None:
     """Record how an attempt ended and the job's resulting status, in one statement.
 
     ``status`` is the job's new status: ``succeeded``/``failed`` end it, ``retrying`` means ARQ
-    will run it again, ``queued`` means it was interrupted and handed back. A job already final
-    (cancelled meanwhile) keeps its status; its attempt is then recorded as ``cancelled``.
+    will run it again (at ``run_at``, which the job's row then holds), ``queued`` means it was
+    interrupted and handed back. A job already final (cancelled meanwhile) keeps its status; its
+    attempt is then recorded as ``cancelled``.
     """
-    await finish_attempts(db, [Finish(job_id, attempt, status, result, error)])
+    await finish_attempts(db, [Finish(job_id, attempt, status, result, error, run_at)])
 
 
 async def finish_attempts(db: Executor, finishes: Sequence[Finish]) -> None:
@@ -213,14 +229,15 @@ async def finish_attempts(db: Executor, finishes: Sequence[Finish]) -> None:
 
 
 def _finish_ctes(first: int) -> str:
-    p = [f"${first + i}" for i in range(7)]
+    p = [f"${first + i}" for i in range(8)]
     return (
         "input AS ("
         f"  SELECT * FROM unnest({p[0]}::text[], {p[1]}::int[], {p[2]}::text[], {p[3]}::text[], {p[4]}::jsonb[], "
-        f"  {p[5]}::text[], {p[6]}::bool[]) AS t(id, try, status, outcome, result, error, final)"
+        f"  {p[5]}::text[], {p[6]}::bool[], {p[7]}::timestamptz[]) "
+        "  AS t(id, try, status, outcome, result, error, final, run_at)"
         "), job AS ("
         "  UPDATE jobs j SET status = i.status, result = i.result, error = i.error, updated_at = clock_timestamp(), "
-        "  finished_at = CASE WHEN i.final THEN clock_timestamp() ELSE NULL END "
+        "  finished_at = CASE WHEN i.final THEN clock_timestamp() ELSE NULL END, run_at = COALESCE(i.run_at, j.run_at) "
         "  FROM input i WHERE j.id = i.id AND j.status NOT IN ('succeeded', 'failed', 'cancelled') RETURNING j.id"
         "), attempt AS ("
         "  UPDATE job_attempts a SET finished_at = clock_timestamp(), error = i.error, "
@@ -239,6 +256,7 @@ def _finish_arguments(finishes: Sequence[Finish]) -> list[Any]:
         [None if f.result is None else json.dumps(f.result, default=str) for f in finishes],
         [f.error for f in finishes],
         [f.status.is_final for f in finishes],
+        [f.run_at for f in finishes],
     ]
 
 

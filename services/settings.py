@@ -107,9 +107,20 @@ class Settings(BaseSettings):
         ),
     )
     job_timeout_seconds: float = Field(default=60.0, gt=0, description="A job running longer is stopped.")
-    job_max_tries: int = Field(default=5, ge=1, description="Attempts of a job with transient errors.")
+    # The defaults ride out an outage of half an hour: the 12 waits between 13 tries add up to
+    # 35-71 minutes (services/jobs/retries.py, RetryPolicy.span).
+    job_max_tries: int = Field(
+        default=13,
+        ge=1,
+        description="Tries of a job that keeps failing transiently before it fails (a job may declare its own).",
+    )
     retry_base_delay_seconds: float = Field(
-        default=1.0, gt=0, description="First retry delay; doubles per attempt, with jitter."
+        default=10.0,
+        gt=0,
+        description="Longest wait after a first failed try; doubles per try up to the cap, jittered in its upper half.",
+    )
+    retry_max_delay_seconds: float = Field(
+        default=600.0, gt=0, description="No wait between two tries of a job is longer than this."
     )
     keep_result_seconds: int = Field(default=3600, ge=0, description="How long ARQ keeps a job's result.")
     heartbeat_seconds: float = Field(default=5.0, gt=0, description="How often a worker says it is alive.")

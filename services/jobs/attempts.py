@@ -23,6 +23,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -116,13 +117,20 @@ class AttemptBook:
             log.warning("could not hand back the attempt of job %s: %s", job_id, exc)
 
     async def finish(
-        self, *, job_id: str, attempt: int, status: JobStatus, result: Any = None, error: str | None = None
+        self,
+        *,
+        job_id: str,
+        attempt: int,
+        status: JobStatus,
+        result: Any = None,
+        error: str | None = None,
+        run_at: datetime | None = None,
     ) -> None:
         """:func:`services.ledger.finish_attempt`, in a batch, with the effects noted for the job."""
         effects = tuple(self._noted.pop(job_id, ()))
         if self.on_end is not None:
             self.on_end(job_id)
-        end = End(ledger.Finish(job_id, attempt, status, result, error), effects)
+        end = End(ledger.Finish(job_id, attempt, status, result, error, run_at), effects)
         await self._book.submit(end, defer=True)
 
     async def record_effect(self, *, job_id: str, effect: str, detail: dict[str, Any]) -> None:

@@ -2,13 +2,13 @@
 
 A job raises :class:`TransientError` for trouble that may pass (a server away, a 4xx SMTP reply,
 a timeout) and :class:`PermanentError` for trouble that will not (a 5xx SMTP reply, bad data).
-Exceptions raised by the libraries we call are classified by :func:`is_transient`.
+Exceptions raised by the libraries we call are classified by :func:`is_transient`. How long a
+job waits before its next try, and how many it gets, is ``services.jobs.retries``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 
 import asyncpg
 import redis.exceptions
@@ -47,9 +47,3 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, PermanentError):
         return False
     return isinstance(exc, _TRANSIENT_TYPES)
-
-
-def retry_delay(job_try: int, *, base: float, cap: float = 300.0) -> float:
-    """Seconds to wait before try ``job_try + 1``: exponential backoff, jittered in its upper half."""
-    ceiling = min(cap, base * 2 ** max(job_try - 1, 0))
-    return random.uniform(ceiling / 2, ceiling)

@@ -2,7 +2,9 @@
 
 The wrapper validates the payload against the contract, records the attempt in the jobs ledger,
 bounds the run with the job timeout, and turns the outcome into a ledger status: transient errors
-are retried with backoff (through ``arq.Retry``) until the last try, anything else fails at once.
+are retried with backoff (through ``arq.Retry``, by the job's policy: ``services.jobs.retries``)
+until the last try, whose failure the job's error tells as "gave up after N tries over T: ...";
+anything else fails at once.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
 import structlog
@@ -20,9 +23,11 @@ from pydantic import ValidationError
 from services import ledger
 from services.contract import PAYLOADS, JobName, JobStatus, Payload
 from services.jobs.context import JobContext
-from services.jobs.errors import is_transient, retry_delay
+from services.jobs.errors import is_transient
 from services.jobs.metrics import JobRun
+from services.jobs.retries import RetryOverride, RetryPolicy, gave_up
 from services.log_config import direct_logger
+from services.settings import Settings
 
 log = logging.getLogger("afterword.jobs")
 events = direct_logger("jobs", "afterword.jobs")  # the two lines of every run, written directly
@@ -35,27 +40,31 @@ ArqCoroutine = Callable[..., Awaitable[JobResult | None]]
 REGISTRY: dict[JobName, ArqCoroutine] = {}
 """The coroutine ARQ runs for each job name, filled by :func:`job`."""
 
-MAX_TRIES: dict[JobName, int] = {}
-"""Jobs whose maximum number of tries differs from the ``JOB_MAX_TRIES`` setting."""
+RETRIES: dict[JobName, RetryOverride] = {}
+"""What each job declared of its own retry policy (:func:`job`); the settings give the rest."""
 
 
-def max_tries(name: JobName, default: int) -> int:
-    """How many times ``name`` may be tried."""
-    return MAX_TRIES.get(name, default)
+def retry_policy(name: JobName, settings: Settings) -> RetryPolicy:
+    """How many tries ``name`` gets and how long it waits between them."""
+    return RETRIES.get(name, RetryOverride()).applied_to(RetryPolicy.from_settings(settings))
 
 
-def job(name: JobName, *, tries: int | None = None) -> Callable[[Implementation[P]], Implementation[P]]:
+def job(
+    name: JobName, *, tries: int | None = None, base_delay: float | None = None, max_delay: float | None = None
+) -> Callable[[Implementation[P]], Implementation[P]]:
     """Register ``implementation`` as the job ``name``; the implementation itself is returned.
 
-    ``tries`` caps the attempts of this job (transient errors are retried until then); by default
-    the ``JOB_MAX_TRIES`` setting applies.
+    ``tries`` caps the tries of this job (transient errors are retried until then);
+    ``base_delay`` and ``max_delay`` (seconds) set its backoff (``services.jobs.retries``). Each
+    one left out is the setting's (``JOB_MAX_TRIES``, ``RETRY_BASE_DELAY_SECONDS``,
+    ``RETRY_MAX_DELAY_SECONDS``).
     """
-    if tries is not None:
-        MAX_TRIES[name] = tries
+    override = RetryOverride(tries=tries, base_delay=base_delay, max_delay=max_delay)
 
     def register(implementation: Implementation[P]) -> Implementation[P]:
         if name in REGISTRY:
             raise RuntimeError(f"job {name} is registered twice")
+        RETRIES[name] = override
         model = cast(type[P], PAYLOADS[name])
 
         async def run(ctx: dict[str, Any], payload: dict[str, Any] | None = None) -> JobResult | None:
@@ -85,10 +94,11 @@ async def _run_tracked(
 ) -> JobResult | None:
     settings = ctx["settings"]
     job_id, job_try = ctx["job_id"], ctx["job_try"]
-    last_try = job_try >= max_tries(name, settings.job_max_tries)
+    policy = retry_policy(name, settings)
+    last_try = policy.is_last(job_try)
 
     def retry_later(cause: BaseException) -> Retry:
-        delay = retry_delay(job_try, base=settings.retry_base_delay_seconds)
+        delay = policy.delay(job_try)
         log.info("job %s try %d: %s; retrying in %.1fs", job_id, job_try, _describe(cause), delay)
         return Retry(defer=delay)
 
@@ -108,14 +118,16 @@ async def _run_tracked(
     if leased:
         await ctx["leases"].hold(job_id)
 
-    async def finish(status: JobStatus, *, result: Any = None, error: str | None = None) -> None:
+    async def finish(
+        status: JobStatus, *, result: Any = None, error: str | None = None, run_at: datetime | None = None
+    ) -> None:
         # Recording the outcome can fail too (Postgres away): then the job is tried again, and
         # its effects, keyed on the job id, are not repeated.
         if started.previous is None:
             return
         try:
             await ctx["attempts"].finish(
-                job_id=job_id, attempt=started.attempt, status=status, result=result, error=error
+                job_id=job_id, attempt=started.attempt, status=status, result=result, error=error, run_at=run_at
             )
         except Exception as exc:
             if is_transient(exc) and not last_try:
@@ -135,18 +147,42 @@ async def _run_tracked(
         await finish(JobStatus.failed, error=f"invalid payload: {exc.errors(include_url=False)}")
         raise
     except Exception as exc:
-        if is_transient(exc) and not last_try:
+        if not is_transient(exc):
+            await finish(JobStatus.failed, error=_describe(exc))
+            raise
+        if not last_try:
             retry = retry_later(exc)
+            due = datetime.now(UTC) + timedelta(milliseconds=retry.defer_score or 0)  # the job's run_at from now
             with contextlib.suppress(Retry):  # not recorded: the next attempt's start says enough
-                await finish(JobStatus.retrying, error=_describe(exc))
+                await finish(JobStatus.retrying, error=_describe(exc), run_at=due)
             raise retry from exc
-        await finish(JobStatus.failed, error=_describe(exc))
+        error = _describe(exc)
+        if started.previous is not None:  # a job of the ledger (not a cron run): say what it was given
+            spent = await _time_since_first_try(ctx, attempt=started.attempt)
+            error = gave_up(tries=job_try, seconds=spent, error=error)
+        await finish(JobStatus.failed, error=error)
         raise
     finally:
         if leased:
             ctx["leases"].release(job_id)
     await finish(JobStatus.succeeded, result=result)
     return result
+
+
+async def _time_since_first_try(ctx: JobContext, *, attempt: int) -> float:
+    """Seconds since this run's first try started (its ``job_try`` 1, ledger attempt ``attempt``).
+
+    Read from the ledger; if it cannot answer, counted from ARQ's enqueue time instead.
+    """
+    first = max(attempt - ctx["job_try"] + 1, 1)
+    try:
+        since = await ledger.time_since_attempt_started(ctx["db"], job_id=ctx["job_id"], attempt=first)
+    except Exception as exc:  # the job fails either way; only the figure is less exact
+        log.warning("could not read when job %s was first tried: %s", ctx["job_id"], exc)
+        since = None
+    if since is None:
+        return (datetime.now(UTC) - ctx["enqueue_time"]).total_seconds()
+    return since.total_seconds()
 
 
 # --- Observability: the log context and the metrics of one run -----------------------------------

@@ -6,7 +6,9 @@ whose row has not moved for a while, it asks Redis what ARQ knows:
 - a result: ARQ ended the job (possibly without running it: max tries exceeded, job expired),
   so the ledger takes that outcome;
 - running, or queued with its job key: nothing to do;
-- a job key but no queue entry: the id is put back on the queue;
+- a job key but no queue entry: the id is put back on the queue, scored by its due time (the
+  ledger's ``run_at``: when it was deferred to, or when its next try is due), so a deferred job
+  or a retry's backoff is not cut short;
 - nothing at all (Redis restarted without persistence, FLUSHALL, the 202 was given while Redis
   was down): the job is enqueued again from the ledger, under the same id.
 """
@@ -14,7 +16,6 @@ whose row has not moved for a while, it asks Redis what ARQ knows:
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import asyncpg
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
+from arq.utils import to_unix_ms
 
 from services import ledger
 from services.contract import JobStatus
@@ -63,7 +65,7 @@ async def sweep(
         elif running:
             continue
         elif stored and score is None:
-            await redis.zadd(queue_name, {job.id: time.time() * 1000})
+            await redis.zadd(queue_name, {job.id: to_unix_ms(job.run_at)})
             report.restored.append(job.id)
         elif not stored:
             await _enqueue_again(redis, job, report)

@@ -15,6 +15,7 @@ from typing import Any, cast
 
 from arq import cron, func
 from arq.connections import RedisSettings
+from arq.constants import expires_extra_ms
 from arq.typing import WorkerCoroutine, WorkerSettingsBase
 
 import services.jobs.functions  # noqa: F401  (registers the job implementations)
@@ -27,7 +28,7 @@ from services.jobs.context import WorkerContext
 from services.jobs.leases import LeaseKeeper
 from services.jobs.log_writer import LogWriter
 from services.jobs.mailer import Mailer
-from services.jobs.registry import REGISTRY, max_tries
+from services.jobs.registry import REGISTRY, retry_policy
 from services.jobs.sweeper import sweep
 from services.jobs.users import UserRepository
 from services.ledger import prune_ended
@@ -139,8 +140,28 @@ async def prune_ledger(ctx: dict[str, Any]) -> dict[str, int]:
     return {"pruned": pruned}
 
 
+def check_retries_fit(settings: Settings) -> None:
+    """Refuse a retry policy whose last try could come after ARQ has forgotten the job.
+
+    ARQ's job key lives for a day after the job was due (``expires_extra_ms``) and is not renewed
+    by a retry: a try due later fails as "job expired". The waits at their longest plus every
+    try but the last running to its timeout must end before that.
+    """
+    lifetime = expires_extra_ms / 1000
+    for name in JobName:
+        policy = retry_policy(name, settings)
+        reach = policy.span()[1] + (policy.tries - 1) * settings.job_timeout_seconds
+        if reach >= lifetime:
+            raise ValueError(
+                f"the retries of {name} could last {reach / 3600:.1f} h, but ARQ forgets a job "
+                f"{lifetime / 3600:.0f} h after it was due: lower JOB_MAX_TRIES, RETRY_MAX_DELAY_SECONDS "
+                "or the job's own tries/max_delay"
+            )
+
+
 def worker_options(settings: Settings) -> dict[str, Any]:
     """The keyword arguments of ``arq.worker.Worker`` for these settings."""
+    check_retries_fit(settings)
     # ARQ's own timeout is a backstop: the job wrapper stops a job at job_timeout_seconds and
     # records it, so ARQ never has to kill one unrecorded.
     backstop = settings.job_timeout_seconds + 5
@@ -149,7 +170,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
             cast(WorkerCoroutine, REGISTRY[name]),
             name=name.value,
             timeout=backstop,
-            max_tries=max_tries(name, settings.job_max_tries),
+            max_tries=retry_policy(name, settings).tries,
         )
         for name in JobName
     ]

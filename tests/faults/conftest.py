@@ -103,6 +103,7 @@ class FaultStack:
             "GATEWAY_PORT": str(self.port),
             "HEARTBEAT_SECONDS": "1",
             "RETRY_BASE_DELAY_SECONDS": "0.3",
+            "RETRY_MAX_DELAY_SECONDS": "10",
             "JOB_MAX_TRIES": "10",
             "SHUTDOWN_GRACE_SECONDS": "15",
             "SWEEP_EVERY_SECONDS": "1",

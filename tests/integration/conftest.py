@@ -68,6 +68,7 @@ def stack_env(
         "GATEWAY_PORT": str(port),
         "HEARTBEAT_SECONDS": "1",
         "RETRY_BASE_DELAY_SECONDS": "0.2",
+        "RETRY_MAX_DELAY_SECONDS": "1",
         "JOB_MAX_TRIES": "3",
         "JOB_TIMEOUT_SECONDS": "10",
         "WORKER_METRICS_HOST": "127.0.0.1",

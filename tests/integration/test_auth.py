@@ -7,12 +7,18 @@ stack's worker must not sweep these jobs into its queue).
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from fastapi.routing import iter_route_contexts
+from pydantic import SecretStr
 
+from services.gateway.app import create_app
+from services.gateway.auth import OPEN_METHODS
+from services.settings import Settings
 from tests.support.lone_gateway import lone_gateway
 
 KEY_ONE = "key-one-" + uuid.uuid4().hex
@@ -49,6 +55,28 @@ def assert_unauthorized(response: httpx.Response) -> None:
 async def test_a_post_without_a_key_is_401(secured: httpx.AsyncClient) -> None:
     for path, body in (("/jobs", WRITE_LOG), ("/process", None), ("/send", {"message": "hi"})):
         assert_unauthorized(await secured.post(path, json=body))
+
+
+def mutating_routes() -> list[tuple[str, str]]:
+    """(method, path template) of every route of the gateway that does not only read."""
+    app = create_app(Settings(_env_file=None, api_keys=[SecretStr(KEY_ONE)]))
+    found = []
+    for route in iter_route_contexts(app.routes):  # included routers' routes with their prefixes
+        if route.path is not None:
+            found += [(method, route.path) for method in sorted((route.methods or set()) - OPEN_METHODS)]
+    return found
+
+
+async def test_every_mutating_route_is_401_without_a_key(secured: httpx.AsyncClient) -> None:
+    routes = mutating_routes()
+    # The list comes from the app itself, so a new route is checked without being named here.
+    assert {("DELETE", "/jobs/{job_id}"), ("POST", "/jobs/{job_id}/retry"), ("POST", "/jobs")} <= set(routes)
+
+    for method, template in routes:
+        path = re.sub(r"\{[^}]+\}", uuid.uuid4().hex, template)
+        response = await secured.request(method, path)
+        assert response.status_code == 401, f"{method} {template} answered {response.status_code} without a key"
+        assert_unauthorized(response)
 
 
 async def test_a_post_with_a_wrong_key_is_401(secured: httpx.AsyncClient) -> None:

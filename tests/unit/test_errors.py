@@ -1,4 +1,4 @@
-"""How a job's failure is classified, and how long it waits before the next try."""
+"""How a job's failure is classified: worth another try, or not."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 import redis.exceptions
 
-from services.jobs.errors import PermanentError, TransientError, is_transient, retry_delay
+from services.jobs.errors import PermanentError, TransientError, is_transient
 
 
 @pytest.mark.parametrize(
@@ -51,16 +51,3 @@ def test_a_permanent_error_that_is_also_an_oserror_is_permanent() -> None:
         pass
 
     assert is_transient(Refused("550")) is False
-
-
-@pytest.mark.parametrize(("job_try", "ceiling"), [(1, 1.0), (2, 2.0), (3, 4.0), (5, 16.0), (0, 1.0)])
-def test_retry_delay_doubles_with_jitter(job_try: int, ceiling: float) -> None:
-    for _ in range(200):
-        delay = retry_delay(job_try, base=1.0)
-        assert ceiling / 2 <= delay <= ceiling
-
-
-def test_retry_delay_is_capped() -> None:
-    for _ in range(200):
-        assert 150.0 <= retry_delay(30, base=1.0) <= 300.0
-        assert 5.0 <= retry_delay(30, base=1.0, cap=10.0) <= 10.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -263,6 +263,25 @@ async def test_finish_retrying_is_not_final(db_pool: asyncpg.Pool) -> None:
     [row] = await ledger.get_attempts(db_pool, job_id)
     assert (row.outcome, row.error) == ("retrying", "SMTP 451")
     assert row.finished_at is not None
+
+
+async def test_a_retry_s_due_time_becomes_the_job_s_run_at_and_its_next_attempt_s_due_time(
+    db_pool: asyncpg.Pool,
+) -> None:
+    job_id, attempt = await _started(db_pool)
+    first_due = (await _record(db_pool, job_id)).run_at
+    next_try = datetime.now(UTC) + timedelta(minutes=10)
+
+    await ledger.finish_attempt(
+        db_pool, job_id=job_id, attempt=attempt, status=JobStatus.retrying, error="SMTP 451", run_at=next_try
+    )
+
+    assert (await _record(db_pool, job_id)).run_at == next_try
+    second = await ledger.start_attempt(db_pool, job_id=job_id, worker="w1")
+    due = await db_pool.fetch("SELECT try, due_at FROM job_attempts WHERE job_id = $1 ORDER BY try", job_id)
+    assert [(row["try"], row["due_at"]) for row in due] == [(1, first_due), (2, next_try)]
+    await ledger.finish_attempt(db_pool, job_id=job_id, attempt=second.attempt, status=JobStatus.succeeded)
+    assert (await _record(db_pool, job_id)).run_at == next_try, "an end without a due time keeps the job's"
 
 
 async def test_finish_queued_records_an_interrupted_attempt(db_pool: asyncpg.Pool) -> None:

@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
+from arq.utils import to_unix_ms
 
 from services import ledger
 from services.contract import JobName, JobStatus
@@ -19,6 +20,8 @@ from services.serialization import deserialize, serialize
 from tests.support.redis_server import RedisServer
 
 QUEUE = "sweep-test:queue"
+STORED_JOB = serialize({"f": "write_log", "a": [], "k": {}, "t": None, "et": 0})
+"""A job key's content as ARQ stores it."""
 
 
 @pytest.fixture
@@ -58,27 +61,46 @@ async def test_a_job_redis_forgot_is_queued_again_under_its_id(db_pool: asyncpg.
     assert await redis.zscore(QUEUE, job_id) is not None
 
 
-async def test_a_deferred_job_keeps_its_time_when_queued_again(db_pool: asyncpg.Pool, redis: ArqRedis) -> None:
+@pytest.mark.parametrize("status", [JobStatus.deferred, JobStatus.retrying])
+async def test_a_job_due_later_keeps_its_time_when_queued_again(
+    db_pool: asyncpg.Pool, redis: ArqRedis, status: JobStatus
+) -> None:
     later = datetime.now(UTC) + timedelta(hours=1)
-    job_id = await idle_job(db_pool, JobStatus.deferred, run_at=later)
+    job_id = await idle_job(db_pool, status, run_at=later)
 
     report = await sweep(db=db_pool, redis=redis, queue_name=QUEUE, idle_seconds=30)
 
     assert job_id in report.requeued
-    score = await redis.zscore(QUEUE, job_id)
-    assert score is not None
-    assert abs(score / 1000 - later.timestamp()) < 1
+    assert await redis.zscore(QUEUE, job_id) == to_unix_ms(later)
 
 
-async def test_a_job_key_without_a_queue_entry_is_put_back(db_pool: asyncpg.Pool, redis: ArqRedis) -> None:
-    job_id = await idle_job(db_pool)
-    await redis.set(job_key_prefix + job_id, serialize({"f": "write_log", "a": [], "k": {}, "t": None, "et": 0}))
+async def test_a_job_key_without_a_queue_entry_is_put_back_at_its_due_time(
+    db_pool: asyncpg.Pool, redis: ArqRedis
+) -> None:
+    due = datetime.now(UTC) - timedelta(seconds=5)
+    job_id = await idle_job(db_pool, run_at=due)
+    await redis.set(job_key_prefix + job_id, STORED_JOB)
 
     report = await sweep(db=db_pool, redis=redis, queue_name=QUEUE, idle_seconds=30)
 
     assert job_id in report.restored
     assert job_id not in report.requeued
-    assert await redis.zscore(QUEUE, job_id) is not None
+    assert await redis.zscore(QUEUE, job_id) == to_unix_ms(due)
+
+
+@pytest.mark.parametrize("status", [JobStatus.deferred, JobStatus.retrying])
+async def test_a_restored_job_due_later_keeps_its_due_time(
+    db_pool: asyncpg.Pool, redis: ArqRedis, status: JobStatus
+) -> None:
+    """A deferred job, or one whose next try is scheduled (its due time is the ledger's run_at), waits."""
+    later = datetime.now(UTC) + timedelta(hours=1)
+    job_id = await idle_job(db_pool, status, run_at=later)
+    await redis.set(job_key_prefix + job_id, STORED_JOB)
+
+    report = await sweep(db=db_pool, redis=redis, queue_name=QUEUE, idle_seconds=30)
+
+    assert job_id in report.restored
+    assert await redis.zscore(QUEUE, job_id) == to_unix_ms(later)
 
 
 async def test_a_job_arq_failed_without_running_is_marked_failed(db_pool: asyncpg.Pool, redis: ArqRedis) -> None:
@@ -113,7 +135,7 @@ async def test_a_running_or_waiting_job_is_left_alone(db_pool: asyncpg.Pool, red
     running = await idle_job(db_pool, JobStatus.in_progress)
     await redis.set(in_progress_key_prefix + running, b"1")
     waiting = await idle_job(db_pool)
-    await redis.set(job_key_prefix + waiting, serialize({"f": "write_log", "a": [], "k": {}, "t": None, "et": 0}))
+    await redis.set(job_key_prefix + waiting, STORED_JOB)
     await redis.zadd(QUEUE, {waiting: time.time() * 1000})
 
     report = await sweep(db=db_pool, redis=redis, queue_name=QUEUE, idle_seconds=30)

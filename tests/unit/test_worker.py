@@ -8,10 +8,13 @@ import asyncpg
 import pytest
 
 from services.contract import JobName, JobStatus
-from services.jobs.registry import REGISTRY, max_tries
+from services.jobs import registry
+from services.jobs.registry import REGISTRY, retry_policy
+from services.jobs.retries import RetryPolicy
 from services.jobs.worker import (
     CRON_CLEANUP,
     CRON_PRUNE,
+    check_retries_fit,
     new_worker_id,
     on_shutdown,
     on_startup,
@@ -50,7 +53,7 @@ def test_each_function_runs_its_registered_coroutine(options: dict[str, Any]) ->
     for function in options["functions"]:
         name = JobName(function.name)
         assert function.coroutine is REGISTRY[name]
-        assert function.max_tries == max_tries(name, 7)
+        assert function.max_tries == retry_policy(name, Settings(_env_file=None, job_max_tries=7)).tries
         assert function.timeout_s == 35
 
 
@@ -60,7 +63,39 @@ def test_max_tries_follow_the_setting_unless_a_job_caps_them(options: dict[str, 
     assert tries[JobName.send_email] == 7
     assert tries[JobName.write_log] == 7
     assert tries[JobName.update_user] == 7
-    assert 1 <= tries[JobName.cleanup_temp_files] <= 7
+    assert tries[JobName.cleanup_temp_files] == 1  # declared with tries=1: a cron's next run is its retry
+
+
+def test_a_job_declares_its_own_tries_and_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "REGISTRY", {})
+    monkeypatch.setattr(registry, "RETRIES", {})
+    settings = Settings(_env_file=None, job_max_tries=7, retry_base_delay_seconds=2, retry_max_delay_seconds=60)
+
+    @registry.job(JobName.send_email, tries=20, max_delay=900)
+    async def send(ctx: Any, payload: Any) -> dict[str, Any]:
+        return {}
+
+    @registry.job(JobName.write_log, base_delay=0.5)
+    async def write(ctx: Any, payload: Any) -> dict[str, Any]:
+        return {}
+
+    assert retry_policy(JobName.send_email, settings) == RetryPolicy(tries=20, base_delay=2, max_delay=900)
+    assert retry_policy(JobName.write_log, settings) == RetryPolicy(tries=7, base_delay=0.5, max_delay=60)
+    assert retry_policy(JobName.update_user, settings) == RetryPolicy(tries=7, base_delay=2, max_delay=60)
+
+
+def test_a_declared_policy_is_checked_when_it_is_declared() -> None:
+    with pytest.raises(ValueError, match="tries must be at least 1"):
+        registry.job(JobName.send_email, tries=0)
+
+
+def test_retries_that_could_outlast_arqs_job_key_are_refused() -> None:
+    check_retries_fit(Settings(_env_file=None))  # the defaults fit
+    # 100 tries, 20 minutes apart at most: more than a day.
+    too_long = Settings(_env_file=None, job_max_tries=100, retry_max_delay_seconds=1200)
+
+    with pytest.raises(ValueError, match=r"retries of send_email could last .* JOB_MAX_TRIES"):
+        worker_options(too_long)
 
 
 def test_cron_cleanup(options: dict[str, Any]) -> None:

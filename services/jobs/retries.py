@@ -1,0 +1,117 @@
+"""When a job that failed transiently is tried again, and when it is given up.
+
+A job is tried at most ``tries`` times. After a transient failure of try ``n`` it waits a random
+time in the upper half of ``min(max_delay, base_delay * 2 ** (n - 1))`` (exponential backoff,
+capped, jittered so that jobs failed together do not come back together), then try ``n + 1``
+runs. The last try's failure fails the job, with an error that says how many tries it had and
+over how long (:func:`gave_up`).
+
+The settings ``JOB_MAX_TRIES``, ``RETRY_BASE_DELAY_SECONDS`` and ``RETRY_MAX_DELAY_SECONDS``
+give every job's policy; a job declared with its own ``tries``, ``base_delay`` or ``max_delay``
+(``services.jobs.registry.job``) keeps those.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from services.settings import Settings
+
+_MAX_EXPONENT = 1000
+"""Doublings beyond this change nothing (any cap is reached) and would overflow a float."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many tries a job gets and how long it waits between them (see the module docstring)."""
+
+    tries: int
+    base_delay: float
+    """Seconds: the ceiling of the first wait, doubled for each wait after it."""
+    max_delay: float
+    """Seconds: no wait's ceiling is longer."""
+
+    def __post_init__(self) -> None:
+        if self.tries < 1:
+            raise ValueError(f"tries must be at least 1, not {self.tries}")
+        if not self.base_delay > 0 or not self.max_delay > 0:
+            raise ValueError("base_delay and max_delay must be more than 0 seconds")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        """The policy the settings give every job."""
+        return cls(
+            tries=settings.job_max_tries,
+            base_delay=settings.retry_base_delay_seconds,
+            max_delay=settings.retry_max_delay_seconds,
+        )
+
+    def is_last(self, job_try: int) -> bool:
+        """True when try ``job_try`` may not be followed by another."""
+        return job_try >= self.tries
+
+    def ceiling(self, job_try: int) -> float:
+        """The longest wait after try ``job_try`` (the shortest is half of it)."""
+        exponent = min(max(job_try - 1, 0), _MAX_EXPONENT)
+        return min(self.max_delay, self.base_delay * 2.0**exponent)
+
+    def delay(self, job_try: int) -> float:
+        """Seconds to wait after try ``job_try`` failed: a random time in the upper half of its ceiling."""
+        ceiling = self.ceiling(job_try)
+        return random.uniform(ceiling / 2, ceiling)
+
+    def span(self) -> tuple[float, float]:
+        """The shortest and longest total of the waits between the first try and the last, in seconds.
+
+        A job failing transiently every time is given up no sooner than the first figure after
+        its first try started (plus the time its tries ran), and no later than the second.
+        """
+        longest = sum(self.ceiling(n) for n in range(1, self.tries))
+        return longest / 2, longest
+
+
+@dataclass(frozen=True)
+class RetryOverride:
+    """What a job declares of its own policy; None leaves the setting's value."""
+
+    tries: int | None = None
+    base_delay: float | None = None
+    max_delay: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.tries is not None and self.tries < 1:
+            raise ValueError(f"tries must be at least 1, not {self.tries}")
+        for delay in (self.base_delay, self.max_delay):
+            if delay is not None and not delay > 0:
+                raise ValueError("base_delay and max_delay must be more than 0 seconds")
+
+    def applied_to(self, policy: RetryPolicy) -> RetryPolicy:
+        """``policy`` with this override's values in place of its own."""
+        return RetryPolicy(
+            tries=policy.tries if self.tries is None else self.tries,
+            base_delay=policy.base_delay if self.base_delay is None else self.base_delay,
+            max_delay=policy.max_delay if self.max_delay is None else self.max_delay,
+        )
+
+
+def gave_up(*, tries: int, seconds: float, error: str) -> str:
+    """The error of a job whose last try failed transiently: how many tries, over how long, and why."""
+    return f"gave up after {tries} {'try' if tries == 1 else 'tries'} over {duration(seconds)}: {error}"
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` for a person: ``0.8s``, ``12s``, ``41m 3s``, ``2h 5m``."""
+    seconds = max(seconds, 0.0)
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m {secs}s" if secs else f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes}m" if minutes else f"{hours}h"

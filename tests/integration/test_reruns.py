@@ -1,0 +1,71 @@
+"""A job run again after its effect was recorded does not do it again.
+
+A worker killed after a job's effect was recorded but before the job's end leaves the ledger row
+``in_progress`` with its attempt open, and the job in Redis as the claim left it (its job key, its
+queue entry, its try counted), with no result. The tests put a finished job back in exactly that
+state and let the stack's worker run it again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+from arq.constants import result_key_prefix, retry_key_prefix
+
+from services import queue
+from services.serialization import serialize
+from tests.support.jobs_client import wait_for_job
+from tests.support.observers import Observer
+
+
+async def as_a_killed_worker_left_it(observer: Observer, job: dict[str, Any]) -> None:
+    """Put an ended job back as a worker killed during its first attempt would have left it."""
+    db, redis = observer.db, observer.redis
+    async with db.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "UPDATE jobs SET status = 'in_progress', result = NULL, finished_at = NULL WHERE id = $1", job["id"]
+        )
+        await conn.execute(
+            "UPDATE job_attempts SET outcome = NULL, finished_at = NULL WHERE job_id = $1 AND try = 1", job["id"]
+        )
+    # ARQ's end removed the job from Redis and stored its result; the killed worker's claim had
+    # counted the try and left the job key and the queue entry. Its in-progress key (its lease)
+    # has run out.
+    await redis.delete(result_key_prefix + job["id"])
+    await redis.set(retry_key_prefix + job["id"], 1)
+    entry = queue.Entry(function=job["name"], job_id=job["id"], args=(job["payload"],))
+    assert await queue.enqueue(
+        redis, [entry], queue_name=observer.queue_name or "afterword:queue", serializer=serialize
+    ) == [True]
+
+
+async def test_an_email_run_again_after_it_was_recorded_is_not_sent_again(
+    client: httpx.AsyncClient, observer: Observer
+) -> None:
+    sink = observer.require_sink()
+    address = f"once-{uuid.uuid4().hex[:10]}@example.com"
+    response = await client.post(
+        "/jobs", json={"name": "send_email", "payload": {"to": address, "subject": "Once", "body": "Only once"}}
+    )
+    assert response.status_code == 202, response.text
+    first = await wait_for_job(client, response.json()["id"])
+    assert first["status"] == "succeeded", first
+    assert first["result"]["sent_now"] is True
+    assert len(sink.messages_to(address)) == 1
+    assert (
+        await observer.db.fetchval(
+            "SELECT count(*) FROM job_effects WHERE job_id = $1 AND effect = 'email'", first["id"]
+        )
+        == 1
+    )
+
+    await as_a_killed_worker_left_it(observer, first)
+    again = await wait_for_job(client, first["id"])
+
+    assert again["status"] == "succeeded", again
+    assert [a["outcome"] for a in again["attempts"]] == ["interrupted", "succeeded"], "it did run again"
+    assert again["result"]["sent_now"] is False
+    assert again["result"]["message_id"] == first["result"]["message_id"]
+    assert len(sink.messages_to(address)) == 1
