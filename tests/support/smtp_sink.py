@@ -28,6 +28,8 @@ class Received:
     message: EmailMessage
     peer: Any = None
     """The client's (host, port): which SMTP session delivered the message."""
+    raw: bytes = b""
+    """The message as it came over the wire (after the DATA transparency dots were removed)."""
 
 
 @dataclass
@@ -84,6 +86,7 @@ class _Handler:
                     recipients=list(envelope.rcpt_tos),
                     message=message,
                     peer=session.peer,
+                    raw=bytes(content),
                 )
             )
         return "250 Message accepted for delivery"
@@ -146,6 +149,11 @@ class SmtpSink:
         """The SMTP session (client address) of each message delivered to ``address``."""
         with self.lock:
             return [r.peer for r in self.received if address.lower() in (a.lower() for a in r.recipients)]
+
+    def received_by(self, address: str) -> list[Received]:
+        """Everything delivered to ``address`` so far, as received."""
+        with self.lock:
+            return [r for r in self.received if address.lower() in (a.lower() for a in r.recipients)]
 
     def messages_to(self, address: str) -> list[EmailMessage]:
         """Messages delivered to ``address`` so far."""
