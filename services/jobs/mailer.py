@@ -4,9 +4,13 @@ A worker sends many emails to one server, so the mailer keeps up to ``keep_conne
 sessions open between emails and sends the next email on one of them, as Django's and
 Flask-Mail's connections can: a new email then costs its own commands (MAIL, RCPT, DATA) and not
 a TCP connection, the greeting, EHLO (with the local host name looked up by aiosmtplib in a
-thread each time), STARTTLS and LOGIN, and QUIT. A session is taken again only while its socket
-is open and it has been idle less than :data:`IDLE_SECONDS` (servers close idle sessions after
-some minutes, RFC 5321 4.5.3.2.7); a session that failed in any way is dropped, never reused.
+thread each time), the TLS handshake and AUTH, and QUIT. A session is taken again only while its
+socket is open and it has been idle less than :data:`IDLE_SECONDS` (servers close idle sessions
+after some minutes, RFC 5321 4.5.3.2.7); a session that failed in any way is dropped, never reused.
+
+TLS is STARTTLS (required: a server that does not offer it gets nothing) or TLS from the first
+byte, as the settings say; the server's certificate is always verified, against the system's CAs
+or the ones in a given CA file, and its host name checked. There is no way to turn that off.
 
 The headers that carry values from outside (From, To, Subject) and the Message-ID are written by
 :mod:`services.jobs.mail_headers`, never parsed by the email package, and the serialized message's
@@ -20,10 +24,13 @@ import contextlib
 import email.policy
 import re
 import socket
+import ssl
 import time
 from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.utils import formatdate
+from pathlib import Path
+from typing import Literal
 
 import aiosmtplib
 from aiosmtplib.email import flatten_message
@@ -31,6 +38,9 @@ from aiosmtplib.email import flatten_message
 from services.jobs.errors import PermanentError, TransientError
 from services.jobs.mail_headers import AddressHeader, HeaderRefused, check_header_block, id_header, mailbox, text_header
 from services.settings import Settings
+
+TlsMode = Literal["none", "starttls", "implicit"]
+"""No TLS; STARTTLS on a plain connection (port 587), required; or TLS from the first byte (465)."""
 
 IDLE_SECONDS = 30.0
 """An open session idle longer than this is closed instead of used for the next email."""
@@ -76,16 +86,22 @@ class Mailer:
         sender: str,
         username: str | None = None,
         password: str | None = None,
-        starttls: bool = False,
+        tls: TlsMode = "none",
+        ca_file: str | Path | None = None,
         timeout: float = 10.0,
         keep_connections: int = 4,
     ) -> None:
+        if tls not in ("none", "starttls", "implicit"):
+            raise ValueError(f"tls must be none, starttls or implicit, not {tls!r}")
         self._host = host
         self._port = port
         self._sender = sender
         self._username = username
         self._password = password
-        self._starttls = starttls
+        self._tls = tls
+        self.tls_context = None if tls == "none" else _verifying_context(ca_file)
+        """How the server's certificate is checked (None without TLS): always against the CAs
+        (``ca_file``'s, else the system's) and the host name."""
         self._timeout = timeout
         self._keep = keep_connections
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []  # open sessions, with when each was last used
@@ -105,7 +121,8 @@ class Mailer:
             sender=settings.mail_from,
             username=settings.smtp_username,
             password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
-            starttls=settings.smtp_starttls,
+            tls=settings.smtp_tls,
+            ca_file=settings.smtp_ca_file,
             timeout=settings.smtp_timeout,
             keep_connections=settings.smtp_keep_connections,
         )
@@ -159,8 +176,9 @@ class Mailer:
                     hostname=self._host,
                     port=self._port,
                     timeout=self._timeout,
-                    use_tls=False,
-                    start_tls=False,
+                    use_tls=self._tls == "implicit",
+                    start_tls=False,  # done by _open, which refuses a server that does not offer it
+                    tls_context=self.tls_context,
                     local_hostname=await self._ehlo_name(),
                 )
                 await self._open(client)
@@ -182,9 +200,9 @@ class Mailer:
 
     async def _open(self, client: aiosmtplib.SMTP) -> None:
         await client.connect()
-        if self._starttls:
+        if self._tls == "starttls":
             await client.ehlo()
-            if not client.supports_extension("starttls"):
+            if not client.supports_extension("starttls"):  # nothing goes out in plain text instead
                 raise PermanentError(f"SMTP server {self._host}:{self._port} does not offer STARTTLS")
             await client.starttls()
         if self._username is not None and self._password is not None:
@@ -260,8 +278,28 @@ async def _quit(client: aiosmtplib.SMTP, *, wait: float | None = None) -> None:
     client.close()
 
 
+def _verifying_context(ca_file: str | Path | None) -> ssl.SSLContext:
+    """A client TLS context that verifies the server's certificate and host name (Python's
+    defaults), trusting the CAs in ``ca_file`` only when it is given, else the system's."""
+    return ssl.create_default_context(cafile=None if ca_file is None else str(ca_file))
+
+
 def _classify(exc: Exception, host: str, port: int) -> TransientError | PermanentError:
-    """Retry what may pass (no answer, a 4xx reply), fail at once on a 5xx reply."""
+    """Retry what may pass (no answer, a 4xx reply), fail at once on a 5xx reply or a TLS failure.
+
+    A certificate that does not verify (not signed by a trusted CA, expired, for another host) or
+    a TLS handshake that fails is permanent: the same configuration meets the same certificate on
+    every try, and retrying would only hide the reason, which the error gives. The job can be
+    retried once the setting or the server is fixed.
+    """
+    tls_error = _tls_error(exc)
+    if isinstance(tls_error, ssl.SSLCertVerificationError):
+        return PermanentError(
+            f"SMTP server {host}:{port}: TLS certificate verify failed: {tls_error.verify_message}"
+            f" ({_CERTIFICATE_HINT})"
+        )
+    if tls_error is not None:
+        return PermanentError(f"SMTP server {host}:{port}: TLS handshake failed: {tls_error} ({_HANDSHAKE_HINT})")
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         codes = [recipient.code for recipient in exc.recipients]
         return _by_code(min(codes), f"recipient refused: {codes}")
@@ -270,6 +308,20 @@ def _classify(exc: Exception, host: str, port: int) -> TransientError | Permanen
     if isinstance(exc, aiosmtplib.SMTPNotSupported):
         return PermanentError(f"SMTP server does not support this: {exc}")
     return TransientError(f"SMTP server {host}:{port} unreachable: {type(exc).__name__}: {exc}")
+
+
+_CERTIFICATE_HINT = "SMTP_HOST must be a name the certificate holds; SMTP_CA_FILE trusts a private CA"
+_HANDSHAKE_HINT = "SMTP_TLS=implicit is for a port speaking TLS at once (465), starttls for 587"
+
+
+def _tls_error(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error behind ``exc`` (aiosmtplib wraps one met while connecting), if any."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _by_code(code: int, text: str) -> TransientError | PermanentError:
