@@ -56,3 +56,23 @@ async def test_a_name_of_encoded_words_never_adds_a_header(
     client: httpx.AsyncClient, observer: Observer, name: str
 ) -> None:
     await _assert_welcome_email_as_built(client, observer, name)
+
+
+async def test_an_address_mail_software_would_decode_fails_the_job_at_once_saying_why(
+    client: httpx.AsyncClient, observer: Observer
+) -> None:
+    # The address is valid as RFC 5322 has it ("=" and "?" are atext), so the gateway takes it; but
+    # mail software decodes the encoded word in it (the standard library's parser reads it as
+    # eve-...@example.com, another mailbox), so it is never sent, and trying again cannot help.
+    decoded = f"eve-{uuid.uuid4().hex[:8]}@example.com"
+    address = "=?utf-8?q?" + decoded.replace("@", "?=@")
+    response = await client.post(
+        "/jobs", json={"name": "send_email", "payload": {"to": address, "subject": "s", "body": "b"}}
+    )
+
+    assert response.status_code == 202, response.text
+    job = await wait_for_job(client, response.json()["id"])
+    assert (job["status"], job["tries"], [a["outcome"] for a in job["attempts"]]) == ("failed", 1, ["failed"])
+    assert "recipient: an address holding '=?'" in job["error"]
+    sink = observer.require_sink()
+    assert (sink.received_by(address), sink.received_by(decoded)) == ([], [])
