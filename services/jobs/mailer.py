@@ -172,15 +172,7 @@ class Mailer:
         client = self._idle_session()
         try:
             if client is None:
-                client = aiosmtplib.SMTP(
-                    hostname=self._host,
-                    port=self._port,
-                    timeout=self._timeout,
-                    use_tls=self._tls == "implicit",
-                    start_tls=False,  # done by _open, which refuses a server that does not offer it
-                    tls_context=self.tls_context,
-                    local_hostname=await self._ehlo_name(),
-                )
+                client = await self._new_client()
                 await self._open(client)
             await _send_checked(client, message, sender=sender, recipient=recipient, utf8=utf8)
         except BaseException as exc:
@@ -191,12 +183,37 @@ class Mailer:
             raise
         await self._keep_or_quit(client)
 
+    async def verify(self) -> None:
+        """Open a session as an email would (connection, TLS, AUTH) and end it with QUIT.
+
+        Raises what :meth:`send` would: a certificate that does not verify or a wrong password is
+        a PermanentError saying why, a server away a TransientError.
+        """
+        client = await self._new_client()
+        try:
+            await self._open(client)
+        except Exception as exc:
+            client.close()
+            raise exc if isinstance(exc, PermanentError) else _classify(exc, self._host, self._port) from None
+        await _quit(client)
+
     async def close(self) -> None:
         """End the open sessions: QUIT on each at once, and hang up on a server that does not answer
         within :data:`QUIT_ON_CLOSE_SECONDS` (the SMTP timeout would hold a stopping worker up)."""
         idle, self._idle = self._idle, []
         wait = min(self._timeout, QUIT_ON_CLOSE_SECONDS)
         await asyncio.gather(*(_quit(client, wait=wait) for client, _ in idle))
+
+    async def _new_client(self) -> aiosmtplib.SMTP:
+        return aiosmtplib.SMTP(
+            hostname=self._host,
+            port=self._port,
+            timeout=self._timeout,
+            use_tls=self._tls == "implicit",
+            start_tls=False,  # done by _open, which refuses a server that does not offer it
+            tls_context=self.tls_context,
+            local_hostname=await self._ehlo_name(),
+        )
 
     async def _open(self, client: aiosmtplib.SMTP) -> None:
         await client.connect()

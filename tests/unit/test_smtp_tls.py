@@ -12,6 +12,7 @@ from typing import Literal
 import pytest
 from pydantic import SecretStr
 
+from services import preflight
 from services.jobs.errors import PermanentError
 from services.jobs.mailer import Mailer
 from services.settings import Settings
@@ -227,3 +228,37 @@ async def test_a_server_requiring_auth_refuses_a_mailer_without_credentials_perm
     with pytest.raises(PermanentError, match="530"):
         await _send(mailer)
     assert sink.received == []
+
+
+async def test_verify_opens_a_tls_session_with_auth_and_ends_it(
+    tls_sink: SinkFactory, certificates: TestCertificates, mailers: list[Mailer]
+) -> None:
+    good = tls_sink("starttls")
+    wrong_host = tls_sink("implicit", certificate=certificates.other_host)
+
+    await _mailer(mailers, good, "starttls", ca_file=certificates.ca_file).verify()
+    with pytest.raises(PermanentError, match="535"):
+        await _mailer(mailers, good, "starttls", ca_file=certificates.ca_file, password="wrong").verify()
+    with pytest.raises(PermanentError, match="certificate verify failed: IP address mismatch"):
+        await _mailer(mailers, wrong_host, "implicit", ca_file=certificates.ca_file).verify()
+    assert good.received == wrong_host.received == []
+
+
+async def test_make_check_says_why_the_smtp_server_is_refused(
+    tls_sink: SinkFactory, certificates: TestCertificates, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sink = tls_sink("implicit", certificate=certificates.other_host)
+    settings = Settings(
+        _env_file=None,
+        smtp_host=sink.host,
+        smtp_port=sink.port,
+        smtp_tls="implicit",
+        smtp_ca_file=certificates.ca_file,
+        smtp_username=USER,
+        smtp_password=SecretStr(PASSWORD),
+    )
+
+    assert not await preflight._check("smtp", "target", preflight._smtp(settings))
+    err = capsys.readouterr().err
+    assert f"smtp     DOWN at target: SMTP server 127.0.0.1:{sink.port}: TLS certificate verify failed" in err
+    assert "IP address mismatch" in err
