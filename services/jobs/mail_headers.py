@@ -31,7 +31,7 @@ import re
 from collections.abc import Iterable, Sequence
 from email.parser import BytesHeaderParser
 from email.policy import Policy
-from typing import NamedTuple, Self
+from typing import Any, NamedTuple, Self
 
 from services.jobs.errors import PermanentError
 
@@ -103,6 +103,12 @@ class BuiltHeader(str):
     def fold(self, *, policy: Policy) -> str:
         """The header's lines, each ended by the policy's line separator."""
         return policy.linesep.join(self.lines) + policy.linesep
+
+    def __copy__(self) -> Self:
+        return self  # immutable, as the email package's header objects are
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
+        return self  # the generator deep-copies a message whose body it re-encodes for a 7-bit server
 
 
 class TextHeader(BuiltHeader):

@@ -127,6 +127,7 @@ class SmtpSink:
         tls_context: ssl.SSLContext | None = None,
         credentials: Mapping[str, str] | None = None,
         mechanisms: Collection[str] = ("LOGIN", "PLAIN"),
+        eight_bit_mime: bool = True,
     ) -> None:
         self.host = "127.0.0.1"
         self.port = port or free_port()
@@ -140,6 +141,7 @@ class SmtpSink:
         self._tls_context = tls_context
         self._credentials = dict(credentials or {})
         self._mechanisms = {mechanism.upper() for mechanism in mechanisms}
+        self._eight_bit_mime = eight_bit_mime
 
     @property
     def requires_auth(self) -> bool:
@@ -148,7 +150,7 @@ class SmtpSink:
 
     def start(self) -> None:
         """Listen on :attr:`port`."""
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = {"decode_data": not self._eight_bit_mime}  # aiosmtpd's switch for 8BITMIME
         if self._tls == "starttls":
             options.update(tls_context=self._tls_context, require_starttls=True)
         if self._credentials:

@@ -210,6 +210,30 @@ async def test_a_non_ascii_address_goes_over_smtputf8_with_its_name_encoded(
     assert received.message["Subject"] == "Grüße"
 
 
+async def test_a_non_ascii_body_goes_to_a_server_without_8bitmime_with_the_built_headers() -> None:
+    # For a 7-bit server the standard library re-encodes the body on a copy of the message, and
+    # moves Content-Transfer-Encoding last: the same headers, in another order.
+    sink = SmtpSink(eight_bit_mime=False)
+    sink.start()
+    mailer = Mailer(host=sink.host, port=sink.port, sender=SENDER, timeout=5.0)
+    address, body = _address(), "Grüße, Zoë,\n\n日本語\n"
+    try:
+        built = mailer.build(job_id=uuid.uuid4().hex, to=f"Zoë <{address}>", subject="Grüße", body=body)
+        await mailer.send(built)
+    finally:
+        await mailer.close()
+        sink.stop()
+
+    [received] = sink.received_by(address)
+    assert sorted(received.message.keys()) == sorted(built.keys())
+    assert received.message["Content-Transfer-Encoding"] == "base64"
+    assert received.raw.isascii()
+    content = received.message.get_content()
+    assert isinstance(content, str)
+    assert content.replace("\r\n", "\n") == body
+    assert received.message["Subject"] == "Grüße"
+
+
 @pytest.mark.parametrize(
     "to",
     [
