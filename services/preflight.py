@@ -1,7 +1,8 @@
 """``python -m services.preflight``: say whether what the stack needs can be reached, and how to fix it.
 
-``make run`` calls it before starting anything; ``make check`` adds the SMTP server and the
-workers' heartbeats. The exit status is 1 when something is down.
+``make run`` calls it before starting anything; ``make check`` adds the SMTP server (a session
+opened as the worker opens one: TLS and AUTH as configured) and the workers' heartbeats. The exit
+status is 1 when something is down.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from services.heartbeat import live_workers
+from services.jobs.mailer import Mailer
 from services.settings import Settings, load_settings
 
 _TIMEOUT = 3.0
@@ -28,7 +30,10 @@ HOW_TO_START = {
         "start it (`redis-server --daemonize yes`; macOS: `brew services start redis`) "
         "or point REDIS_URL at a running server"
     ),
-    "smtp": "start one (`make run` starts a catcher) or point SMTP_HOST/SMTP_PORT at a server",
+    "smtp": (
+        "start one (`make run` starts a catcher) or point SMTP_HOST/SMTP_PORT at a server "
+        "(and SMTP_TLS, SMTP_CA_FILE, SMTP_USERNAME/SMTP_PASSWORD at how it is run)"
+    ),
     "workers": "start a worker: `python -m services.jobs` (or `make run`)",
 }
 
@@ -48,9 +53,8 @@ async def _redis(settings: Settings) -> None:
 
 
 async def _smtp(settings: Settings) -> None:
-    _reader, writer = await asyncio.open_connection(settings.smtp_host, settings.smtp_port)
-    writer.close()
-    await writer.wait_closed()
+    # A session as the worker opens one: TLS (certificate verified) and AUTH as configured.
+    await Mailer.from_settings(settings).verify()
 
 
 async def _workers(settings: Settings) -> None:

@@ -10,9 +10,19 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, PostgresDsn, RedisDsn, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    FilePath,
+    PostgresDsn,
+    RedisDsn,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _API_KEY = re.compile(r"[!-~]+")
@@ -50,7 +60,24 @@ class Settings(BaseSettings):
     smtp_port: int = Field(default=1025, ge=1, le=65535, description="SMTP server port.")
     smtp_username: str | None = Field(default=None, description="SMTP login user; no login when unset.")
     smtp_password: SecretStr | None = Field(default=None, description="SMTP login password.")
-    smtp_starttls: bool = Field(default=False, description="Upgrade the SMTP connection with STARTTLS.")
+    smtp_tls: Literal["none", "starttls", "implicit"] = Field(
+        default="none",
+        description=(
+            "How the SMTP connection is encrypted: none; starttls (a plain connection upgraded with STARTTLS, "
+            "usually port 587; a server that does not offer it is refused); implicit (TLS from the first byte, "
+            "usually port 465). The server's certificate and host name are always verified."
+        ),
+    )
+    smtp_starttls: bool = Field(
+        default=False, description="The older spelling of SMTP_TLS=starttls (true), when SMTP_TLS is not set."
+    )
+    smtp_ca_file: FilePath | None = Field(
+        default=None,
+        description=(
+            "PEM file of the CA certificates that sign the SMTP server's certificate (a private CA); "
+            "trusted instead of the system's CAs. Needs SMTP_TLS."
+        ),
+    )
     smtp_timeout: float = Field(default=10.0, gt=0, description="Seconds to wait on the SMTP server.")
     smtp_keep_connections: int = Field(
         default=4, ge=0, description="SMTP sessions a worker keeps open between emails (0: one per email)."
@@ -163,6 +190,21 @@ class Settings(BaseSettings):
         if "\r" in value or "\n" in value or "@" not in value:
             raise ValueError("must be one address such as 'Name <user@example.com>'")
         return value
+
+    @model_validator(mode="after")
+    def _smtp_tls(self) -> Self:
+        if self.smtp_starttls and "smtp_tls" not in self.model_fields_set:
+            self.smtp_tls = "starttls"
+        elif self.smtp_starttls and self.smtp_tls != "starttls":
+            raise ValueError(f"SMTP_STARTTLS=true contradicts SMTP_TLS={self.smtp_tls}: set SMTP_TLS alone")
+        if self.smtp_ca_file is not None and self.smtp_tls == "none":
+            raise ValueError("SMTP_CA_FILE is set but SMTP_TLS=none: set SMTP_TLS=starttls or implicit")
+        if self.environment == "production" and self.smtp_password is not None and self.smtp_tls == "none":
+            raise ValueError(
+                "ENVIRONMENT=production with SMTP_PASSWORD needs SMTP_TLS=starttls or implicit "
+                "(the password would cross the network in plain text)"
+            )
+        return self
 
     @field_validator("api_keys", mode="before")
     @classmethod

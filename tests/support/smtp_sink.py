@@ -1,20 +1,24 @@
 """A real SMTP server (aiosmtpd) in the test process that keeps what it receives.
 
 Its behaviour can be switched while it runs: refuse a recipient with a given code, answer the
-next deliveries with a temporary error, or stop listening altogether.
+next deliveries with a temporary error, or stop listening altogether. Made with a TLS mode it
+speaks STARTTLS (and requires it before anything else) or TLS from the first byte; made with
+credentials it requires AUTH (LOGIN and PLAIN, or the mechanisms named), over TLS only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, Literal
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from tests.support.ports import free_port
 
@@ -28,6 +32,12 @@ class Received:
     message: EmailMessage
     peer: Any = None
     """The client's (host, port): which SMTP session delivered the message."""
+    raw: bytes = b""
+    """The message as it came over the wire (after the DATA transparency dots were removed)."""
+    tls: bool = False
+    """Whether the session was encrypted when the message was delivered."""
+    login: str | None = None
+    """The user the session authenticated as, if it did."""
 
 
 @dataclass
@@ -42,6 +52,15 @@ class _Behaviour:
 class _Handler:
     def __init__(self, sink: SmtpSink) -> None:
         self._sink = sink
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        if self._sink.requires_auth and not session.authenticated:
+            return "530 5.7.0 Authentication required"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
@@ -84,26 +103,80 @@ class _Handler:
                     recipients=list(envelope.rcpt_tos),
                     message=message,
                     peer=session.peer,
+                    raw=bytes(content),
+                    tls=server.transport is not None and server.transport.get_extra_info("ssl_object") is not None,
+                    login=_login(session),
                 )
             )
         return "250 Message accepted for delivery"
 
 
+def _login(session: Session) -> str | None:
+    auth_data: Any = session.auth_data
+    return auth_data.login.decode() if session.authenticated else None
+
+
 class SmtpSink:
     """Start with :meth:`start`; read :attr:`received`; switch behaviour with the setters."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        tls: Literal["none", "starttls", "implicit"] = "none",
+        tls_context: ssl.SSLContext | None = None,
+        credentials: Mapping[str, str] | None = None,
+        mechanisms: Collection[str] = ("LOGIN", "PLAIN"),
+        eight_bit_mime: bool = True,
+    ) -> None:
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.lock = threading.Lock()
         self.received: list[Received] = []
         self.behaviour = _Behaviour()
         self._controller: Controller | None = None
+        if (tls == "none") != (tls_context is None):
+            raise ValueError("a TLS mode needs a server context, and only a TLS mode takes one")
+        self._tls = tls
+        self._tls_context = tls_context
+        self._credentials = dict(credentials or {})
+        self._mechanisms = {mechanism.upper() for mechanism in mechanisms}
+        self._eight_bit_mime = eight_bit_mime
+
+    @property
+    def requires_auth(self) -> bool:
+        """Whether MAIL FROM needs a successful AUTH first."""
+        return bool(self._credentials)
 
     def start(self) -> None:
         """Listen on :attr:`port`."""
-        self._controller = Controller(_Handler(self), hostname=self.host, port=self.port)
+        options: dict[str, Any] = {"decode_data": not self._eight_bit_mime}  # aiosmtpd's switch for 8BITMIME
+        if self._tls == "starttls":
+            options.update(tls_context=self._tls_context, require_starttls=True)
+        if self._credentials:
+            excluded = [m for m in ("LOGIN", "PLAIN") if m not in self._mechanisms]
+            options.update(authenticator=self._authenticate, auth_exclude_mechanism=excluded)
+            # aiosmtpd counts only STARTTLS as TLS for AUTH: on a TLS-from-the-first-byte port it
+            # must be told TLS is not needed to offer AUTH (everything there is TLS already).
+            # Either way MAIL FROM is refused before AUTH (handle_MAIL).
+            options.update(auth_require_tls=self._tls != "implicit")
+        self._controller = Controller(
+            _Handler(self),
+            hostname=self.host,
+            port=self.port,
+            ssl_context=self._tls_context if self._tls == "implicit" else None,
+            **options,
+        )
         self._controller.start()
+
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        if isinstance(auth_data, LoginPassword):
+            user, password = auth_data.login.decode(), auth_data.password.decode()
+            if user in self._credentials and self._credentials[user] == password:
+                return AuthResult(success=True, auth_data=auth_data)
+        return AuthResult(success=False, handled=False)
 
     def stop(self) -> None:
         """Stop listening (connections are then refused)."""
@@ -146,6 +219,11 @@ class SmtpSink:
         """The SMTP session (client address) of each message delivered to ``address``."""
         with self.lock:
             return [r.peer for r in self.received if address.lower() in (a.lower() for a in r.recipients)]
+
+    def received_by(self, address: str) -> list[Received]:
+        """Everything delivered to ``address`` so far, as received."""
+        with self.lock:
+            return [r for r in self.received if address.lower() in (a.lower() for a in r.recipients)]
 
     def messages_to(self, address: str) -> list[EmailMessage]:
         """Messages delivered to ``address`` so far."""
