@@ -100,3 +100,29 @@ async def test_an_oversized_chunked_body_is_413(client: httpx.AsyncClient) -> No
 
     response = await client.post("/send", content=chunks(), headers={"content-type": "application/json"})
     assert response.status_code == 413
+
+
+# Values Postgres cannot store (NUL), JSON cannot carry as UTF-8 (a lone surrogate) or that do not
+# fit the type they claim: each is refused with the error the README lists, never a 500.
+
+NUL_IDS = ["/jobs/%00", "/jobs/%00/events", "/jobs/%00?wait=1", "/jobs/a%00b", "/jobs/%00%00?wait=0"]
+
+
+@pytest.mark.parametrize("path", NUL_IDS)
+async def test_a_job_id_that_cannot_exist_is_404_on_reads(client: httpx.AsyncClient, path: str) -> None:
+    response = await client.get(path)
+
+    assert response.status_code == 404, response.text
+    assert response.json()["detail"].startswith("no job with id ")
+
+
+@pytest.mark.usefixtures("nothing_queued")
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("DELETE", "/jobs/%00"), ("POST", "/jobs/%00/retry"), ("DELETE", "/jobs/nope"), ("POST", "/jobs/nope/retry")],
+)
+async def test_a_job_id_that_cannot_exist_is_404_on_changes(client: httpx.AsyncClient, method: str, path: str) -> None:
+    response = await client.request(method, path)
+
+    assert response.status_code == 404, response.text
+    assert response.json()["detail"].startswith("no job with id ")

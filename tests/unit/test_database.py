@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from services.database import Connection, DatabaseUnreachable, _closing_when_out_of_step, create_pool
 from services.gateway.app import create_app
+from services.identifiers import new_id
 from services.settings import Settings
 from tests.support.ports import free_port
 
@@ -85,7 +86,7 @@ async def test_the_gateway_answers_503_not_500(two_addresses: int) -> None:
         transport = httpx.ASGITransport(app=with_state, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=15) as http:
             posted = await http.post("/process")
-            read = await http.get("/jobs/anything")
+            read = await http.get(f"/jobs/{new_id()}")
 
     assert posted.status_code == 503, posted.text
     assert "Postgres" in posted.json()["detail"]
