@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -126,3 +129,30 @@ async def test_a_job_id_that_cannot_exist_is_404_on_changes(client: httpx.AsyncC
 
     assert response.status_code == 404, response.text
     assert response.json()["detail"].startswith("no job with id ")
+
+
+def cursor_of(value: Any) -> str:
+    """A cursor as the gateway encodes one (base64url of JSON, unpadded), holding ``value``."""
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+NOW = "2026-01-01T00:00:00+00:00"
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        cursor_of([NOW, "a\x00b"]),
+        cursor_of([NOW, "a\ud800b"]),
+        cursor_of([NOW, "x" * 32]),
+        cursor_of([NOW, 7]),
+        cursor_of(["0001-01-01T00:00:00+14:00", uuid.uuid4().hex]),
+        cursor_of(["9999-12-31T23:59:59-14:00", uuid.uuid4().hex]),
+        cursor_of(["2026-01-01T00:00:00", uuid.uuid4().hex]),
+        base64.urlsafe_b64encode(b"[" * 3000).decode(),
+        "\x00",
+        "%",
+    ],
+)
+async def test_a_cursor_not_from_a_previous_page_is_422_on_cursor(client: httpx.AsyncClient, cursor: str) -> None:
+    assert ["query", "cursor"] in locations(await client.get("/jobs", params={"cursor": cursor}))
