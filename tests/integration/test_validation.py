@@ -156,3 +156,38 @@ NOW = "2026-01-01T00:00:00+00:00"
 )
 async def test_a_cursor_not_from_a_previous_page_is_422_on_cursor(client: httpx.AsyncClient, cursor: str) -> None:
     assert ["query", "cursor"] in locations(await client.get("/jobs", params={"cursor": cursor}))
+
+
+@pytest.mark.usefixtures("nothing_queued")
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/send", rb'{"message": "a\ud800b"}', ["body", "message"]),
+        ("/send", b'{"message": "a\xed\xa0\x80b"}', ["body", "message"]),  # the surrogate as raw bytes
+        ("/signup", rb'{"email": "ada@example.com", "name": "Ada\udfff"}', ["body", "name"]),
+        ("/signup", rb'{"email": "ada\ud800@example.com", "name": "Ada"}', ["body", "email"]),
+        ("/jobs", rb'{"name": "write_log", "payload": {"message": "\udc00"}}', ["body", "payload", "message"]),
+        ("/jobs", rb'{"name": "write_log\ud800", "payload": {}}', ["body", "name"]),
+        ("/jobs", rb'{"name": "cleanup_temp_files", "payload": {"\ud800": 1}}', ["body", "payload"]),
+        ("/send", rb'{"message": "m", "a\ud800": 1}', ["body"]),  # a key: its object is named
+        ("/jobs", rb'{"name": "write_log", "payload": {"message": NaN}}', ["body", "payload", "message"]),
+        ("/jobs", rb'{"name": "write_log", "payload": {"message": "m"}, "defer_by": Infinity}', ["body", "defer_by"]),
+        ("/jobs", rb'{"name": "write_log", "payload": {"message": "m"}, "defer_by": -Infinity}', ["body", "defer_by"]),
+    ],
+)
+async def test_a_string_or_number_json_cannot_carry_is_422_on_its_field(
+    client: httpx.AsyncClient, path: str, body: bytes, field: list[Any]
+) -> None:
+    response = await client.post(path, content=body, headers={"content-type": "application/json"})
+
+    assert field in locations(response)
+    assert "\\ud" not in response.text.lower(), "the answer itself carries no lone surrogate"
+
+
+@pytest.mark.usefixtures("nothing_queued")
+@pytest.mark.parametrize("path", ["/send", "/signup", "/jobs"])
+@pytest.mark.parametrize("content_type", ["text/plain", "application/octet-stream", "application/xml"])
+async def test_a_body_that_is_not_json_is_422_on_body(client: httpx.AsyncClient, path: str, content_type: str) -> None:
+    response = await client.post(path, content=b"\xff\xfe\x00 not json", headers={"content-type": content_type})
+
+    assert ["body"] in locations(response)
