@@ -8,6 +8,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -23,6 +24,27 @@ DATABASE_ERRORS: tuple[type[Exception], ...] = (
     *POSTGRES_GONE,
 )
 """Errors that mean Postgres cannot be reached: answered with 503, never 500."""
+
+LEDGER_UNAVAILABLE = "the jobs ledger (Postgres) is unavailable"
+
+
+def why_unavailable(exc: BaseException) -> str | None:
+    """Postgres' reason for refusing the gateway, in words a client may read, or None for an outage.
+
+    A missing database or refused credentials do not heal by themselves like a restart does:
+    the 503 and ``/readyz`` say which (without the database's or the role's name).
+    """
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return "its database does not exist"
+    if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
+        return "it refused the gateway's role or password"
+    return None
+
+
+def ledger_unavailable(exc: BaseException) -> str:
+    """What a 503 says when Postgres failed with ``exc`` (one of :data:`DATABASE_ERRORS`)."""
+    reason = why_unavailable(exc)
+    return LEDGER_UNAVAILABLE if reason is None else f"{LEDGER_UNAVAILABLE}: {reason}"
 
 
 class GatewayError(Exception):
@@ -54,9 +76,7 @@ class Conflict(GatewayError):
 
 
 async def _database_down(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse(
-        {"detail": "the jobs ledger (Postgres) is unavailable"}, status_code=503, headers={"Retry-After": "5"}
-    )
+    return JSONResponse({"detail": ledger_unavailable(exc)}, status_code=503, headers={"Retry-After": "5"})
 
 
 async def _handle(request: Request, exc: Exception) -> JSONResponse:
