@@ -1,4 +1,5 @@
-"""Dependency aliases that hand the lifespan's resources to route functions.
+"""Dependency aliases that hand the lifespan's resources to route functions, and the job id that
+every route under ``/jobs/{job_id}`` takes (:data:`JobIdDep`), checked once for all of them.
 
 The functions are ``async def`` although they never await: FastAPI runs a plain ``def``
 dependency in its thread pool, a thread hop per dependency and request. The routes that accept
