@@ -38,8 +38,8 @@ POSTGRES_GONE: tuple[type[Exception], ...] = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.InternalClientError,  # a connection out of step with the server (see the module docstring)
-    # Refused at connection time: the database named does not exist (yet: dropped, not migrated
-    # in), or the role or its password is refused. Nothing the request or the job did.
+    # Refused at connection time: the database named does not exist (not created yet, or
+    # dropped), or the role or its password is refused. Nothing the request or the job did.
     asyncpg.InvalidCatalogNameError,
     asyncpg.InvalidAuthorizationSpecificationError,
 )
