@@ -16,6 +16,15 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
 # Control characters (C0, DEL, C1) and the Unicode line/paragraph separators. None of them may
 # reach a mail header or a single-line field.
 _LINE_BREAKERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Half of a UTF-16 pair on its own: JSON's "\ud800" decodes to one, and no UTF-8 text (a
+# database column, a log line, an email) can hold it.
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _unicode(value: str) -> str:
+    if _LONE_SURROGATE.search(value):
+        raise ValueError("must be valid Unicode: no lone surrogates (U+D800 to U+DFFF)")
+    return value
 
 
 def _single_line(value: str) -> str:
@@ -30,11 +39,11 @@ def _no_nul(value: str) -> str:
     return value
 
 
-SingleLine = Annotated[str, AfterValidator(_single_line)]
+SingleLine = Annotated[str, AfterValidator(_unicode), AfterValidator(_single_line)]
 """Text that may end up in a header or a one-line record: no CR, LF or other control characters."""
 
-Text = Annotated[str, AfterValidator(_no_nul)]
-"""Free text (an email body, a log message): any characters but NUL."""
+Text = Annotated[str, AfterValidator(_unicode), AfterValidator(_no_nul)]
+"""Free text (an email body, a log message): any characters but NUL (and lone surrogates, not characters)."""
 
 
 class JobName(StrEnum):

@@ -38,9 +38,13 @@ POSTGRES_GONE: tuple[type[Exception], ...] = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.InternalClientError,  # a connection out of step with the server (see the module docstring)
+    # Refused at connection time: the database named does not exist (not created yet, or
+    # dropped), or the role or its password is refused. Nothing the request or the job did.
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.InvalidAuthorizationSpecificationError,
 )
-"""asyncpg's errors that mean Postgres or the connection to it is gone, or refuses us for now: the
-workers retry the job (``services.jobs.errors``), the gateway answers 503 (``services.gateway.errors``)."""
+"""asyncpg's errors that mean Postgres or the connection to it is gone, or refuses us: the workers
+retry the job (``services.jobs.errors``), the gateway answers 503 (``services.gateway.errors``)."""
 
 CONNECTION_ERRORS: tuple[type[Exception], ...] = (OSError, TimeoutError, *POSTGRES_GONE)
 """A batched write failing with these fails for every caller of the batch (no point trying them one by one)."""

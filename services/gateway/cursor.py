@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime
+from datetime import UTC, datetime
+
+from services.identifiers import is_id
+
+MAX_LENGTH = 200
+"""Longer than any cursor :func:`encode` makes (about 100 characters): a longer one is refused unread."""
 
 
 class InvalidCursor(ValueError):
@@ -18,13 +23,20 @@ def encode(enqueued_at: datetime, job_id: str) -> str:
 
 
 def decode(cursor: str) -> tuple[datetime, str]:
-    """The ``(enqueued_at, id)`` a cursor stands for."""
+    """The ``(enqueued_at, id)`` a cursor stands for, in UTC, with an id as jobs have.
+
+    Whatever a client puts in a cursor ends up in a query: it must hold what :func:`encode` puts
+    there (an aware time Postgres can store, a job id), or it is refused here.
+    """
+    if len(cursor) > MAX_LENGTH:
+        raise InvalidCursor("not a cursor from a previous page")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         stamp, job_id = json.loads(raw)
         moment = datetime.fromisoformat(stamp)
-    except (ValueError, TypeError) as exc:
+        utc = None if moment.tzinfo is None else moment.astimezone(UTC)  # overflows at datetime's ends
+    except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidCursor("not a cursor from a previous page") from exc
-    if not isinstance(job_id, str) or moment.tzinfo is None:
+    if utc is None or not isinstance(job_id, str) or not is_id(job_id):
         raise InvalidCursor("not a cursor from a previous page")
-    return moment, job_id
+    return utc, job_id

@@ -1,4 +1,5 @@
-"""Dependency aliases that hand the lifespan's resources to route functions.
+"""Dependency aliases that hand the lifespan's resources to route functions, and the job id that
+every route under ``/jobs/{job_id}`` takes (:data:`JobIdDep`), checked once for all of them.
 
 The functions are ``async def`` although they never await: FastAPI runs a plain ``def``
 dependency in its thread pool, a thread hop per dependency and request. The routes that accept
@@ -11,12 +12,14 @@ from typing import Annotated
 
 import asyncpg
 from arq.connections import ArqRedis
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
 from services.gateway.acceptance import Acceptance
+from services.gateway.errors import NotFound
 from services.gateway.job_events import JobEvents
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.settled_minutes import SettledMinutes
+from services.identifiers import is_id
 from services.settings import Settings
 
 
@@ -67,6 +70,21 @@ async def _settled_minutes(request: Request) -> SettledMinutes:
 
 
 SettledMinutesDep = Annotated[SettledMinutes, Depends(_settled_minutes)]
+
+
+_JOB_ID_DOC = "The job's id as its 202 gave it (32 lowercase hex digits); any other is 404."
+
+
+async def _job_id(job_id: Annotated[str, Path(description=_JOB_ID_DOC)]) -> str:
+    # Every job id is services.identifiers.new_id()'s: any other string names no job. Answered
+    # here, before a query, so that no text Postgres refuses (a NUL) or any length reaches it.
+    if not is_id(job_id):
+        raise NotFound(f"no job with id {job_id!r}")
+    return job_id
+
+
+JobIdDep = Annotated[str, Depends(_job_id)]
+"""The ``{job_id}`` path parameter of every route under ``/jobs/{job_id}``: an id no job can have is 404."""
 
 
 def acceptance(request: Request) -> Acceptance:

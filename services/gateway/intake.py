@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 from services import ledger, queue
 from services.batching import Batcher
 from services.contract import JobStatus
-from services.gateway.errors import DATABASE_ERRORS, ServiceUnavailable
+from services.gateway.errors import DATABASE_ERRORS, ServiceUnavailable, ledger_unavailable
 
 log = logging.getLogger("afterword.gateway")
 
@@ -65,7 +65,7 @@ class Intake:
         except DATABASE_ERRORS as exc:
             if not committed:
                 log.warning("ledger unavailable, refusing %d job(s): %s", len(jobs), type(exc).__name__)
-                raise ServiceUnavailable("the jobs ledger (Postgres) is unavailable; nothing was queued") from exc
+                raise ServiceUnavailable(f"{ledger_unavailable(exc)}; nothing was queued") from exc
             # Committed (and queued, Redis permitting): the jobs are accepted whatever the release did.
             log.warning("releasing the ledger connection failed after %d job(s) were recorded: %r", len(jobs), exc)
         return [None] * len(requests)

@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from services.identifiers import new_id
 from tests.faults.conftest import QUEUE, FaultStack, until
 from tests.support.jobs_client import wait_for_job
 from tests.support.sse import read_events
@@ -46,7 +47,7 @@ async def test_postgres_down_during_the_post_is_503_and_queues_nothing(stack: Fa
         response = await stack.http.post("/process")
         assert response.status_code == 503
         assert "Postgres" in response.json()["detail"]
-        assert (await stack.http.get("/jobs/anything")).status_code == 503
+        assert (await stack.http.get(f"/jobs/{new_id()}")).status_code == 503
         ready = await stack.http.get("/readyz")
         assert ready.status_code == 503
         assert "postgres" in ready.json()["down"]

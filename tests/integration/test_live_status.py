@@ -93,7 +93,7 @@ async def test_wait_on_an_ended_job_answers_at_once(client: httpx.AsyncClient) -
 
 @pytest.mark.parametrize("wait", ["-1", "60.5", "61", "soon", "nan", "inf"])
 async def test_an_invalid_wait_is_refused(client: httpx.AsyncClient, wait: str) -> None:
-    response = await client.get("/jobs/whatever", params={"wait": wait})
+    response = await client.get(f"/jobs/{uuid.uuid4().hex}", params={"wait": wait})
 
     assert response.status_code == 422, response.text
     assert response.json()["detail"][0]["loc"] == ["query", "wait"]

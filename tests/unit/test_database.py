@@ -15,13 +15,12 @@ from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import asyncpg
-import httpx
 import pytest
-from starlette.types import Receive, Scope, Send
 
 from services.database import Connection, DatabaseUnreachable, _closing_when_out_of_step, create_pool
-from services.gateway.app import create_app
+from services.identifiers import new_id
 from services.settings import Settings
+from tests.support.in_process import in_process_gateway
 from tests.support.ports import free_port
 
 TWO_ADDRESSES = "two-addresses.afterword.test"
@@ -76,16 +75,9 @@ async def test_the_gateway_answers_503_not_500(two_addresses: int) -> None:
         database_url=f"postgresql://postgres@{TWO_ADDRESSES}:{two_addresses}/afterword",
         redis_url=f"redis://127.0.0.1:{free_port()}/0",
     )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app) as state:
-
-        async def with_state(scope: Scope, receive: Receive, send: Send) -> None:
-            await app({**scope, "state": dict(state or {})}, receive, send)
-
-        transport = httpx.ASGITransport(app=with_state, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=15) as http:
-            posted = await http.post("/process")
-            read = await http.get("/jobs/anything")
+    async with in_process_gateway(settings) as http:
+        posted = await http.post("/process")
+        read = await http.get(f"/jobs/{new_id()}")
 
     assert posted.status_code == 503, posted.text
     assert "Postgres" in posted.json()["detail"]

@@ -20,6 +20,8 @@ from services.jobs.errors import PermanentError, TransientError, is_transient
         ConnectionRefusedError(),
         OSError("network unreachable"),
         asyncpg.CannotConnectNowError("starting"),
+        asyncpg.InvalidCatalogNameError('database "afterword" does not exist'),
+        asyncpg.InvalidPasswordError("password authentication failed"),
         asyncpg.exceptions.DeadlockDetectedError("deadlock"),
         asyncpg.exceptions.SerializationError("serialization"),
         redis.exceptions.ConnectionError("gone"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from services.identifiers import new_id
+from services.identifiers import is_id, new_id
 
 
 def test_a_new_id_is_the_hex_of_a_random_uuid4() -> None:
@@ -18,3 +18,10 @@ def test_a_new_id_is_the_hex_of_a_random_uuid4() -> None:
         assert parsed.variant == uuid.RFC_4122
     # The other 122 bits are random: every hex digit shows up at the positions not fixed.
     assert {value[0] for value in ids} == set("0123456789abcdef")
+
+
+def test_only_the_form_of_a_new_id_is_an_id() -> None:
+    assert all(is_id(new_id()) for _ in range(200))
+    assert is_id(uuid.uuid4().hex)
+    for other in ["", "nope", "\x00", "a" * 31, "a" * 33, "A" * 32, str(uuid.uuid4()), "g" * 32, "a" * 32 + "\n"]:
+        assert not is_id(other), other

@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from services.gateway.dependencies import DbDep, RedisDep, SettingsDep
+from services.gateway.errors import why_unavailable
 from services.heartbeat import live_workers
 
 router = APIRouter(tags=["health"])
@@ -31,7 +32,8 @@ async def readyz(db: DbDep, redis: RedisDep, settings: SettingsDep) -> JSONRespo
             await db.fetchval("SELECT 1")
         checks["postgres"] = "ok"
     except Exception as exc:
-        checks["postgres"] = f"down: {type(exc).__name__}"
+        reason = why_unavailable(exc)
+        checks["postgres"] = f"down: {type(exc).__name__}" + ("" if reason is None else f" ({reason})")
     try:
         async with asyncio.timeout(_CHECK_TIMEOUT):
             await redis.ping()

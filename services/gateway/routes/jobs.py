@@ -15,7 +15,7 @@ from services import ledger
 from services.contract import PAYLOADS, JobName, JobStatus
 from services.gateway import cursor as cursors
 from services.gateway.acceptance import Order, push
-from services.gateway.dependencies import DbDep, JobEventsDep, RedisDep, SettingsDep, acceptance
+from services.gateway.dependencies import DbDep, JobEventsDep, JobIdDep, RedisDep, SettingsDep, acceptance
 from services.gateway.errors import Conflict, NotFound
 from services.gateway.job_events import wait_until_final
 from services.gateway.schemas import (
@@ -169,7 +169,7 @@ async def list_jobs(
 
 @router.get("/{job_id}", response_model=JobView, responses={404: {"description": "No such job"}})
 async def get_job(
-    job_id: str,
+    job_id: JobIdDep,
     db: DbDep,
     events: JobEventsDep,
     wait: Annotated[
@@ -192,7 +192,7 @@ async def get_job(
     response_model=JobAcceptedView,
     responses={404: {"description": "No such job"}, 409: {"description": "The job is not failed or cancelled"}},
 )
-async def retry_job(job_id: str, request: Request, db: DbDep, redis: RedisDep) -> JobAcceptedView:
+async def retry_job(job_id: JobIdDep, request: Request, db: DbDep, redis: RedisDep) -> JobAcceptedView:
     """Run a failed or cancelled job again, under the same id (its attempts keep counting)."""
     record = await ledger.requeue_for_retry(db, job_id=job_id)
     if record is None:
@@ -219,7 +219,7 @@ async def retry_job(job_id: str, request: Request, db: DbDep, redis: RedisDep) -
     response_model=JobView,
     responses={404: {"description": "No such job"}, 409: {"description": "The job already ended"}},
 )
-async def cancel_job(job_id: str, db: DbDep, redis: RedisDep, settings: SettingsDep) -> JobView:
+async def cancel_job(job_id: JobIdDep, db: DbDep, redis: RedisDep, settings: SettingsDep) -> JobView:
     """Cancel a queued, deferred, retrying or running job; a running one is aborted."""
     record = await ledger.get_job(db, job_id)
     if record is None:

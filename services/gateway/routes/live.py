@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 
 from services import ledger, stats
 from services.contract import JobStatus
-from services.gateway.dependencies import DbDep, JobEventsDep, RedisDep, SettingsDep, SettledMinutesDep
+from services.gateway.dependencies import DbDep, JobEventsDep, JobIdDep, RedisDep, SettingsDep, SettledMinutesDep
 from services.gateway.errors import NotFound
 from services.gateway.job_events import Item, Subscription, follow
 from services.gateway.schemas import (
@@ -91,7 +91,7 @@ async def _event_stream(items: AsyncIterator[Item]) -> AsyncIterator[bytes]:
         404: {"description": "No such job"},
     },
 )
-async def job_status_events(job_id: str, db: DbDep, events: JobEventsDep) -> StreamingResponse:
+async def job_status_events(job_id: JobIdDep, db: DbDep, events: JobEventsDep) -> StreamingResponse:
     """Follow a job's status as Server-Sent Events until it ends."""
     subscription: Subscription = events.subscribe(job_id)  # before the read: no change is missed
     try:
