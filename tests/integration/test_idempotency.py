@@ -1,23 +1,33 @@
 """Idempotency-Key on POST: a repeat is answered from the first response and starts nothing.
 
 Most tests drive the stack's gateway over HTTP and count the ledger's rows. The last ones wrap
-the middleware around a tiny ASGI app in this process (on the stack's database), to make it see
-a 5xx or a Postgres that is down.
+the middleware around a tiny ASGI app in this process (on the stack's database and Redis), to make
+it see a 5xx or a Postgres that is down.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+from arq.connections import ArqRedis
+from asyncpg.pool import PoolConnectionProxy
 from starlette.types import Receive, Scope, Send
 
-from services.gateway.idempotency import Claimed, IdempotencyMiddleware, claim, fingerprint
+from services.contract import JobName, WriteLog
+from services.gateway.acceptance import Order, accept
+from services.gateway.idempotency import IdempotencyMiddleware
+from services.gateway.idempotency_locks import KeyLocks, lock_id
+from services.gateway.intake import Intake
+from services.gateway.metrics import GatewayMetrics
 from services.settings import Settings
+from tests.integration.conftest import QUEUE
 from tests.support.observers import Observer
 from tests.support.ports import free_port
 
@@ -30,9 +40,26 @@ async def jobs_in_ledger(observer: Observer) -> int:
     return int(await observer.db.fetchval("SELECT count(*) FROM jobs"))
 
 
-def post_scope(path: str) -> Scope:
-    """Enough of an ASGI scope for :func:`fingerprint`."""
-    return {"type": "http", "method": "POST", "path": path, "raw_path": path.encode(), "query_string": b""}
+async def jobs_with_message(db: asyncpg.Pool, message: str) -> list[str]:
+    rows = await db.fetch("SELECT id FROM jobs WHERE payload->>'message' = $1 ORDER BY id", message)
+    return [row["id"] for row in rows]
+
+
+async def until_gone(db: asyncpg.Pool, pid: int) -> None:
+    """Wait until the Postgres backend ``pid`` has ended (and so dropped its locks)."""
+    for _ in range(100):
+        if not await db.fetchval("SELECT 1 FROM pg_stat_activity WHERE pid = $1", pid):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"backend {pid} still there")
+
+
+@asynccontextmanager
+async def held_elsewhere(db: asyncpg.Pool, key: str, scope: str = "") -> AsyncIterator[PoolConnectionProxy]:
+    """Hold ``key``'s lock on a session of the test's own, as a gateway running its request would."""
+    async with db.acquire() as conn:
+        await conn.execute("SELECT pg_advisory_lock($1)", lock_id(scope, key))
+        yield conn
 
 
 async def test_a_repeat_gets_the_same_answer_and_queues_nothing(client: httpx.AsyncClient, observer: Observer) -> None:
@@ -90,18 +117,15 @@ async def test_keys_are_independent_of_each_other(client: httpx.AsyncClient) -> 
 
 async def test_a_key_still_being_processed_is_409(client: httpx.AsyncClient, observer: Observer) -> None:
     headers = new_key()
-    held = await claim(
-        observer.db, key=headers["Idempotency-Key"], fingerprint=fingerprint(post_scope("/process"), b"")
-    )
-    assert isinstance(held, Claimed)
-    before = await jobs_in_ledger(observer)
+    async with held_elsewhere(observer.db, headers["Idempotency-Key"]):
+        before = await jobs_in_ledger(observer)
 
-    busy = await client.post("/process", headers=headers)
+        busy = await client.post("/process", headers=headers)
 
-    assert busy.status_code == 409
-    assert "Idempotency-Key" in busy.json()["detail"]
-    assert busy.headers["retry-after"] == "1"
-    assert await jobs_in_ledger(observer) == before
+        assert busy.status_code == 409
+        assert "Idempotency-Key" in busy.json()["detail"]
+        assert busy.headers["retry-after"] == "1"
+        assert await jobs_in_ledger(observer) == before
 
 
 async def test_two_requests_at_once_start_the_work_once(client: httpx.AsyncClient, observer: Observer) -> None:
@@ -116,19 +140,35 @@ async def test_two_requests_at_once_start_the_work_once(client: httpx.AsyncClien
     assert await jobs_in_ledger(observer) == before + 1
 
 
-async def test_a_claim_abandoned_for_a_minute_is_taken_over(client: httpx.AsyncClient, observer: Observer) -> None:
+async def test_a_key_whose_holder_died_is_free_at_once(client: httpx.AsyncClient, observer: Observer) -> None:
+    """The session holding the key ends without a word (as a killed gateway's does): no 409 after that."""
     headers = new_key()
-    key = headers["Idempotency-Key"]
-    held = await claim(observer.db, key=key, fingerprint=fingerprint(post_scope("/process"), b""))
-    assert isinstance(held, Claimed)
-    await observer.db.execute(
-        "UPDATE idempotency_keys SET created_at = created_at - interval '61 seconds' WHERE key = $1", key
-    )
+    async with held_elsewhere(observer.db, headers["Idempotency-Key"]) as holder:
+        assert (await client.post("/process", headers=headers)).status_code == 409
+        pid = holder.get_server_pid()
+        holder.terminate()
+    await until_gone(observer.db, pid)
 
     response = await client.post("/process", headers=headers)
 
     assert response.status_code == 202, response.text
     assert (await client.post("/process", headers=headers)).json() == response.json()
+
+
+async def test_a_key_is_kept_for_24_hours(client: httpx.AsyncClient, observer: Observer) -> None:
+    headers, message = new_key(), f"kept {uuid.uuid4()}"
+    first = await client.post("/send", json={"message": message}, headers=headers)
+    await observer.db.execute(
+        "UPDATE idempotency_keys SET created_at = created_at - interval '23 hours 59 minutes' WHERE key = $1",
+        headers["Idempotency-Key"],
+    )
+
+    again = await client.post("/send", json={"message": message}, headers=headers)
+
+    assert again.status_code == 202
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    assert len(await jobs_with_message(observer.db, message)) == 1
 
 
 async def test_an_expired_key_is_used_again(client: httpx.AsyncClient, observer: Observer) -> None:
@@ -188,55 +228,80 @@ async def test_an_oversized_body_is_413_and_claims_nothing(client: httpx.AsyncCl
 
 
 class FlakyApp:
-    """An ASGI app that answers 500 once, then 202 with how many times it ran."""
+    """An ASGI app that accepts a write_log job as a route does, and answers 500 the first time, then 202."""
 
-    def __init__(self) -> None:
+    def __init__(self, message: str) -> None:
+        self.message = message
         self.calls = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.calls += 1
         while (await receive()).get("more_body"):
             pass
+        orders = [Order(JobName.write_log, WriteLog(message=self.message))]
+        (job,) = await accept(intake=scope["state"]["intake"], orders=orders)
         status = 500 if self.calls == 1 else 202
-        body = b'{"calls": %d}' % self.calls
+        body = b'{"calls": %d, "job": "%s"}' % (self.calls, job.id.encode())
         await send(
             {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
         )
         await send({"type": "http.response.body", "body": body})
 
 
-def in_process(app: IdempotencyMiddleware, db: asyncpg.Pool) -> httpx.AsyncClient:
-    """A client on ``app`` with the lifespan state the gateway would give it."""
-    state: dict[str, Any] = {"settings": Settings(_env_file=None, environment="test", api_keys=[]), "db": db}
+@asynccontextmanager
+async def in_process(
+    app: IdempotencyMiddleware, *, db: asyncpg.Pool, dsn: str, redis: ArqRedis
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client on ``app`` with the lifespan state the gateway would give it (its lock session on ``dsn``)."""
+    locks = KeyLocks(dsn, connect_timeout=2)
+    state: dict[str, Any] = {
+        "settings": Settings(_env_file=None, environment="test", api_keys=[]),
+        "db": db,
+        "intake": Intake(db=db, redis=redis, metrics=GatewayMetrics()),
+        "idempotency_locks": locks,
+    }
 
     async def with_state(scope: Scope, receive: Receive, send: Send) -> None:
-        await app({**scope, "state": state}, receive, send)
+        await app({**scope, "state": dict(state)}, receive, send)
 
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=with_state), base_url="http://gateway")
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=with_state), base_url="http://gateway") as http:
+            yield http
+    finally:
+        await locks.close()
 
 
-async def test_a_5xx_answer_frees_the_key_for_a_retry(observer: Observer) -> None:
-    flaky = FlakyApp()
+def arq_redis(observer: Observer) -> ArqRedis:
+    return ArqRedis(connection_pool=observer.redis.connection_pool, default_queue_name=observer.queue_name or QUEUE)
+
+
+async def test_a_5xx_answer_frees_the_key_and_drops_its_jobs(observer: Observer, database_dsn: str) -> None:
+    message = f"flaky {uuid.uuid4()}"
+    flaky = FlakyApp(message)
     headers = new_key()
-    async with in_process(IdempotencyMiddleware(flaky), observer.db) as http:
+    async with in_process(
+        IdempotencyMiddleware(flaky), db=observer.db, dsn=database_dsn, redis=arq_redis(observer)
+    ) as http:
         failed = await http.post("/process", headers=headers)
+        assert await jobs_with_message(observer.db, message) == [], "a 5xx answer's jobs are not recorded"
         retried = await http.post("/process", headers=headers)
         replayed = await http.post("/process", headers=headers)
 
     assert failed.status_code == 500
     assert retried.status_code == 202
-    assert retried.json() == {"calls": 2}
-    assert replayed.json() == {"calls": 2}
+    assert retried.json()["calls"] == 2
+    assert replayed.json() == retried.json()
     assert replayed.headers["idempotent-replayed"] == "true"
     assert flaky.calls == 2
+    assert await jobs_with_message(observer.db, message) == [retried.json()["job"]]
 
 
-async def test_postgres_down_is_503_and_runs_nothing(database_dsn: str) -> None:
-    flaky = FlakyApp()
+async def test_postgres_down_is_503_and_runs_nothing(database_dsn: str, observer: Observer) -> None:
+    flaky = FlakyApp("never")
     nowhere = database_dsn.replace(database_dsn.split("@")[1].split("/")[0], f"127.0.0.1:{free_port()}")
     db = await asyncpg.create_pool(nowhere, min_size=0, timeout=2)
     try:
-        async with in_process(IdempotencyMiddleware(flaky), db) as http:
+        async with in_process(IdempotencyMiddleware(flaky), db=db, dsn=nowhere, redis=arq_redis(observer)) as http:
             response = await http.post("/process", headers=new_key())
     finally:
         await db.close()
