@@ -17,7 +17,8 @@ work being done twice:
 
 So a gateway killed mid-request leaves either nothing (the retry runs afresh, at once: Postgres
 dropped the lock with the dead gateway's session) or the jobs with their stored answer (the
-retry gets it).
+retry gets it). Keys belong to the API key that used them: the same key under two API keys is
+two keys. The table stores a SHA-256 of the API key, never the key.
 
 Other methods and requests without the header pass through untouched. So does a request without
 a valid API key when keys are configured (the app answers 401): an unauthenticated client can
@@ -52,7 +53,7 @@ log = logging.getLogger("afterword.gateway.idempotency")
 HEADER = "Idempotency-Key"
 _HEADER_KEY = HEADER.lower().encode("latin-1")  # as ASGI gives header names
 NO_API_KEY_SCOPE = ""
-"""The scope of every key (one scope, shared by every client)."""
+"""The scope of every key when the gateway runs without API keys."""
 
 _VALID_KEY = re.compile(r"[\x20-\x7e]{1,255}")
 _STORE_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, asyncpg.PostgresError)
@@ -90,6 +91,11 @@ def fingerprint(scope: Scope, body: bytes) -> str:
     return digest.hexdigest()
 
 
+def key_scope(api_key: str | None) -> str:
+    """The scope of the keys sent with ``api_key``: its SHA-256 (hex), or :data:`NO_API_KEY_SCOPE`."""
+    return NO_API_KEY_SCOPE if api_key is None else hashlib.sha256(api_key.encode()).hexdigest()
+
+
 class IdempotencyMiddleware:
     """Replay the stored response of a POST whose ``Idempotency-Key`` was seen before."""
 
@@ -110,9 +116,13 @@ class IdempotencyMiddleware:
             await _send(send, _answer(400, detail))
             return
         settings: Settings = scope["state"]["settings"]
-        if settings.api_keys and not auth.authorized(headers, settings.api_keys):
-            await self.app(scope, receive, send)  # the app answers 401; nothing is held
-            return
+        api_key = None
+        if settings.api_keys:
+            presented = auth.presented_key(headers, settings.api_keys)
+            if presented is None:
+                await self.app(scope, receive, send)  # the app answers 401; nothing is held
+                return
+            api_key = presented.get_secret_value()
         body = await _read_body(receive)
         if body is None:
             return  # the client left before it sent its body
@@ -122,7 +132,7 @@ class IdempotencyMiddleware:
             receive=receive,
             body=body,
             key=key,
-            key_scope=NO_API_KEY_SCOPE,
+            key_scope=key_scope(api_key),
             fingerprint=fingerprint(scope, body),
         )
         locks: KeyLocks = scope["state"]["idempotency_locks"]

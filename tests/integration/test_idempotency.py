@@ -1,16 +1,19 @@
 """Idempotency-Key on POST: a repeat is answered from the first response and starts nothing.
 
-Most tests drive the stack's gateway over HTTP and count the ledger's rows. The last ones wrap
-the middleware around a tiny ASGI app in this process (on the stack's database and Redis), to make
-it see a 5xx or a Postgres that is down.
+Most tests drive the stack's gateway over HTTP and count the ledger's rows. Some start a gateway
+of their own with API keys, to see keys scoped per API key. The last ones wrap the middleware
+around a tiny ASGI app in this process (on the stack's database and Redis), to make it see a 5xx
+or a Postgres that is down.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -28,8 +31,13 @@ from services.gateway.intake import Intake
 from services.gateway.metrics import GatewayMetrics
 from services.settings import Settings
 from tests.integration.conftest import QUEUE
+from tests.support.database import create_database, drop_database
+from tests.support.lone_gateway import lone_gateway
 from tests.support.observers import Observer
 from tests.support.ports import free_port
+
+API_KEY_ONE = "idem-one-" + uuid.uuid4().hex
+API_KEY_TWO = "idem-two-" + uuid.uuid4().hex
 
 
 def new_key() -> dict[str, str]:
@@ -310,3 +318,54 @@ async def test_postgres_down_is_503_and_runs_nothing(database_dsn: str, observer
     assert response.headers["retry-after"] == "5"
     assert "unavailable" in response.json()["detail"]
     assert flaky.calls == 0
+
+
+# Keys are scoped per API key: a gateway of its own, with two API keys.
+
+
+@pytest.fixture(scope="module")
+async def scoped(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
+    """The URL of a gateway with two API keys (no worker: its jobs just wait), and a pool on its database."""
+    dsn = await create_database()
+    workdir: Path = tmp_path_factory.mktemp("idempotency-scoped")
+    try:
+        async with lone_gateway(
+            workdir, api_keys=f"{API_KEY_ONE},{API_KEY_TWO}", label="scoped-gateway", database_dsn=dsn
+        ) as (url, _):
+            db = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+            try:
+                yield url, db
+            finally:
+                await db.close()
+    finally:
+        await drop_database(dsn)
+
+
+async def test_the_same_key_under_two_api_keys_is_two_keys(scoped: tuple[str, asyncpg.Pool]) -> None:
+    url, db = scoped
+    key, message = f"scoped-{uuid.uuid4()}", f"scoped {uuid.uuid4()}"
+    async with httpx.AsyncClient(base_url=url, timeout=15) as http:
+
+        async def send(api_key: str) -> httpx.Response:
+            headers = {"Idempotency-Key": key, "Authorization": f"Bearer {api_key}"}
+            return await http.post("/send", json={"message": message}, headers=headers)
+
+        one, two = await send(API_KEY_ONE), await send(API_KEY_TWO)
+        one_again, two_again = await send(API_KEY_ONE), await send(API_KEY_TWO)
+
+    assert one.status_code == two.status_code == 202, (one.text, two.text)
+    assert "idempotent-replayed" not in one.headers
+    assert "idempotent-replayed" not in two.headers, "another API key's answer was replayed"
+    (job_one,), (job_two,) = one.json()["jobs"], two.json()["jobs"]
+    assert job_one["id"] != job_two["id"]
+    assert await jobs_with_message(db, message) == sorted([job_one["id"], job_two["id"]])
+    assert one_again.json() == one.json()
+    assert two_again.json() == two.json()
+    assert one_again.headers["idempotent-replayed"] == two_again.headers["idempotent-replayed"] == "true"
+    # The table holds a hash of each API key, never the key.
+    rows = await db.fetch("SELECT scope, key FROM idempotency_keys WHERE key = $1 ORDER BY scope", key)
+    expected = sorted(hashlib.sha256(api_key.encode()).hexdigest() for api_key in (API_KEY_ONE, API_KEY_TWO))
+    assert [row["scope"] for row in rows] == expected
+    stored = await db.fetchval("SELECT string_agg(t::text, ' ') FROM idempotency_keys t")
+    assert API_KEY_ONE not in stored
+    assert API_KEY_TWO not in stored
