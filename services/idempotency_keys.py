@@ -122,3 +122,22 @@ async def purge_expired(db: Executor, *, keep_seconds: float = KEEP_SECONDS, bat
         purged += int(deleted)
         if deleted < batch:
             return purged
+
+
+@dataclass(frozen=True)
+class TableSize:
+    """How big the table is: live rows (Postgres' statistics, an estimate) and bytes on disk."""
+
+    rows: int
+    bytes: int
+
+
+async def table_size(db: Executor) -> TableSize:
+    """The table's live-row estimate and its total size, indexes and TOAST included; no row is read."""
+    row = await db.fetchrow(
+        "SELECT coalesce(s.n_live_tup, 0) AS rows, pg_total_relation_size(c.oid) AS bytes "
+        "FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid "
+        "WHERE c.oid = 'idempotency_keys'::regclass"
+    )
+    assert row is not None
+    return TableSize(rows=int(row["rows"]), bytes=int(row["bytes"]))

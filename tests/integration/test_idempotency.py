@@ -21,6 +21,7 @@ import httpx
 import pytest
 from arq.connections import ArqRedis
 from asyncpg.pool import PoolConnectionProxy
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import Receive, Scope, Send
 
 from services.contract import JobName, WriteLog
@@ -369,3 +370,29 @@ async def test_the_same_key_under_two_api_keys_is_two_keys(scoped: tuple[str, as
     stored = await db.fetchval("SELECT string_agg(t::text, ' ') FROM idempotency_keys t")
     assert API_KEY_ONE not in stored
     assert API_KEY_TWO not in stored
+
+
+# The table's size is a metric.
+
+
+def gauge(text: str, name: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                return float(sample.value)
+    raise AssertionError(f"{name} is not in /metrics")
+
+
+async def test_the_key_table_size_is_in_the_metrics(client: httpx.AsyncClient) -> None:
+    for _ in range(3):
+        assert (await client.post("/process", headers=new_key())).status_code == 202
+
+    # Postgres' statistics reach the estimate within seconds of the commit.
+    for _ in range(300):
+        text = (await client.get("/metrics")).text
+        if gauge(text, "afterword_idempotency_keys") >= 3:
+            break
+        await asyncio.sleep(0.1)
+    assert gauge(text, "afterword_idempotency_keys") >= 3
+    text = (await client.get("/metrics")).text
+    assert gauge(text, "afterword_idempotency_keys_bytes") > 0

@@ -1,4 +1,4 @@
-"""The Idempotency-Key table: keys written with their request's jobs, looked up, purged.
+"""The Idempotency-Key table: keys written with their request's jobs, looked up, purged, measured.
 
 Each test runs in the rolled-back ``conn``.
 """
@@ -109,3 +109,10 @@ async def test_the_purge_deletes_every_expired_key_in_one_run_and_keeps_the_youn
     assert sorted(row["key"] for row in left) == sorted(
         [f"{prefix}-almost-{n}" for n in range(1, 6)] + [f"{prefix}-new-{n}" for n in range(1, 6)]
     )
+
+
+async def test_the_table_size_is_read_from_the_catalog(conn: asyncpg.Connection) -> None:
+    size = await idempotency_keys.table_size(conn)
+
+    assert size.rows >= 0
+    assert size.bytes > 0
