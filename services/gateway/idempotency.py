@@ -57,7 +57,6 @@ NO_API_KEY_SCOPE = ""
 
 _VALID_KEY = re.compile(r"[\x20-\x7e]{1,255}")
 _STORE_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, asyncpg.PostgresError)
-_RECORD_ERRORS: tuple[type[Exception], ...] = (ServiceUnavailable, *_STORE_ERRORS)
 
 
 @dataclass
@@ -180,13 +179,17 @@ class IdempotencyMiddleware:
             body=bytes(response.body),
         )
         try:
-            if await intake.record(held.jobs, key=record):
-                return response
-            # Another request recorded the key first (it held the key while this gateway's lock
-            # session was lost): its answer stands, and nothing of this one was written.
+            recorded = await intake.record(held.jobs, key=record)
+        except ServiceUnavailable:
+            return _unavailable()  # nothing was written: the route's answer is not sent
+        if recorded:
+            return response
+        # Another request recorded the key first (it held the key while this gateway's lock
+        # session was lost): its answer stands, and nothing of this one was written.
+        try:
             stored = await idempotency_keys.look_up(db, scope=request.key_scope, key=request.key)
-        except _RECORD_ERRORS as exc:
-            log.warning("could not record an idempotent request; nothing was kept: %s", type(exc).__name__)
+        except _STORE_ERRORS as exc:
+            log.warning("idempotency keys unavailable after a conflict: %s", type(exc).__name__)
             return _unavailable()
         if stored is None:
             return _answer(409, f"a request with this {HEADER} is still being processed; retry it later", retry_after=1)

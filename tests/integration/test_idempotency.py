@@ -149,6 +149,30 @@ async def test_two_requests_at_once_start_the_work_once(client: httpx.AsyncClien
     assert await jobs_in_ledger(observer) == before + 1
 
 
+async def test_many_keyed_requests_at_once_each_record_one_set_of_jobs(
+    client: httpx.AsyncClient, observer: Observer
+) -> None:
+    """Requests with keys share the intake's batches (their keys go into the same statements as
+    their jobs); each key sent twice at once still starts its work once."""
+    keys = [f"batch-{uuid.uuid4()}" for _ in range(40)]
+    messages = {key: f"batched {key}" for key in keys}
+
+    async def send(key: str) -> httpx.Response:
+        return await client.post("/send", json={"message": messages[key]}, headers={"Idempotency-Key": key})
+
+    responses = await asyncio.gather(*(send(key) for key in keys for _ in range(2)))
+
+    for key, pair in zip(keys, (responses[i : i + 2] for i in range(0, len(responses), 2)), strict=True):
+        assert all(r.status_code in (202, 409) for r in pair), [r.text for r in pair]
+        accepted = [r for r in pair if r.status_code == 202]
+        assert accepted, [r.text for r in pair]
+        ids = {job["id"] for r in accepted for job in r.json()["jobs"]}
+        assert [*ids] == await jobs_with_message(observer.db, messages[key])
+        replayed = await send(key)
+        assert replayed.headers["idempotent-replayed"] == "true"
+        assert replayed.json() == accepted[0].json()
+
+
 async def test_a_key_whose_holder_died_is_free_at_once(client: httpx.AsyncClient, observer: Observer) -> None:
     """The session holding the key ends without a word (as a killed gateway's does): no 409 after that."""
     headers = new_key()
