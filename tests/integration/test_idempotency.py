@@ -261,10 +261,11 @@ async def test_an_oversized_body_is_413_and_claims_nothing(client: httpx.AsyncCl
 
 
 class FlakyApp:
-    """An ASGI app that accepts a write_log job as a route does, and answers 500 the first time, then 202."""
+    """An ASGI app that accepts a write_log job as a route does, and answers 500 ``failures`` times, then 202."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, failures: int = 1) -> None:
         self.message = message
+        self.failures = failures
         self.calls = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -273,7 +274,7 @@ class FlakyApp:
             pass
         orders = [Order(JobName.write_log, WriteLog(message=self.message))]
         (job,) = await accept(intake=scope["state"]["intake"], orders=orders)
-        status = 500 if self.calls == 1 else 202
+        status = 500 if self.calls <= self.failures else 202
         body = b'{"calls": %d, "job": "%s"}' % (self.calls, job.id.encode())
         await send(
             {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
@@ -283,14 +284,17 @@ class FlakyApp:
 
 @asynccontextmanager
 async def in_process(
-    app: IdempotencyMiddleware, *, db: asyncpg.Pool, dsn: str, redis: ArqRedis
+    app: IdempotencyMiddleware, *, db: asyncpg.Pool, dsn: str, redis: ArqRedis, ledger: asyncpg.Pool | None = None
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """A client on ``app`` with the lifespan state the gateway would give it (its lock session on ``dsn``)."""
+    """A client on ``app`` with the lifespan state the gateway would give it (its lock session on ``dsn``).
+
+    The intake writes to ``ledger`` when given, else to ``db``.
+    """
     locks = KeyLocks(dsn, connect_timeout=2)
     state: dict[str, Any] = {
         "settings": Settings(_env_file=None, environment="test", api_keys=[]),
         "db": db,
-        "intake": Intake(db=db, redis=redis, metrics=GatewayMetrics()),
+        "intake": Intake(db=ledger or db, redis=redis, metrics=GatewayMetrics()),
         "idempotency_locks": locks,
     }
 
@@ -329,9 +333,38 @@ async def test_a_5xx_answer_frees_the_key_and_drops_its_jobs(observer: Observer,
     assert await jobs_with_message(observer.db, message) == [retried.json()["job"]]
 
 
+async def test_a_commit_that_fails_is_503_and_keeps_nothing(observer: Observer, database_dsn: str) -> None:
+    """Postgres goes away after the route answered: the 202 is not sent, nothing is kept, the retry runs."""
+    message = f"lost commit {uuid.uuid4()}"
+    app = IdempotencyMiddleware(FlakyApp(message, failures=0))
+    headers = new_key()
+    nowhere = await asyncpg.create_pool(unreachable(database_dsn), min_size=0, timeout=2)
+    try:
+        async with in_process(app, db=observer.db, dsn=database_dsn, redis=arq_redis(observer), ledger=nowhere) as http:
+            lost = await http.post("/process", headers=headers)
+    finally:
+        await nowhere.close()
+    assert lost.status_code == 503, lost.text
+    assert lost.headers["retry-after"] == "5"
+    assert "nothing was done" in lost.json()["detail"]
+    assert await jobs_with_message(observer.db, message) == []
+
+    async with in_process(app, db=observer.db, dsn=database_dsn, redis=arq_redis(observer)) as http:
+        retried = await http.post("/process", headers=headers)
+
+    assert retried.status_code == 202, retried.text
+    assert "idempotent-replayed" not in retried.headers
+    assert await jobs_with_message(observer.db, message) == [retried.json()["job"]]
+
+
+def unreachable(dsn: str) -> str:
+    """``dsn`` with a port nothing listens on."""
+    return dsn.replace(dsn.split("@")[1].split("/")[0], f"127.0.0.1:{free_port()}")
+
+
 async def test_postgres_down_is_503_and_runs_nothing(database_dsn: str, observer: Observer) -> None:
     flaky = FlakyApp("never")
-    nowhere = database_dsn.replace(database_dsn.split("@")[1].split("/")[0], f"127.0.0.1:{free_port()}")
+    nowhere = unreachable(database_dsn)
     db = await asyncpg.create_pool(nowhere, min_size=0, timeout=2)
     try:
         async with in_process(IdempotencyMiddleware(flaky), db=db, dsn=nowhere, redis=arq_redis(observer)) as http:
