@@ -91,6 +91,11 @@ async def _connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
     return connection
 
 
+async def connect(dsn: str, **options: Any) -> asyncpg.Connection:
+    """One connection outside any pool (a session of its own), made and typed as the pools' are."""
+    return await _connect(dsn, connection_class=Connection, **options)
+
+
 async def _nothing_to_reset(connection: asyncpg.Connection) -> None:
     """asyncpg's own clean-up (ending an open transaction) has run; there is nothing else to undo."""
 

@@ -15,7 +15,9 @@ from typing import Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from services import idempotency_keys
 from services.contract import JobName, JobStatus
+from services.idempotency_keys import KeyRecord
 from services.serialization import json_bytes
 
 Executor = asyncpg.Connection | asyncpg.Pool | PoolConnectionProxy
@@ -86,21 +88,52 @@ def _record(row: asyncpg.Record) -> JobRecord:
     )
 
 
-async def insert_jobs(db: Executor, jobs: Sequence[NewJob]) -> None:
+async def insert_jobs(
+    db: Executor, jobs: Sequence[NewJob], *, keyed: Sequence[tuple[KeyRecord, Sequence[NewJob]]] = ()
+) -> list[bool]:
     """Record newly accepted jobs, all of them or none, in one statement (one round trip).
+
+    ``keyed`` are the requests that carried an Idempotency-Key: each key's row (with its
+    response) and that request's jobs are written by the same statement, so they commit together.
+    A key another request already recorded (and that has not expired) is not written, and neither
+    are its jobs. Returns, for each of ``keyed``, whether it was written.
 
     Outside a transaction the statement commits on its own; the 202 may follow when it returns.
     """
-    await db.execute(
-        "INSERT INTO jobs (id, name, payload, status, run_at, request_id) "
-        "SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[], $5::timestamptz[], $6::text[])",
-        [j.id for j in jobs],
-        [j.name.value for j in jobs],
-        [json_bytes(j.payload).decode() for j in jobs],
-        [j.status.value for j in jobs],
-        [j.run_at for j in jobs],
-        [j.request_id for j in jobs],
+    every = [*jobs, *(job for _, request_jobs in keyed for job in request_jobs)]
+    arguments: list[Any] = [
+        [j.id for j in every],
+        [j.name.value for j in every],
+        [json_bytes(j.payload).decode() for j in every],
+        [j.status.value for j in every],
+        [j.run_at for j in every],
+        [j.request_id for j in every],
+    ]
+    if not keyed:
+        await db.execute(f"INSERT INTO jobs {_NEW_JOBS} SELECT * FROM unnest({_NEW_JOB_ARRAYS})", *arguments)
+        return []
+    keys = [key for key, _ in keyed]
+    # Each job's key (NULL for a job without one), to keep the jobs whose key was not written out.
+    arguments += [
+        [None] * len(jobs) + [key.scope for key, request_jobs in keyed for _ in request_jobs],
+        [None] * len(jobs) + [key.key for key, request_jobs in keyed for _ in request_jobs],
+        *idempotency_keys.insert_arguments(keys),
+    ]
+    rows = await db.fetch(
+        f"WITH written AS ({idempotency_keys.insert_keys(9)}), "
+        f"inserted AS (INSERT INTO jobs {_NEW_JOBS} SELECT t.id, t.name, t.payload, t.status, t.run_at, t.request_id "
+        f"FROM unnest({_NEW_JOB_ARRAYS}, $7::text[], $8::text[]) "
+        "AS t(id, name, payload, status, run_at, request_id, scope, key) "
+        "WHERE t.key IS NULL OR (t.scope, t.key) IN (SELECT scope, key FROM written)) "
+        "SELECT scope, key FROM written",
+        *arguments,
     )
+    written = {(row["scope"], row["key"]) for row in rows}
+    return [(key.scope, key.key) in written for key in keys]
+
+
+_NEW_JOBS = "(id, name, payload, status, run_at, request_id)"
+_NEW_JOB_ARRAYS = "$1::text[], $2::text[], $3::jsonb[], $4::text[], $5::timestamptz[], $6::text[]"
 
 
 async def get_job(db: Executor, job_id: str) -> JobRecord | None:

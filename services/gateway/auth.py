@@ -33,12 +33,18 @@ _api_key_header = APIKeyHeader(
 
 def key_matches(presented: str | None, keys: Sequence[SecretStr]) -> bool:
     """True when ``presented`` is one of ``keys``; every key is compared, each in constant time."""
+    return _matching(presented, keys) is not None
+
+
+def _matching(presented: str | None, keys: Sequence[SecretStr]) -> SecretStr | None:
+    """The one of ``keys`` that ``presented`` is, or None; every key is compared, each in constant time."""
     if not presented:
-        return False
+        return None
     candidate = presented.encode()
-    found = False
+    found = None
     for key in keys:
-        found |= hmac.compare_digest(candidate, key.get_secret_value().encode())
+        if hmac.compare_digest(candidate, key.get_secret_value().encode()):
+            found = key
     return found
 
 
@@ -48,9 +54,13 @@ def bearer_token(authorization: str | None) -> str | None:
     return (token.strip() or None) if scheme.lower() == "bearer" else None
 
 
-def authorized(headers: Mapping[str, str], keys: Sequence[SecretStr]) -> bool:
-    """True when the request's headers carry one of ``keys`` (for code outside FastAPI's routing)."""
-    return key_matches(bearer_token(headers.get("authorization")), keys) or key_matches(headers.get("x-api-key"), keys)
+def presented_key(headers: Mapping[str, str], keys: Sequence[SecretStr]) -> SecretStr | None:
+    """The one of ``keys`` the request's headers carry, or None (for code outside FastAPI's routing).
+
+    The bearer token is looked at first, as :func:`require_api_key` does.
+    """
+    found = _matching(bearer_token(headers.get("authorization")), keys)
+    return found if found is not None else _matching(headers.get("x-api-key"), keys)
 
 
 async def require_api_key(

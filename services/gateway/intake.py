@@ -1,12 +1,14 @@
 """The gateway's intake: the jobs of concurrent requests are recorded and queued together.
 
-Every request hands its jobs to :meth:`Intake.submit` and waits. While one batch is being written,
-the jobs of the requests that arrive meanwhile gather (``services.batching``); the next batch
-takes all of them, up to ``max_batch`` jobs: one INSERT statement for their ledger rows, committed
-before anything else, then one Redis round trip that queues them all on the ARQ pool's default
-queue and wakes the workers (:func:`services.queue.enqueue`). Only then does each request go on
-to answer 202. A request alone waits for exactly one insert and one enqueue; under load, many
-requests share them.
+Every request hands its jobs to :meth:`Intake.submit` and waits; a request with an
+Idempotency-Key hands them to :meth:`Intake.record` with the key and its response. While one
+batch is being written, the jobs of the requests that arrive meanwhile gather
+(``services.batching``); the next batch takes all of them, up to ``max_batch`` jobs: one INSERT
+statement for their ledger rows and the keys' rows (``services.ledger.insert_jobs``: a key and
+its request's jobs commit together), committed before anything else, then one Redis round trip
+that queues them all on the ARQ pool's default queue and wakes the workers
+(:func:`services.queue.enqueue`). Only then does each request go on to answer 202. A request
+alone waits for exactly one insert and one enqueue; under load, many requests share them.
 
 If Postgres cannot be reached, every request of the batch gets :class:`ServiceUnavailable` and
 nothing is queued. If a batch fails for another reason, its requests are written one by one, so
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import asyncpg
 from arq.connections import ArqRedis
@@ -27,6 +30,8 @@ from services import ledger, queue
 from services.batching import Batcher
 from services.contract import JobStatus
 from services.gateway.errors import DATABASE_ERRORS, ServiceUnavailable, ledger_unavailable
+from services.gateway.metrics import GatewayMetrics
+from services.idempotency_keys import KeyRecord
 
 log = logging.getLogger("afterword.gateway")
 
@@ -34,14 +39,32 @@ MAX_BATCH = 512
 """At most this many jobs go into one INSERT and one enqueue."""
 
 
-class Intake:
-    """Writes accepted jobs to the ledger, then queues them, in batches shared by concurrent requests."""
+@dataclass(frozen=True)
+class _Submission:
+    """One request's jobs, and its Idempotency-Key with its response when it carried one."""
 
-    def __init__(self, *, db: asyncpg.Pool, redis: ArqRedis, max_batch: int = MAX_BATCH) -> None:
+    jobs: Sequence[ledger.NewJob]
+    key: KeyRecord | None = None
+
+
+class Intake:
+    """Writes accepted jobs to the ledger, then queues them, in batches shared by concurrent requests.
+
+    ``metrics`` counts the jobs once their rows are committed (afterword_jobs_accepted_total).
+    """
+
+    def __init__(
+        self, *, db: asyncpg.Pool, redis: ArqRedis, metrics: GatewayMetrics, max_batch: int = MAX_BATCH
+    ) -> None:
         self._db = db
         self._redis = redis
-        self._batcher: Batcher[Sequence[ledger.NewJob], None] = Batcher(
-            self._write, max_batch=max_batch, weight=len, fail_together=(ServiceUnavailable,), name="intake"
+        self._metrics = metrics
+        self._batcher: Batcher[_Submission, bool] = Batcher(
+            self._write,
+            max_batch=max_batch,
+            weight=lambda submission: max(1, len(submission.jobs)),
+            fail_together=(ServiceUnavailable,),
+            name="intake",
         )
 
     async def submit(self, jobs: Sequence[ledger.NewJob]) -> None:
@@ -50,25 +73,41 @@ class Intake:
         Raises :class:`ServiceUnavailable` when Postgres cannot be reached: nothing was recorded.
         If the request is cancelled meanwhile (its client left), the jobs are still accepted.
         """
-        await self._batcher.submit(jobs)
+        await self._batcher.submit(_Submission(jobs))
 
-    async def _write(self, requests: list[Sequence[ledger.NewJob]]) -> list[None]:
-        jobs = [job for request_jobs in requests for job in request_jobs]
+    async def record(self, jobs: Sequence[ledger.NewJob], *, key: KeyRecord) -> bool:
+        """Commit ``jobs`` and ``key`` (with its request's response) together, then queue the jobs.
+
+        False when the key is already recorded (another request with it committed first): then
+        nothing was written or queued. Raises :class:`ServiceUnavailable` as :meth:`submit` does.
+        """
+        return await self._batcher.submit(_Submission(jobs, key))
+
+    async def _write(self, submissions: list[_Submission]) -> list[bool]:
+        plain = [job for submission in submissions if submission.key is None for job in submission.jobs]
+        keyed = [(submission.key, submission.jobs) for submission in submissions if submission.key is not None]
+        written: list[bool] = []
         committed = False
         try:
             async with self._db.acquire() as conn:
-                await ledger.insert_jobs(conn, jobs)
+                stored = iter(await ledger.insert_jobs(conn, plain, keyed=keyed))
+                written = [submission.key is None or next(stored) for submission in submissions]
                 committed = True
+                jobs = [
+                    job for submission, ok in zip(submissions, written, strict=True) if ok for job in submission.jobs
+                ]
+                self._metrics.accepted(job.name for job in jobs)
                 # Queued before the connection goes back to the pool: the release stays off the
                 # path from acceptance to the job's start.
                 await push(self._redis, jobs)
         except DATABASE_ERRORS as exc:
             if not committed:
-                log.warning("ledger unavailable, refusing %d job(s): %s", len(jobs), type(exc).__name__)
+                count = sum(len(submission.jobs) for submission in submissions)
+                log.warning("ledger unavailable, refusing %d job(s): %s", count, type(exc).__name__)
                 raise ServiceUnavailable(f"{ledger_unavailable(exc)}; nothing was queued") from exc
             # Committed (and queued, Redis permitting): the jobs are accepted whatever the release did.
-            log.warning("releasing the ledger connection failed after %d job(s) were recorded: %r", len(jobs), exc)
-        return [None] * len(requests)
+            log.warning("releasing the ledger connection failed after the jobs were recorded: %r", exc)
+        return written
 
 
 async def push(redis: ArqRedis, jobs: Sequence[ledger.NewJob]) -> int:

@@ -15,11 +15,12 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from starlette.routing import compile_path
 from starlette.types import Scope
 
 from services.contract import JobName
+from services.idempotency_keys import TableSize
 
 OTHER = "other"
 """The label of a route or method outside the known ones."""
@@ -55,6 +56,23 @@ class GatewayMetrics:
             ["name"],
             registry=self.registry,
         )
+
+        self.idempotency_keys = Gauge(
+            "afterword_idempotency_keys",
+            "Idempotency-Keys kept in Postgres: the table's live rows as Postgres' statistics estimate them "
+            "(read at scrape time).",
+            registry=self.registry,
+        )
+        self.idempotency_keys_bytes = Gauge(
+            "afterword_idempotency_keys_bytes",
+            "Disk space of the Idempotency-Key table, its indexes and TOAST included (read at scrape time).",
+            registry=self.registry,
+        )
+
+    def idempotency_table(self, size: TableSize) -> None:
+        """Set the Idempotency-Key table's gauges."""
+        self.idempotency_keys.set(size.rows)
+        self.idempotency_keys_bytes.set(size.bytes)
 
     def observe_request(self, *, method: str, route: str, status: int, duration: float) -> None:
         """Count and time one answered request."""

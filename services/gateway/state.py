@@ -12,12 +12,16 @@ from fastapi import FastAPI
 from redis.asyncio import ConnectionPool
 
 from services.database import create_pool
+from services.gateway.idempotency_locks import KeyLocks
 from services.gateway.intake import Intake
 from services.gateway.job_events import JobEvents
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.settled_minutes import SettledMinutes
 from services.serialization import deserialize, serialize
 from services.settings import Settings
+
+CLIENT_CHECK_MS = 1000
+"""How often Postgres checks, during a gateway's statement, that the gateway is still connected."""
 
 
 class State(TypedDict):
@@ -29,6 +33,7 @@ class State(TypedDict):
     events: JobEvents
     metrics: GatewayMetrics
     intake: Intake
+    idempotency_locks: KeyLocks
     settled_minutes: SettledMinutes
 
 
@@ -42,7 +47,17 @@ def lifespan_for(settings: Settings, *, metrics: GatewayMetrics | None = None): 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
-        db = await create_pool(settings.database_dsn, min_size=0, max_size=10, timeout=5, command_timeout=10)
+        db = await create_pool(
+            settings.database_dsn,
+            min_size=0,
+            max_size=10,
+            timeout=5,
+            command_timeout=10,
+            # A gateway that dies mid-statement (SIGKILL, OOM) takes its statement with it: Postgres
+            # checks every second that the gateway is still there, rather than finishing (and
+            # committing) jobs that wait on a lock for a request no one will answer.
+            server_settings={"client_connection_check_interval": str(CLIENT_CHECK_MS)},
+        )
         redis = ArqRedis(
             ConnectionPool.from_url(
                 str(settings.redis_url), socket_connect_timeout=2, socket_timeout=5, max_connections=64
@@ -54,6 +69,7 @@ def lifespan_for(settings: Settings, *, metrics: GatewayMetrics | None = None): 
         events = JobEvents(settings.database_dsn)  # one LISTEN connection, for the live status routes
         await events.start()
         settled_minutes = SettledMinutes()  # GET /stats's figures of minutes that are over
+        locks = KeyLocks(settings.database_dsn)  # Idempotency-Keys in use: its session connects on first use
         try:
             yield {
                 "settings": settings,
@@ -61,10 +77,13 @@ def lifespan_for(settings: Settings, *, metrics: GatewayMetrics | None = None): 
                 "redis": redis,
                 "events": events,
                 "metrics": metrics,
-                "intake": Intake(db=db, redis=redis),  # ledger rows, then the queue, batched across requests
+                # Ledger rows, then the queue, batched across requests.
+                "intake": Intake(db=db, redis=redis, metrics=metrics),
+                "idempotency_locks": locks,
                 "settled_minutes": settled_minutes,
             }
         finally:
+            await locks.close()
             await settled_minutes.close()
             await events.stop()
             await redis.aclose(close_connection_pool=True)

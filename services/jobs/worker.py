@@ -22,6 +22,7 @@ import services.jobs.functions  # noqa: F401  (registers the job implementations
 from services.contract import JobName
 from services.database import create_pool
 from services.heartbeat import Heartbeat
+from services.idempotency_keys import purge_expired
 from services.jobs import metrics as job_metrics
 from services.jobs.attempts import AttemptBook
 from services.jobs.context import WorkerContext
@@ -38,6 +39,7 @@ from services.settings import Settings, load_settings
 CRON_CLEANUP = "cron:" + JobName.cleanup_temp_files
 CRON_SWEEP = "cron:recovery_sweep"
 CRON_PRUNE = "cron:prune_ledger"
+CRON_PURGE_KEYS = "cron:purge_idempotency_keys"
 log = logging.getLogger("afterword.jobs")
 
 CLIENT_CHECK_MS = 1000
@@ -159,6 +161,15 @@ def check_retries_fit(settings: Settings) -> None:
             )
 
 
+async def purge_idempotency_keys(ctx: dict[str, Any]) -> dict[str, int]:
+    """Cron: delete every Idempotency-Key older than 24 hours, in batches, however many there are."""
+    context = cast(WorkerContext, ctx)
+    purged = await purge_expired(context["db"])
+    if purged:
+        log.info("purged %d expired Idempotency-Key(s)", purged)
+    return {"purged": purged}
+
+
 def worker_options(settings: Settings) -> dict[str, Any]:
     """The keyword arguments of ``arq.worker.Worker`` for these settings."""
     check_retries_fit(settings)
@@ -180,6 +191,8 @@ def worker_options(settings: Settings) -> dict[str, Any]:
             cast(WorkerCoroutine, REGISTRY[JobName.cleanup_temp_files]), name=CRON_CLEANUP, second=0, timeout=backstop
         ),
         cron(recovery_sweep, name=CRON_SWEEP, second=every, timeout=60, keep_result=0),
+        # Every minute (several workers: ARQ runs each tick once); one run deletes all that expired.
+        cron(purge_idempotency_keys, name=CRON_PURGE_KEYS, second=20, timeout=300, keep_result=0),
     ]
     if settings.job_retention_days > 0:  # every 10 minutes; several workers: ARQ runs each tick once
         prune_ticks = set(range(0, 60, 10))

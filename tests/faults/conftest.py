@@ -142,6 +142,13 @@ class FaultStack:
         """Forget a worker the test stopped or killed."""
         self.workers.remove(worker)
 
+    async def restart_gateway(self) -> None:
+        """Start the gateway again (after a test killed it) and wait until the stack is ready."""
+        assert self.gateway is not None
+        self.gateway.kill()  # a no-op when it is gone already
+        self.gateway.start()
+        await self.ready()
+
     async def ready(self) -> None:
         """Wait until the gateway answers /readyz (Postgres, Redis and a worker alive)."""
         processes = tuple(p for p in (self.gateway, *self.workers) if p is not None)
@@ -218,6 +225,9 @@ class FaultStack:
         if self.redis.process is None:
             self.redis.start()
         self.sink.slow_down(0)
+        if self.gateway is not None and (self.gateway.process is None or self.gateway.process.poll() is not None):
+            self.gateway.kill()
+            self.gateway.start()
         self.workers = [w for w in self.workers if w.process is not None and w.process.poll() is None]
         while len(self.workers) < 2:
             self.add_worker()

@@ -48,6 +48,9 @@ async def test_postgres_down_during_the_post_is_503_and_queues_nothing(stack: Fa
         assert response.status_code == 503
         assert "Postgres" in response.json()["detail"]
         assert (await stack.http.get(f"/jobs/{new_id()}")).status_code == 503
+        metrics = await stack.http.get("/metrics")  # without the figures read from Postgres
+        assert metrics.status_code == 200
+        assert "afterword_http_requests_total" in metrics.text
         ready = await stack.http.get("/readyz")
         assert ready.status_code == 503
         assert "postgres" in ready.json()["down"]

@@ -141,7 +141,7 @@ async def test_an_unauthenticated_request_cannot_claim_an_idempotency_key(secure
     assert "idempotent-replayed" not in first.headers
 
     assert_unauthorized(await secured.post("/process", headers={"Idempotency-Key": key}))
-    again = await secured.post("/process", headers={"Idempotency-Key": key, "Authorization": f"Bearer {KEY_TWO}"})
+    again = await secured.post("/process", headers={"Idempotency-Key": key, "Authorization": f"Bearer {KEY_ONE}"})
     assert again.status_code == 202
     assert again.headers["idempotent-replayed"] == "true"
     assert again.json() == first.json()

@@ -23,6 +23,7 @@ from redis.asyncio import ConnectionPool
 from services import ledger, queue
 from services.contract import JobName, JobStatus
 from services.gateway.intake import Intake
+from services.gateway.metrics import GatewayMetrics
 from services.serialization import deserialize, serialize
 from tests.support.redis_server import RedisServer
 from tests.support.relay import Relay
@@ -71,7 +72,7 @@ async def relayed_redis(relay: Relay) -> AsyncIterator[ArqRedis]:
 async def test_the_row_is_committed_when_the_job_reaches_redis(
     db_pool: asyncpg.Pool, database_dsn: str, redis: ArqRedis, relay: Relay, relayed_redis: ArqRedis
 ) -> None:
-    intake = Intake(db=db_pool, redis=relayed_redis)
+    intake = Intake(db=db_pool, redis=relayed_redis, metrics=GatewayMetrics())
     await intake.submit([new_job("warm-up")])  # connections made and the enqueue script loaded
     job = new_job("looked at as it reaches Redis")
     async with redis.pubsub(ignore_subscribe_messages=True) as wake:

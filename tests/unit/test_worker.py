@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import asyncpg
@@ -14,11 +15,13 @@ from services.jobs.retries import RetryPolicy
 from services.jobs.worker import (
     CRON_CLEANUP,
     CRON_PRUNE,
+    CRON_PURGE_KEYS,
     check_retries_fit,
     new_worker_id,
     on_shutdown,
     on_startup,
     prune_ledger,
+    purge_idempotency_keys,
     worker_options,
 )
 from services.serialization import deserialize, serialize
@@ -137,6 +140,35 @@ async def test_prune_ledger_deletes_what_ended_before_the_retention(db_pool: asy
 
     assert result["pruned"] >= 1
     assert [row["id"] for row in left] == [recent]
+
+
+def test_cron_purge_of_idempotency_keys_runs_every_minute(options: dict[str, Any]) -> None:
+    purge = {c.name: c for c in options["cron_jobs"]}[CRON_PURGE_KEYS]
+
+    assert purge.coroutine is purge_idempotency_keys
+    assert purge.minute is None  # every minute
+    assert purge.second == 20
+
+
+async def test_purge_idempotency_keys_deletes_what_is_older_than_a_day(db_pool: asyncpg.Pool) -> None:
+    prefix = f"cron-purge-{uuid.uuid4()}"
+    await db_pool.execute(
+        "INSERT INTO idempotency_keys (scope, key, fingerprint, response_status, response_headers, response_body, "
+        "created_at) SELECT '', $1 || '-' || n, 'f', 202, '[]', '', "
+        "clock_timestamp() - CASE WHEN n <= 1200 THEN interval '25 hours' ELSE interval '23 hours' END "
+        "FROM generate_series(1, 1203) AS n",
+        prefix,
+    )
+    ctx: dict[str, Any] = {"settings": Settings(_env_file=None), "db": db_pool}
+
+    try:
+        result = await purge_idempotency_keys(ctx)
+        left = await db_pool.fetchval("SELECT count(*) FROM idempotency_keys WHERE key LIKE $1 || '-%'", prefix)
+    finally:
+        await db_pool.execute("DELETE FROM idempotency_keys WHERE key LIKE $1 || '-%'", prefix)
+
+    assert result["purged"] >= 1200
+    assert left == 3
 
 
 def test_cron_names_never_shadow_a_job(options: dict[str, Any]) -> None:

@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
+import asyncpg
 from fastapi import APIRouter, Response
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from services.gateway.dependencies import MetricsDep
+from services import idempotency_keys
+from services.gateway.dependencies import DbDep, MetricsDep
+from services.gateway.errors import DATABASE_ERRORS
 
 router = APIRouter()
+log = logging.getLogger("afterword.gateway")
+
+READ_TIMEOUT_SECONDS = 2.0
+"""The scrape answers without the figures read from Postgres when they take longer."""
+_READ_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, asyncpg.PostgresError)
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics(gateway_metrics: MetricsDep) -> Response:
-    """The gateway's metrics in Prometheus' text exposition format (see the README's Observability)."""
+async def metrics(gateway_metrics: MetricsDep, db: DbDep) -> Response:
+    """The gateway's metrics in Prometheus' text exposition format (see the README's Observability).
+
+    The Idempotency-Key table's size is read from Postgres' statistics now; when Postgres does not
+    answer, the gauges keep their last value and the rest is served all the same.
+    """
+    try:
+        async with asyncio.timeout(READ_TIMEOUT_SECONDS):
+            gateway_metrics.idempotency_table(await idempotency_keys.table_size(db))
+    except _READ_ERRORS as exc:
+        log.warning("could not read the Idempotency-Key table's size: %s", type(exc).__name__)
     return Response(gateway_metrics.render(), media_type=CONTENT_TYPE_PLAIN_0_0_4)
