@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 from pydantic import Field, PostgresDsn, RedisDsn, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from services import key_strength
+
 _API_KEY = re.compile(r"[!-~]+")
 """An API key: printable ASCII, no spaces (it travels in a header)."""
 
@@ -91,7 +93,8 @@ class Settings(BaseSettings):
         description=(
             "Keys that every POST and DELETE must carry (Authorization: Bearer <key> or X-API-Key: <key>), "
             "comma-separated as plain text, not JSON (API_KEYS=key1,key2; blanks around keys are trimmed). "
-            "Empty: no key is asked for, which production refuses."
+            "Empty: no key is asked for, which production refuses; production also refuses a key shorter than "
+            "32 characters, estimated under 128 bits, repeating itself or looking like a placeholder."
         ),
     )
 
@@ -166,8 +169,10 @@ class Settings(BaseSettings):
         # The messages never quote a key.
         if not all(_API_KEY.fullmatch(key.get_secret_value()) for key in value):
             raise ValueError("each key must be printable ASCII without spaces (keys are separated by commas)")
-        if not value and info.data.get("environment") == "production":
-            raise ValueError("ENVIRONMENT=production needs at least one API key: set API_KEYS=key1[,key2...]")
+        if info.data.get("environment") == "production":
+            if not value:
+                raise ValueError("ENVIRONMENT=production needs at least one API key: set API_KEYS=key1[,key2...]")
+            _strong_enough(value)
         return value
 
     @property
@@ -179,6 +184,17 @@ class Settings(BaseSettings):
     def worker_stale_after_seconds(self) -> float:
         """A worker whose last heartbeat is older than this is counted as gone."""
         return self.heartbeat_seconds * 3
+
+
+def _strong_enough(keys: list[SecretStr]) -> None:
+    """Raise ValueError naming the first key too weak for production by its position, never its value."""
+    for number, key in enumerate(keys, start=1):
+        problem = key_strength.weakness(key.get_secret_value())
+        if problem is not None:
+            raise ValueError(
+                f"with ENVIRONMENT=production every key must be strong: key {number} of {len(keys)} {problem} "
+                f"(make one with: {key_strength.GENERATE})"
+            )
 
 
 def load_settings() -> Settings:

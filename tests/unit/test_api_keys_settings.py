@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+import string
 from pathlib import Path
 
 import pytest
@@ -101,15 +103,78 @@ def test_production_with_only_blank_keys_refuses_to_start(monkeypatch: pytest.Mo
         load_settings()
 
 
-def test_production_with_a_key_starts(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+STRONG = "Zq3vT8-pLm2_Xc7RwN4yHb6KdF1sGj9A"
+"""32 characters of the base64url alphabet: 192 bits by the estimate."""
+
+
+def test_production_with_a_strong_key_starts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("ENVIRONMENT", "production")
-    monkeypatch.setenv("API_KEYS", "pr0d-key")
+    monkeypatch.setenv("API_KEYS", STRONG)
 
     settings = load_settings()
 
     assert settings.environment == "production"
-    assert plain(settings.api_keys) == ["pr0d-key"]
-    assert "pr0d-key" not in capsys.readouterr().err
+    assert plain(settings.api_keys) == [STRONG]
+    assert STRONG not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "strong",
+    [
+        secrets.token_urlsafe(24),  # what `make run` generates: 32 characters
+        secrets.token_urlsafe(32),
+        secrets.token_hex(16),  # 32 hex digits: 128 bits
+        secrets.token_hex(32),
+        "".join(secrets.choice(string.printable[:94]) for _ in range(32)),
+    ],
+)
+def test_generated_keys_are_strong_enough_for_production(strong: str) -> None:
+    settings = Settings(_env_file=None, environment="production", api_keys=strong)
+
+    assert plain(settings.api_keys) == [strong]
+
+
+@pytest.mark.parametrize(
+    ("weak", "problem"),
+    [
+        ("q9", "at least 32 characters"),
+        ("pr0d-key", "at least 32 characters"),
+        (secrets.token_urlsafe(16), "at least 32 characters"),  # 22 characters, 128 bits: too short all the same
+        ("1" * 40, "repeats"),
+        ("ab" * 20, "repeats"),
+        (("pr0d-key-" * 5)[:40], "repeats"),
+        ("31415926535897932384626433832795028841", "128 bits"),  # 38 digits: 126 bits
+        ("change-me-" + secrets.token_hex(16), "placeholder"),
+        ("Your-API-Key-Here-" + secrets.token_hex(16), "placeholder"),
+        (secrets.token_hex(16) + "example", "placeholder"),
+        ("0000000011111111222222223333333344", "distinct"),
+    ],
+)
+def test_production_refuses_a_weak_key_and_says_why_without_quoting_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], weak: str, problem: str
+) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    monkeypatch.setenv("API_KEYS", f"{STRONG},{weak}")
+
+    with pytest.raises(SystemExit) as exited:
+        load_settings()
+
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "API_KEYS" in err
+    assert "key 2 of 2" in err
+    assert problem in err
+    assert weak not in err
+    assert STRONG not in err
+
+
+@pytest.mark.parametrize("environment", ["development", "test"])
+def test_development_and_test_take_short_keys(environment: str) -> None:
+    settings = Settings(_env_file=None, environment=environment, api_keys="a,change-me")
+
+    assert plain(settings.api_keys) == ["a", "change-me"]
 
 
 @pytest.mark.parametrize("environment", ["development", "test"])
