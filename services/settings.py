@@ -72,6 +72,14 @@ class Settings(BaseSettings):
     gateway_host: str = Field(default="127.0.0.1", description="Address the gateway listens on.")
     gateway_port: int = Field(default=8000, ge=1, le=65535, description="Port the gateway listens on.")
     max_body_bytes: int = Field(default=65_536, ge=1024, description="Larger request bodies get 413.")
+    max_header_bytes: int = Field(
+        default=32_768,
+        ge=4096,
+        description=(
+            "A request whose request line and headers together pass this many bytes gets 431 and its "
+            "connection is closed; the gateway never reads more of a head than that."
+        ),
+    )
     stats_exact_count_limit: int = Field(
         default=100_000,
         ge=0,
