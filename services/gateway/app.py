@@ -21,8 +21,13 @@ ledger, queues it for the jobs service and answers **202** at once with the job 
 status URLs; `GET /jobs/{id}` tells how each one went.
 
 Every POST takes an optional `Idempotency-Key` header: the same key with the same request answers
-the first response again and starts nothing. When API keys are configured, every POST and DELETE
-needs `Authorization: Bearer <key>` or `X-API-Key: <key>`; reads stay open.
+the first response again and starts nothing.
+
+When API keys are configured, every operation needs `Authorization: Bearer <key>` or
+`X-API-Key: <key>`, but for `/healthz`, `/readyz` and `/metrics` (unless `OPEN_ENDPOINTS` says
+otherwise): a full key (`API_KEYS`) for all of them, or a read key (`API_READ_KEYS`) for the GETs;
+a POST or DELETE with a read key gets 403. Each operation's security requirement names the kind
+of key it takes (`read` or `full`).
 """
 
 
@@ -44,7 +49,7 @@ def create_app(settings: Settings) -> FastAPI:
         # environment reads), a few percent of the gateway's CPU on the 202 path.
         telemetry={"tracing": otel, "metrics": otel, "logs": otel},
     )
-    auth.document(app)
+    auth.document(app, settings)
     app.add_middleware(IdempotencyMiddleware)  # inside the body limit, which bounds what it reads
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     # Every response is counted, logged and carries X-Request-ID, 413s and replays included.

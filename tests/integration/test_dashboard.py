@@ -214,44 +214,87 @@ async def test_another_page_cannot_frame_the_dashboard(browser: Browser, base_ur
         await context.close()
 
 
-# A gateway with API keys: the page asks for a key once, keeps it, and sends it as X-API-Key.
+# A gateway with API keys: the page loads, its data calls get 401 and it asks for a key; a read key
+# shows the data, a button asks for a full key on 403; every call, the event stream included,
+# carries the key as X-API-Key and never in its URL.
 
 KEY = "dashboard-key-" + uuid.uuid4().hex
+READ_KEY = "dashboard-read-key-" + uuid.uuid4().hex
 
 
 @pytest.fixture(scope="module")
 async def secured_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    """A gateway with an API key, on a database and Redis of its own, and no worker (jobs wait)."""
+    """A gateway with a full and a read key, on a database and Redis of its own, and no worker (jobs wait)."""
     workdir = tmp_path_factory.mktemp("dashboard-secured")
-    async with lone_gateway(workdir, api_keys=KEY, label="dashboard-gateway") as (url, _gateway):
+    env = {"API_READ_KEYS": READ_KEY}
+    async with lone_gateway(workdir, api_keys=KEY, extra_env=env, label="dashboard-gateway") as (url, _gateway):
         yield url
 
 
-async def test_with_api_keys_the_page_asks_for_a_key_once_and_keeps_it(laptop: Watched, secured_url: str) -> None:
+async def _give_key(page: Page, key: str, reason: str) -> None:
+    await expect(page.get_by_test_id("api-key-dialog")).to_be_visible(timeout=UPDATE_MS)
+    await expect(page.get_by_test_id("api-key-reason")).to_contain_text(reason)
+    await page.get_by_test_id("api-key-input").fill(key)
+    await page.get_by_test_id("api-key-save").click()
+
+
+async def test_with_api_keys_the_page_asks_for_a_key_on_401_and_then_shows_the_data(
+    laptop: Watched, secured_url: str
+) -> None:
     page = laptop.page
-    async with httpx.AsyncClient(base_url=secured_url, timeout=10) as secured:
-        first = await _post(secured, _write_log(defer_by=3600), headers={"X-API-Key": KEY})
-        await open_dashboard(laptop, f"{secured_url}/dashboard")  # the page and every GET stay open
+    laptop.expected = ("status of 401", "status of 403")  # Chromium logs each refused call; the page asks
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
+    async with httpx.AsyncClient(base_url=secured_url, timeout=10, headers={"X-API-Key": KEY}) as secured:
+        first = await _post(secured, _write_log(defer_by=3600))
+
+        response = await page.goto(f"{secured_url}/dashboard")
+        assert response is not None
+        assert response.status == 200, "the page itself loads without a key"
+        await _give_key(page, READ_KEY, "read key")
+
+        await expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=UPDATE_MS)
         row = _row(page, "recent-jobs", first)
         await expect(row).to_have_attribute("data-status", "deferred", timeout=UPDATE_MS)
-        await expect(page.get_by_test_id("api-key-button")).to_be_visible()
+        await expect(page.get_by_test_id("status-count")).to_have_count(7)
+        assert await page.evaluate("localStorage.getItem('afterword.apiKey')") == READ_KEY
 
-        await row.locator('[data-action="cancel"]').click()
-        dialog = page.get_by_test_id("api-key-dialog")
-        await expect(dialog).to_be_visible()
-        await page.get_by_test_id("api-key-input").fill(KEY)
-        await page.get_by_test_id("api-key-save").click()
+        await row.locator('[data-action="cancel"]').click()  # a read key: 403, and the page asks for a full key
+        await _give_key(page, KEY, "may only read")
 
         await expect(row).to_have_attribute("data-status", "cancelled", timeout=UPDATE_MS)
         assert await page.evaluate("localStorage.getItem('afterword.apiKey')") == KEY
 
-        second = await _post(secured, _write_log(defer_by=3600), headers={"X-API-Key": KEY})
+        second = await _post(secured, _write_log(defer_by=3600))
         row = _row(page, "recent-jobs", second)
         await expect(row).to_have_attribute("data-status", "deferred", timeout=UPDATE_MS)
         await row.locator('[data-action="cancel"]').click()
         await expect(row).to_have_attribute("data-status", "cancelled", timeout=UPDATE_MS)
-        await expect(dialog).to_be_hidden()
+        await expect(page.get_by_test_id("api-key-dialog")).to_be_hidden()
         assert (await secured.get(f"/jobs/{second}")).json()["status"] == "cancelled"
+    for key in (KEY, READ_KEY):
+        assert not [url for url in urls if key in url], "a key travelled in a URL"
+
+
+async def test_with_api_keys_the_detail_view_follows_the_event_stream_with_the_key(
+    laptop: Watched, secured_url: str
+) -> None:
+    page = laptop.page
+    streams: list[dict[str, str]] = []
+    page.on("request", lambda request: streams.append(request.headers) if request.url.endswith("/events") else None)
+    await page.add_init_script(f"localStorage.setItem('afterword.apiKey', '{READ_KEY}')")
+    async with httpx.AsyncClient(base_url=secured_url, timeout=10, headers={"X-API-Key": KEY}) as secured:
+        job_id = await _post(secured, _write_log(defer_by=3600))
+
+        await open_dashboard(laptop, f"{secured_url}/dashboard#/jobs/{job_id}")
+        events = page.get_by_test_id("detail-event")
+        await expect(events.first).to_have_attribute("data-status", "deferred", timeout=UPDATE_MS)
+        assert (await secured.delete(f"/jobs/{job_id}")).status_code == 200
+
+        await expect(events.last).to_have_attribute("data-status", "cancelled", timeout=UPDATE_MS)
+        await expect(page.get_by_test_id("detail-status")).to_have_attribute("data-status", "cancelled")
+    assert streams, "the page opened the event stream"
+    assert all(headers.get("x-api-key") == READ_KEY for headers in streams)
 
 
 # A ledger larger than STATS_EXACT_COUNT_LIMIT: the estimated count is marked as such.

@@ -4,7 +4,8 @@ FastAPI's own pages load Swagger UI and ReDoc from a CDN and start Swagger UI wi
 script. Here the scripts and stylesheets come from the ``fastapi-offline`` package (the
 ``swagger-ui-dist`` and ``redoc`` bundles, with a favicon), mounted at :data:`STATIC_PATH` with
 the pages' own files (``services/gateway/docs/``): the docs work offline, no third-party script
-runs on the origin that holds the dashboard's key, and the pages need no inline script.
+runs on the origin that holds the dashboard's key, and the pages need no inline script. The
+pages hold no data (they read ``/openapi.json``): they are open like the schema (``auth.PAGES``).
 """
 
 from __future__ import annotations
@@ -22,9 +23,6 @@ router = APIRouter(include_in_schema=False)
 
 STATIC_PATH = "/docs/static"
 """Where :func:`static_files` is mounted."""
-
-PAGES = ("/docs", "/redoc")
-"""The pages: they hold no data (they read ``/openapi.json``), so they are open like the schema."""
 
 REDOC_CONTENT_SECURITY_POLICY = "; ".join(
     [
