@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal, Self, get_args
 
 from pydantic import (
     Field,
@@ -24,6 +24,11 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from services import key_strength
+
+OpenEndpoint = Literal["healthz", "readyz", "metrics"]
+"""An endpoint that OPEN_ENDPOINTS may leave open when keys are set."""
 
 _API_KEY = re.compile(r"[!-~]+")
 """An API key: printable ASCII, no spaces (it travels in a header)."""
@@ -97,6 +102,14 @@ class Settings(BaseSettings):
     gateway_host: str = Field(default="127.0.0.1", description="Address the gateway listens on.")
     gateway_port: int = Field(default=8000, ge=1, le=65535, description="Port the gateway listens on.")
     max_body_bytes: int = Field(default=65_536, ge=1024, description="Larger request bodies get 413.")
+    max_header_bytes: int = Field(
+        default=32_768,
+        ge=4096,
+        description=(
+            "A request whose request line and headers together pass this many bytes gets 431 and its "
+            "connection is closed; the gateway never reads more of a head than that."
+        ),
+    )
     stats_exact_count_limit: int = Field(
         default=100_000,
         ge=0,
@@ -116,9 +129,27 @@ class Settings(BaseSettings):
         default_factory=list,
         validate_default=True,
         description=(
-            "Keys that every POST and DELETE must carry (Authorization: Bearer <key> or X-API-Key: <key>), "
-            "comma-separated as plain text, not JSON (API_KEYS=key1,key2; blanks around keys are trimmed). "
-            "Empty: no key is asked for, which production refuses."
+            "Full keys: every POST and DELETE must carry one (Authorization: Bearer <key> or X-API-Key: <key>), "
+            "and once any is set, every read of job data (GET) needs one of these or a read key. "
+            "Comma-separated as plain text, not JSON (API_KEYS=key1,key2; blanks around keys are trimmed). "
+            "Empty: no key is asked for, which production refuses; production also refuses a key shorter than "
+            "32 characters, estimated under 128 bits, repeating itself or looking like a placeholder."
+        ),
+    )
+    api_read_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        validate_default=True,
+        description=(
+            "Read keys, for dashboards and monitoring: they read job data (GET) and nothing else; a POST or "
+            "DELETE with one gets 403. Comma-separated like API_KEYS, held to the same strength in "
+            "production, never the same as a full key; they need API_KEYS."
+        ),
+    )
+    open_endpoints: Annotated[list[OpenEndpoint], NoDecode] = Field(
+        default_factory=lambda: list(get_args(OpenEndpoint)),
+        description=(
+            "Which of /healthz, /readyz and /metrics answer without a key when keys are set, comma-separated "
+            "(OPEN_ENDPOINTS=healthz,readyz); none: all three need a key (a read key will do)."
         ),
     )
 
@@ -206,7 +237,7 @@ class Settings(BaseSettings):
             )
         return self
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "api_read_keys", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
@@ -217,10 +248,34 @@ class Settings(BaseSettings):
     @classmethod
     def _usable_keys(cls, value: list[SecretStr], info: ValidationInfo) -> list[SecretStr]:
         # The messages never quote a key.
-        if not all(_API_KEY.fullmatch(key.get_secret_value()) for key in value):
-            raise ValueError("each key must be printable ASCII without spaces (keys are separated by commas)")
-        if not value and info.data.get("environment") == "production":
-            raise ValueError("ENVIRONMENT=production needs at least one API key: set API_KEYS=key1[,key2...]")
+        _printable(value)
+        if info.data.get("environment") == "production":
+            if not value:
+                raise ValueError("ENVIRONMENT=production needs at least one API key: set API_KEYS=key1[,key2...]")
+            _strong_enough(value)
+        return value
+
+    @field_validator("api_read_keys")
+    @classmethod
+    def _usable_read_keys(cls, value: list[SecretStr], info: ValidationInfo) -> list[SecretStr]:
+        _printable(value)
+        if not value or "api_keys" not in info.data:  # none, or API_KEYS is invalid and named already
+            return value
+        full_keys = {key.get_secret_value() for key in info.data["api_keys"]}
+        if not full_keys:
+            raise ValueError("read keys need full keys: set API_KEYS as well (without it nothing asks for a key)")
+        if any(key.get_secret_value() in full_keys for key in value):
+            raise ValueError("a key is in both API_KEYS and API_READ_KEYS: give the read key a value of its own")
+        if info.data.get("environment") == "production":
+            _strong_enough(value)
+        return value
+
+    @field_validator("open_endpoints", mode="before")
+    @classmethod
+    def _endpoint_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            names = [name.strip().removeprefix("/") for name in value.split(",") if name.strip()]
+            return [] if names == ["none"] else names
         return value
 
     @property
@@ -232,6 +287,23 @@ class Settings(BaseSettings):
     def worker_stale_after_seconds(self) -> float:
         """A worker whose last heartbeat is older than this is counted as gone."""
         return self.heartbeat_seconds * 3
+
+
+def _printable(keys: list[SecretStr]) -> None:
+    """Raise ValueError if a key cannot travel in a header (the message never quotes it)."""
+    if not all(_API_KEY.fullmatch(key.get_secret_value()) for key in keys):
+        raise ValueError("each key must be printable ASCII without spaces (keys are separated by commas)")
+
+
+def _strong_enough(keys: list[SecretStr]) -> None:
+    """Raise ValueError naming the first key too weak for production by its position, never its value."""
+    for number, key in enumerate(keys, start=1):
+        problem = key_strength.weakness(key.get_secret_value())
+        if problem is not None:
+            raise ValueError(
+                f"with ENVIRONMENT=production every key must be strong: key {number} of {len(keys)} {problem} "
+                f"(make one with: {key_strength.GENERATE})"
+            )
 
 
 def load_settings() -> Settings:

@@ -1,4 +1,4 @@
-"""``python -m services.gateway``: serve the gateway with uvicorn (uvloop, httptools).
+"""``python -m services.gateway``: serve the gateway with uvicorn (uvloop, httptools with bounded heads).
 
 Logs are JSON lines on stdout (services.log_config), uvicorn's own included; uvicorn's access log
 stays off: the request middleware (services.gateway.observation) writes one line per request.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import uvicorn
 
 from services.gateway.app import create_app
+from services.gateway.http_protocol import bounded_protocol
 from services.heap import freeze_startup_heap
 from services.log_config import configure_logging
 from services.settings import load_settings
@@ -25,7 +26,7 @@ def main() -> None:
         host=settings.gateway_host,
         port=settings.gateway_port,
         loop="uvloop",
-        http="httptools",
+        http=bounded_protocol(settings.max_header_bytes),  # uvicorn's httptools protocol, heads bounded
         access_log=False,
         log_config=None,  # keep configure_logging's JSON handler on the root logger
         proxy_headers=True,

@@ -1,40 +1,78 @@
-"""API keys, end to end: a gateway of its own, started with API_KEYS, driven over HTTP.
+"""API keys, end to end: a gateway of its own, started with API_KEYS and API_READ_KEYS, driven over HTTP.
 
-The shared stack runs without keys; this module starts a second gateway process with two keys on
-its own database and Redis (no worker: nothing here waits for a job to run, and the shared
-stack's worker must not sweep these jobs into its queue).
+The shared stack runs without keys; this module starts a second gateway process with two full keys
+and a read key on its own database and Redis (no worker: nothing here waits for a job to run, and
+the shared stack's worker must not sweep these jobs into its queue).
+
+The routes are enumerated from the app itself, so a route added later is checked by these tests
+without being named here: every GET that is not one of the open endpoints or pages needs a key (a
+read key will do), and every other method needs a full key (a read key gets 403).
 """
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
-from fastapi.routing import iter_route_contexts
-from pydantic import SecretStr
+from fastapi.routing import APIRoute, iter_route_contexts
 
 from services.gateway.app import create_app
-from services.gateway.auth import OPEN_METHODS
 from services.settings import Settings
 from tests.support.lone_gateway import lone_gateway
 
 KEY_ONE = "key-one-" + uuid.uuid4().hex
 KEY_TWO = "key-two-" + uuid.uuid4().hex
+READ_KEY = "read-key-" + uuid.uuid4().hex
+KEYS = (KEY_ONE, KEY_TWO, READ_KEY)
 WRITE_LOG = {"name": "write_log", "payload": {"message": "from the auth tests"}}
+
+OPEN_ENDPOINTS = {"/healthz", "/readyz", "/metrics"}
+"""Open by default (OPEN_ENDPOINTS): probes and Prometheus."""
+PAGES = {"/dashboard", "/docs", "/redoc"}
+"""Pages that hold no data: they load, and their data calls need the key."""
+PLAIN_ROUTES = {"/openapi.json", "/dashboard/static", "/docs/static"}
+"""Routes outside FastAPI's dependencies (the schema, static files): open, and holding no data."""
+READ_METHODS = {"GET", "HEAD"}
+
+
+def _operations() -> list[tuple[str, str]]:
+    """Every (method, path template) of the gateway's API routes, from the app itself."""
+    app = create_app(Settings(_env_file=None, api_keys="k"))
+    routes = list(iter_route_contexts(app.routes))
+    plain = {route.path for route in routes if not isinstance(route.original_route, APIRoute)}
+    assert plain == PLAIN_ROUTES, "a route outside FastAPI's dependencies gets no key check: decide what it needs"
+    return sorted(
+        {
+            (method, route.path)
+            for route in routes
+            if isinstance(route.original_route, APIRoute) and route.path is not None
+            for method in route.methods or ()
+        }
+    )
+
+
+OPERATIONS = _operations()
+DATA_READS = [(m, p) for m, p in OPERATIONS if m in READ_METHODS and p not in OPEN_ENDPOINTS | PAGES]
+CHANGES = [(m, p) for m, p in OPERATIONS if m not in READ_METHODS]
 
 
 @pytest.fixture(scope="module")
 async def secured_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    """The URL of a gateway started with two API keys (blanks around them, to be trimmed)."""
+    """The URL of a gateway started with two API keys and a read key (blanks around them, to be trimmed)."""
     workdir = tmp_path_factory.mktemp("auth")
-    async with lone_gateway(workdir, api_keys=f" {KEY_ONE} , {KEY_TWO} ", label="secured-gateway") as (url, gateway):
+    async with lone_gateway(
+        workdir,
+        api_keys=f" {KEY_ONE} , {KEY_TWO} ",
+        extra_env={"API_READ_KEYS": f" {READ_KEY} "},
+        label="secured-gateway",
+    ) as (url, gateway):
         yield url
         logged = gateway.output()
-        assert KEY_ONE not in logged, "a key was logged"
-        assert KEY_TWO not in logged, "a key was logged"
+        for key in KEYS:
+            assert key not in logged, "a key was logged"
 
 
 @pytest.fixture
@@ -44,39 +82,41 @@ async def secured(secured_url: str) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
+@pytest.fixture(scope="module")
+async def waiting_job(secured_url: str) -> str:
+    """A job deferred by an hour (no worker runs it): what the routes' ``{job_id}`` is."""
+    async with httpx.AsyncClient(base_url=secured_url, timeout=15) as http:
+        response = await http.post("/jobs", json={**WRITE_LOG, "defer_by": 3600}, headers={"X-API-Key": KEY_ONE})
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["id"]
+    return job_id
+
+
+def _url(path: str, job_id: str) -> str:
+    try:
+        return path.format(job_id=job_id)
+    except KeyError as missing:
+        raise AssertionError(f"give {path}'s parameter {missing} a value in this test") from None
+
+
+async def _status(http: httpx.AsyncClient, method: str, url: str, headers: dict[str, str] | None = None) -> int:
+    """The status of a request; an event stream is closed once its head arrived."""
+    body: dict[str, object] | None = {} if method not in READ_METHODS else None
+    async with http.stream(method, url, json=body, headers=headers) as response:
+        return response.status_code
+
+
 def assert_unauthorized(response: httpx.Response) -> None:
     assert response.status_code == 401, response.text
     assert response.headers["www-authenticate"] == "Bearer"
     assert "API key" in response.json()["detail"]
-    assert KEY_ONE not in response.text
-    assert KEY_TWO not in response.text
+    for key in KEYS:
+        assert key not in response.text
 
 
 async def test_a_post_without_a_key_is_401(secured: httpx.AsyncClient) -> None:
     for path, body in (("/jobs", WRITE_LOG), ("/process", None), ("/send", {"message": "hi"})):
         assert_unauthorized(await secured.post(path, json=body))
-
-
-def mutating_routes() -> list[tuple[str, str]]:
-    """(method, path template) of every route of the gateway that does not only read."""
-    app = create_app(Settings(_env_file=None, api_keys=[SecretStr(KEY_ONE)]))
-    found = []
-    for route in iter_route_contexts(app.routes):  # included routers' routes with their prefixes
-        if route.path is not None:
-            found += [(method, route.path) for method in sorted((route.methods or set()) - OPEN_METHODS)]
-    return found
-
-
-async def test_every_mutating_route_is_401_without_a_key(secured: httpx.AsyncClient) -> None:
-    routes = mutating_routes()
-    # The list comes from the app itself, so a new route is checked without being named here.
-    assert {("DELETE", "/jobs/{job_id}"), ("POST", "/jobs/{job_id}/retry"), ("POST", "/jobs")} <= set(routes)
-
-    for method, template in routes:
-        path = re.sub(r"\{[^}]+\}", uuid.uuid4().hex, template)
-        response = await secured.request(method, path)
-        assert response.status_code == 401, f"{method} {template} answered {response.status_code} without a key"
-        assert_unauthorized(response)
 
 
 async def test_a_post_with_a_wrong_key_is_401(secured: httpx.AsyncClient) -> None:
@@ -108,28 +148,83 @@ async def test_every_configured_key_works(secured: httpx.AsyncClient) -> None:
         assert response.status_code == 202, response.text
 
 
-async def test_reads_stay_open(secured: httpx.AsyncClient) -> None:
-    accepted = await secured.post("/jobs", json=WRITE_LOG, headers={"X-API-Key": KEY_ONE})
-    job_id = accepted.json()["id"]
+@pytest.mark.parametrize(("method", "path"), DATA_READS)
+async def test_every_data_read_needs_a_key_and_a_read_key_will_do(
+    secured: httpx.AsyncClient, waiting_job: str, method: str, path: str
+) -> None:
+    url = _url(path, waiting_job)
 
-    job = await secured.get(f"/jobs/{job_id}")
-    assert job.status_code == 200, job.text
-    assert job.json()["status"] == "queued"
-    for path in ("/healthz", "/openapi.json", "/docs"):
-        assert (await secured.get(path)).status_code == 200, path
+    assert await _status(secured, method, url) == 401
+    assert await _status(secured, method, url, {"X-API-Key": "wrong"}) == 401
+    assert await _status(secured, method, url, {"X-API-Key": READ_KEY}) == 200
+    assert await _status(secured, method, url, {"Authorization": f"Bearer {READ_KEY}"}) == 200
+    assert await _status(secured, method, url, {"X-API-Key": KEY_TWO}) == 200, "a full key reads as well"
 
 
-async def test_the_openapi_schema_declares_the_keys_on_writes_only(secured: httpx.AsyncClient) -> None:
+@pytest.mark.parametrize(("method", "path"), CHANGES)
+async def test_every_change_needs_a_full_key_and_a_read_key_gets_403(
+    secured: httpx.AsyncClient, waiting_job: str, method: str, path: str
+) -> None:
+    url = _url(path, waiting_job)
+
+    assert await _status(secured, method, url) == 401
+    for headers in ({"X-API-Key": READ_KEY}, {"Authorization": f"Bearer {READ_KEY}"}):
+        refused = await secured.request(method, url, json={}, headers=headers)
+        assert refused.status_code == 403, refused.text
+        assert "read" in refused.json()["detail"]
+        assert READ_KEY not in refused.text
+    job = await secured.get(f"/jobs/{waiting_job}", headers={"X-API-Key": READ_KEY})
+    assert job.json()["status"] == "deferred", "a refused request changed nothing"
+    # A full key gets past the check (to the route's own answer: here 404 for a job that is not there).
+    assert await _status(secured, method, _url(path, "no-such-job"), {"X-API-Key": KEY_ONE}) not in (401, 403)
+
+
+def test_the_enumeration_found_the_routes() -> None:
+    assert ("GET", "/jobs/{job_id}/events") in DATA_READS
+    assert ("GET", "/stats") in DATA_READS
+    assert ("DELETE", "/jobs/{job_id}") in CHANGES
+    assert ("POST", "/jobs/{job_id}/retry") in CHANGES
+
+
+@pytest.mark.parametrize("path", sorted(OPEN_ENDPOINTS | PAGES | {"/openapi.json"}))
+async def test_probes_metrics_and_pages_stay_open(secured: httpx.AsyncClient, path: str) -> None:
+    response = await secured.get(path)
+
+    assert response.status_code != 401
+    assert response.status_code in (200, 503), response.text  # /readyz: 503, no worker runs here
+
+
+async def test_a_read_key_reads_the_job_it_could_not_change(secured: httpx.AsyncClient, waiting_job: str) -> None:
+    job = await secured.get(f"/jobs/{waiting_job}", headers={"X-API-Key": READ_KEY})
+
+    assert job.status_code == 200
+    assert job.json()["payload"] == WRITE_LOG["payload"]
+    listed = await secured.get("/jobs", headers={"X-API-Key": READ_KEY})
+    assert waiting_job in [j["id"] for j in listed.json()["jobs"]]
+
+
+async def test_the_openapi_schema_says_which_key_each_operation_needs(secured: httpx.AsyncClient) -> None:
     schema = (await secured.get("/openapi.json")).json()
 
-    schemes = schema["components"]["securitySchemes"].values()
-    assert {(scheme["type"], scheme.get("scheme") or scheme.get("name")) for scheme in schemes} == {
+    schemes = schema["components"]["securitySchemes"]
+    assert {(scheme["type"], scheme.get("scheme") or scheme.get("name")) for scheme in schemes.values()} == {
         ("http", "bearer"),
         ("apiKey", "X-API-Key"),
     }
-    assert schema["paths"]["/jobs"]["post"]["security"]
-    assert "security" not in schema["paths"]["/jobs/{job_id}"]["get"]
-    assert "security" not in schema["paths"]["/healthz"]["get"]
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            requirements = operation.get("security", [])
+            roles = {role for requirement in requirements for listed in requirement.values() for role in listed}
+            if path in OPEN_ENDPOINTS | PAGES:
+                assert "security" not in operation, path
+            elif method.upper() in READ_METHODS:
+                assert roles == {"read"}, (method, path)
+                assert "401" in operation["responses"], (method, path)
+            else:
+                assert roles == {"full"}, (method, path)
+                assert {"401", "403"} <= set(operation["responses"]), (method, path)
+            if "security" in operation:
+                assert len(requirements) == len(schemes), "either scheme will do"
 
 
 async def test_an_unauthenticated_request_cannot_claim_an_idempotency_key(secured: httpx.AsyncClient) -> None:
@@ -145,3 +240,17 @@ async def test_an_unauthenticated_request_cannot_claim_an_idempotency_key(secure
     assert again.status_code == 202
     assert again.headers["idempotent-replayed"] == "true"
     assert again.json() == first.json()
+
+
+async def test_open_endpoints_can_be_closed(tmp_path: Path) -> None:
+    env = {"API_READ_KEYS": READ_KEY, "OPEN_ENDPOINTS": "healthz"}
+    async with (
+        lone_gateway(tmp_path, api_keys=KEY_ONE, extra_env=env, label="closed-probes-gateway") as (url, _gateway),
+        httpx.AsyncClient(base_url=url, timeout=15) as http,
+    ):
+        assert (await http.get("/healthz")).status_code == 200
+        for path in ("/readyz", "/metrics"):
+            assert_unauthorized(await http.get(path))
+            answer = await http.get(path, headers={"Authorization": f"Bearer {READ_KEY}"})
+            assert answer.status_code in (200, 503), path  # /readyz: 503, no worker runs here
+        assert "security" in (await http.get("/openapi.json")).json()["paths"]["/readyz"]["get"]

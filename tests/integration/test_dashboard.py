@@ -1,8 +1,8 @@
 """The dashboard in a real headless Chromium, driven by Playwright.
 
-The browser is Debian's ``chromium`` package (``make browser`` installs it); Playwright never
-downloads one of its own. Each test fails on any console error or uncaught page error. The
-screenshots go to ``test-artifacts/`` at the repository's root.
+The browser is Debian's ``chromium`` package (``make browser`` installs it; tests/support/browser.py).
+Each test fails on any console error, uncaught page error or Content-Security-Policy violation.
+The screenshots go to ``test-artifacts/`` at the repository's root.
 
 Against a running stack (``GATEWAY_URL``) these tests are skipped unless ``DASHBOARD_TESTS=1``.
 """
@@ -13,15 +13,15 @@ import os
 import re
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, ConsoleMessage, Error, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from services.contract import JobStatus
+from tests.support.browser import CHROMIUM, MISSING, Watched, chromium, watched_page
 from tests.support.jobs_client import wait_for_job
 from tests.support.ledger_rows import LEDGER, estimating_gateway
 from tests.support.lone_gateway import lone_gateway
@@ -29,17 +29,6 @@ from tests.support.observers import Observer
 from tests.support.services import REPO
 from tests.support.sse import collapse
 
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = REPO / "test-artifacts"
 LAPTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
@@ -49,64 +38,27 @@ UPDATE_MS = 15_000
 if os.environ.get("GATEWAY_URL") and os.environ.get("DASHBOARD_TESTS") != "1":
     pytest.skip("dashboard tests run against a running stack only with DASHBOARD_TESTS=1", allow_module_level=True)
 if not CHROMIUM.exists():
-    pytest.skip(
-        f"{CHROMIUM} is missing: install Debian's chromium (`sudo apt-get install chromium`, or `make browser` "
-        "as root) to run the dashboard tests",
-        allow_module_level=True,
-    )
+    pytest.skip(MISSING, allow_module_level=True)
 
 
-@dataclass
-class Watched:
-    """A page, and the console errors and uncaught exceptions it produced."""
-
-    page: Page
-    problems: list[str] = field(default_factory=list)
-
-    def _console(self, message: ConsoleMessage) -> None:
-        if message.type == "error":
-            self.problems.append(f"console error: {message.text} ({message.location})")
-
-    def _page_error(self, error: Error) -> None:
-        self.problems.append(f"page error: {error.message}")
-
-    def watch(self) -> Watched:
-        self.page.on("console", self._console)
-        self.page.on("pageerror", self._page_error)
-        return self
-
-    async def open(self, url: str) -> None:
-        """Load the dashboard and wait for its first round of data."""
-        response = await self.page.goto(url)
-        assert response is not None
-        assert response.status == 200
-        await expect(self.page.locator("body")).to_have_attribute("data-ready", "true", timeout=UPDATE_MS)
+async def open_dashboard(watched: Watched, url: str) -> None:
+    """Load the dashboard and wait for its first round of data."""
+    response = await watched.page.goto(url)
+    assert response is not None
+    assert response.status == 200
+    await expect(watched.page.locator("body")).to_have_attribute("data-ready", "true", timeout=UPDATE_MS)
 
 
 @pytest.fixture(scope="module")
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
-
-
-async def _watched(browser: Browser, viewport: dict[str, int], **options: Any) -> AsyncIterator[Watched]:
-    context = await browser.new_context(viewport={"width": viewport["width"], "height": viewport["height"]}, **options)
-    try:
-        watched = Watched(await context.new_page()).watch()
-        yield watched
-        assert watched.problems == [], "the page logged errors"
-    finally:
-        await context.close()
+    async with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
 async def laptop(browser: Browser) -> AsyncIterator[Watched]:
-    """A laptop-size page; the test fails if it logs a console error."""
-    async for watched in _watched(browser, LAPTOP):
+    """A laptop-size page; the test fails if it logs a console error or violates the CSP."""
+    async for watched in watched_page(browser, LAPTOP):
         yield watched
 
 
@@ -129,7 +81,7 @@ async def test_a_new_job_shows_up_and_reaches_succeeded(
     laptop: Watched, base_url: str, client: httpx.AsyncClient
 ) -> None:
     page = laptop.page
-    await laptop.open(f"{base_url}/dashboard")
+    await open_dashboard(laptop, f"{base_url}/dashboard")
     await expect(page.get_by_test_id("queue-depth")).to_have_text(re.compile(r"^\d+$"))
     await expect(page.get_by_test_id("worker")).not_to_have_count(0)
     await expect(page.get_by_test_id("status-count")).to_have_count(7)
@@ -166,7 +118,7 @@ async def test_a_failed_job_is_listed_and_its_retry_button_runs_it_again(
             client, {"name": "send_email", "payload": {"to": address, "subject": "Dash", "body": "Hello"}}
         )
         assert (await wait_for_job(client, job_id))["status"] == "failed"
-        await laptop.open(f"{base_url}/dashboard")
+        await open_dashboard(laptop, f"{base_url}/dashboard")
         failed_row = _row(page, "failed-jobs", job_id)
         await expect(failed_row).to_have_attribute("data-status", "failed", timeout=UPDATE_MS)
         await expect(failed_row).to_contain_text("550")
@@ -188,7 +140,7 @@ async def test_a_job_opens_in_a_detail_view_that_follows_it_live(
     laptop: Watched, base_url: str, client: httpx.AsyncClient
 ) -> None:
     page = laptop.page
-    await laptop.open(f"{base_url}/dashboard")
+    await open_dashboard(laptop, f"{base_url}/dashboard")
     body = _write_log(defer_by=3)
     job_id = await _post(client, body)
     row = _row(page, "recent-jobs", job_id)
@@ -218,7 +170,7 @@ async def test_the_lists_filter_by_status_and_name(laptop: Watched, base_url: st
     page = laptop.page
     job_id = await _post(client, _write_log())
     await wait_for_job(client, job_id)
-    await laptop.open(f"{base_url}/dashboard")
+    await open_dashboard(laptop, f"{base_url}/dashboard")
 
     await page.get_by_test_id("filter-status").select_option("succeeded")
     await page.get_by_test_id("filter-name").select_option("write_log")
@@ -238,10 +190,10 @@ async def test_the_lists_filter_by_status_and_name(laptop: Watched, base_url: st
 
 async def test_the_dashboard_fits_a_phone(browser: Browser, base_url: str, client: httpx.AsyncClient) -> None:
     await wait_for_job(client, await _post(client, _write_log()))
-    async for phone in _watched(
+    async for phone in watched_page(
         browser, PHONE, device_scale_factor=2, is_mobile=True, has_touch=True, color_scheme="dark"
     ):
-        await phone.open(f"{base_url}/dashboard")
+        await open_dashboard(phone, f"{base_url}/dashboard")
         await expect(phone.page.get_by_test_id("recent-jobs").locator("tr").first).to_be_visible(timeout=UPDATE_MS)
         overflow = await phone.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, "nothing sticks out sideways"
@@ -249,44 +201,100 @@ async def test_the_dashboard_fits_a_phone(browser: Browser, base_url: str, clien
         await phone.page.screenshot(path=ARTIFACTS / "dashboard-phone.png", full_page=True)
 
 
-# A gateway with API keys: the page asks for a key once, keeps it, and sends it as X-API-Key.
+async def test_another_page_cannot_frame_the_dashboard(browser: Browser, base_url: str) -> None:
+    context = await browser.new_context()
+    try:
+        page = await context.new_page()
+        async with page.expect_console_message(lambda m: "frame-ancestors" in m.text, timeout=UPDATE_MS):
+            await page.set_content(f'<iframe src="{base_url}/dashboard" width="1200" height="800"></iframe>')
+        framed = page.frames[1]
+        assert await framed.locator("[data-testid=overview]").count() == 0, "the dashboard was shown in the frame"
+        assert await framed.locator("button").count() == 0
+    finally:
+        await context.close()
+
+
+# A gateway with API keys: the page loads, its data calls get 401 and it asks for a key; a read key
+# shows the data, a button asks for a full key on 403; every call, the event stream included,
+# carries the key as X-API-Key and never in its URL.
 
 KEY = "dashboard-key-" + uuid.uuid4().hex
+READ_KEY = "dashboard-read-key-" + uuid.uuid4().hex
 
 
 @pytest.fixture(scope="module")
 async def secured_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    """A gateway with an API key, on a database and Redis of its own, and no worker (jobs wait)."""
+    """A gateway with a full and a read key, on a database and Redis of its own, and no worker (jobs wait)."""
     workdir = tmp_path_factory.mktemp("dashboard-secured")
-    async with lone_gateway(workdir, api_keys=KEY, label="dashboard-gateway") as (url, _gateway):
+    env = {"API_READ_KEYS": READ_KEY}
+    async with lone_gateway(workdir, api_keys=KEY, extra_env=env, label="dashboard-gateway") as (url, _gateway):
         yield url
 
 
-async def test_with_api_keys_the_page_asks_for_a_key_once_and_keeps_it(laptop: Watched, secured_url: str) -> None:
+async def _give_key(page: Page, key: str, reason: str) -> None:
+    await expect(page.get_by_test_id("api-key-dialog")).to_be_visible(timeout=UPDATE_MS)
+    await expect(page.get_by_test_id("api-key-reason")).to_contain_text(reason)
+    await page.get_by_test_id("api-key-input").fill(key)
+    await page.get_by_test_id("api-key-save").click()
+
+
+async def test_with_api_keys_the_page_asks_for_a_key_on_401_and_then_shows_the_data(
+    laptop: Watched, secured_url: str
+) -> None:
     page = laptop.page
-    async with httpx.AsyncClient(base_url=secured_url, timeout=10) as secured:
-        first = await _post(secured, _write_log(defer_by=3600), headers={"X-API-Key": KEY})
-        await laptop.open(f"{secured_url}/dashboard")  # the page and every GET stay open
+    laptop.expected = ("status of 401", "status of 403")  # Chromium logs each refused call; the page asks
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
+    async with httpx.AsyncClient(base_url=secured_url, timeout=10, headers={"X-API-Key": KEY}) as secured:
+        first = await _post(secured, _write_log(defer_by=3600))
+
+        response = await page.goto(f"{secured_url}/dashboard")
+        assert response is not None
+        assert response.status == 200, "the page itself loads without a key"
+        await _give_key(page, READ_KEY, "read key")
+
+        await expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=UPDATE_MS)
         row = _row(page, "recent-jobs", first)
         await expect(row).to_have_attribute("data-status", "deferred", timeout=UPDATE_MS)
-        await expect(page.get_by_test_id("api-key-button")).to_be_visible()
+        await expect(page.get_by_test_id("status-count")).to_have_count(7)
+        assert await page.evaluate("localStorage.getItem('afterword.apiKey')") == READ_KEY
 
-        await row.locator('[data-action="cancel"]').click()
-        dialog = page.get_by_test_id("api-key-dialog")
-        await expect(dialog).to_be_visible()
-        await page.get_by_test_id("api-key-input").fill(KEY)
-        await page.get_by_test_id("api-key-save").click()
+        await row.locator('[data-action="cancel"]').click()  # a read key: 403, and the page asks for a full key
+        await _give_key(page, KEY, "may only read")
 
         await expect(row).to_have_attribute("data-status", "cancelled", timeout=UPDATE_MS)
         assert await page.evaluate("localStorage.getItem('afterword.apiKey')") == KEY
 
-        second = await _post(secured, _write_log(defer_by=3600), headers={"X-API-Key": KEY})
+        second = await _post(secured, _write_log(defer_by=3600))
         row = _row(page, "recent-jobs", second)
         await expect(row).to_have_attribute("data-status", "deferred", timeout=UPDATE_MS)
         await row.locator('[data-action="cancel"]').click()
         await expect(row).to_have_attribute("data-status", "cancelled", timeout=UPDATE_MS)
-        await expect(dialog).to_be_hidden()
+        await expect(page.get_by_test_id("api-key-dialog")).to_be_hidden()
         assert (await secured.get(f"/jobs/{second}")).json()["status"] == "cancelled"
+    for key in (KEY, READ_KEY):
+        assert not [url for url in urls if key in url], "a key travelled in a URL"
+
+
+async def test_with_api_keys_the_detail_view_follows_the_event_stream_with_the_key(
+    laptop: Watched, secured_url: str
+) -> None:
+    page = laptop.page
+    streams: list[dict[str, str]] = []
+    page.on("request", lambda request: streams.append(request.headers) if request.url.endswith("/events") else None)
+    await page.add_init_script(f"localStorage.setItem('afterword.apiKey', '{READ_KEY}')")
+    async with httpx.AsyncClient(base_url=secured_url, timeout=10, headers={"X-API-Key": KEY}) as secured:
+        job_id = await _post(secured, _write_log(defer_by=3600))
+
+        await open_dashboard(laptop, f"{secured_url}/dashboard#/jobs/{job_id}")
+        events = page.get_by_test_id("detail-event")
+        await expect(events.first).to_have_attribute("data-status", "deferred", timeout=UPDATE_MS)
+        assert (await secured.delete(f"/jobs/{job_id}")).status_code == 200
+
+        await expect(events.last).to_have_attribute("data-status", "cancelled", timeout=UPDATE_MS)
+        await expect(page.get_by_test_id("detail-status")).to_have_attribute("data-status", "cancelled")
+    assert streams, "the page opened the event stream"
+    assert all(headers.get("x-api-key") == READ_KEY for headers in streams)
 
 
 # A ledger larger than STATS_EXACT_COUNT_LIMIT: the estimated count is marked as such.
@@ -295,10 +303,11 @@ async def test_with_api_keys_the_page_asks_for_a_key_once_and_keeps_it(laptop: W
 async def test_an_estimated_count_shows_as_approximate(laptop: Watched, tmp_path: Path) -> None:
     page = laptop.page
     async with estimating_gateway(tmp_path, label="dashboard-estimating-gateway") as url:
-        await laptop.open(f"{url}/dashboard")
+        await open_dashboard(laptop, f"{url}/dashboard")
         succeeded = page.locator('[data-testid="status-count"][data-status="succeeded"] b')
         failed = page.locator('[data-testid="status-count"][data-status="failed"] b')
 
         await expect(succeeded).to_have_text(re.compile(r"^≈ \d+$"))
         await expect(succeeded).to_have_attribute("title", "estimated by Postgres")
         await expect(failed).to_have_text(str(LEDGER[JobStatus.failed]))
+        await page.goto("about:blank")  # no more polls: the gateway stops next

@@ -1,7 +1,10 @@
-"""API_KEYS: plain comma-separated keys, secret everywhere, and required in production."""
+"""API_KEYS and API_READ_KEYS: plain comma-separated keys, secret everywhere, strong in production;
+OPEN_ENDPOINTS: which probes answer without a key."""
 
 from __future__ import annotations
 
+import secrets
+import string
 from pathlib import Path
 
 import pytest
@@ -14,8 +17,8 @@ from services.settings import Settings, load_settings
 def _clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run where no ``.env`` file is, without the developer's own API_KEYS or ENVIRONMENT."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("API_KEYS", raising=False)
-    monkeypatch.delenv("ENVIRONMENT", raising=False)
+    for name in ("API_KEYS", "API_READ_KEYS", "OPEN_ENDPOINTS", "ENVIRONMENT"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def plain(keys: list[SecretStr]) -> list[str]:
@@ -101,15 +104,78 @@ def test_production_with_only_blank_keys_refuses_to_start(monkeypatch: pytest.Mo
         load_settings()
 
 
-def test_production_with_a_key_starts(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+STRONG = "Zq3vT8-pLm2_Xc7RwN4yHb6KdF1sGj9A"
+"""32 characters of the base64url alphabet: 192 bits by the estimate."""
+
+
+def test_production_with_a_strong_key_starts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("ENVIRONMENT", "production")
-    monkeypatch.setenv("API_KEYS", "pr0d-key")
+    monkeypatch.setenv("API_KEYS", STRONG)
 
     settings = load_settings()
 
     assert settings.environment == "production"
-    assert plain(settings.api_keys) == ["pr0d-key"]
-    assert "pr0d-key" not in capsys.readouterr().err
+    assert plain(settings.api_keys) == [STRONG]
+    assert STRONG not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "strong",
+    [
+        secrets.token_urlsafe(24),  # what `make run` generates: 32 characters
+        secrets.token_urlsafe(32),
+        secrets.token_hex(16),  # 32 hex digits: 128 bits
+        secrets.token_hex(32),
+        "".join(secrets.choice(string.printable[:94].replace(",", "")) for _ in range(32)),  # commas part keys
+    ],
+)
+def test_generated_keys_are_strong_enough_for_production(strong: str) -> None:
+    settings = Settings(_env_file=None, environment="production", api_keys=strong)
+
+    assert plain(settings.api_keys) == [strong]
+
+
+@pytest.mark.parametrize(
+    ("weak", "problem"),
+    [
+        ("q9", "at least 32 characters"),
+        ("pr0d-key", "at least 32 characters"),
+        (secrets.token_urlsafe(16), "at least 32 characters"),  # 22 characters, 128 bits: too short all the same
+        ("1" * 40, "repeats"),
+        ("ab" * 20, "repeats"),
+        (("pr0d-key-" * 5)[:40], "repeats"),
+        ("31415926535897932384626433832795028841", "128 bits"),  # 38 digits: 126 bits
+        ("change-me-" + secrets.token_hex(16), "placeholder"),
+        ("Your-API-Key-Here-" + secrets.token_hex(16), "placeholder"),
+        (secrets.token_hex(16) + "example", "placeholder"),
+        ("0000000011111111222222223333333344", "distinct"),
+    ],
+)
+def test_production_refuses_a_weak_key_and_says_why_without_quoting_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], weak: str, problem: str
+) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    monkeypatch.setenv("API_KEYS", f"{STRONG},{weak}")
+
+    with pytest.raises(SystemExit) as exited:
+        load_settings()
+
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "API_KEYS" in err
+    assert "key 2 of 2" in err
+    assert problem in err
+    assert weak not in err
+    assert STRONG not in err
+
+
+@pytest.mark.parametrize("environment", ["development", "test"])
+def test_development_and_test_take_short_keys(environment: str) -> None:
+    settings = Settings(_env_file=None, environment=environment, api_keys="a,change-me")
+
+    assert plain(settings.api_keys) == ["a", "change-me"]
 
 
 @pytest.mark.parametrize("environment", ["development", "test"])
@@ -117,3 +183,75 @@ def test_development_and_test_run_without_keys(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setenv("ENVIRONMENT", environment)
 
     assert load_settings().api_keys == []
+
+
+def test_read_keys_are_comma_separated_secrets_like_the_full_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_KEYS", "full-key")
+    monkeypatch.setenv("API_READ_KEYS", " read-one , read-two ,")
+
+    settings = load_settings()
+
+    assert plain(settings.api_read_keys) == ["read-one", "read-two"]
+    assert "read-one" not in repr(settings)
+
+
+def test_no_read_keys_by_default() -> None:
+    assert Settings(_env_file=None, api_keys="full-key").api_read_keys == []
+
+
+def test_read_keys_without_full_keys_are_refused() -> None:
+    with pytest.raises(ValidationError) as refused:
+        Settings(_env_file=None, api_read_keys="read-only")
+
+    assert "API_KEYS as well" in str(refused.value)
+    assert "read-only" not in str(refused.value)
+
+
+def test_a_key_cannot_be_both_full_and_read_only() -> None:
+    with pytest.raises(ValidationError) as refused:
+        Settings(_env_file=None, api_keys="shared-key,other", api_read_keys="shared-key")
+
+    assert "both API_KEYS and API_READ_KEYS" in str(refused.value)
+    assert "shared-key" not in str(refused.value)
+
+
+def test_production_holds_read_keys_to_the_same_strength(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    monkeypatch.setenv("API_KEYS", STRONG)
+    monkeypatch.setenv("API_READ_KEYS", "grafana")
+
+    with pytest.raises(SystemExit):
+        load_settings()
+    err = capsys.readouterr().err
+    assert "API_READ_KEYS" in err
+    assert "at least 32 characters" in err
+    assert "grafana" not in err
+
+    monkeypatch.setenv("API_READ_KEYS", secrets.token_urlsafe(32))
+    assert len(load_settings().api_read_keys) == 1
+
+
+def test_health_readiness_and_metrics_are_open_by_default() -> None:
+    assert Settings(_env_file=None).open_endpoints == ["healthz", "readyz", "metrics"]
+
+
+@pytest.mark.parametrize(
+    ("value", "names"),
+    [("healthz", ["healthz"]), ("/healthz, /readyz", ["healthz", "readyz"]), ("none", []), (" metrics ", ["metrics"])],
+)
+def test_open_endpoints_are_chosen_by_name(monkeypatch: pytest.MonkeyPatch, value: str, names: list[str]) -> None:
+    monkeypatch.setenv("OPEN_ENDPOINTS", value)
+
+    assert load_settings().open_endpoints == names
+
+
+def test_an_unknown_open_endpoint_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OPEN_ENDPOINTS", "healthz,jobs")
+
+    with pytest.raises(SystemExit):
+        load_settings()
+    assert "OPEN_ENDPOINTS" in capsys.readouterr().err

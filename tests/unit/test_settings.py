@@ -179,6 +179,11 @@ def test_production_needs_an_api_key(monkeypatch: pytest.MonkeyPatch, capsys: py
     assert "API_KEYS" in capsys.readouterr().err
 
     monkeypatch.setenv("API_KEYS", "k1")
+    with pytest.raises(SystemExit):
+        load_settings()
+    assert "at least 32 characters" in capsys.readouterr().err
+
+    monkeypatch.setenv("API_KEYS", "k1-Zq3vT8-pLm2_Xc7RwN4yHb6KdF1sGj9A")
     assert load_settings().environment == "production"
 
 

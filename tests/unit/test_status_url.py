@@ -59,3 +59,27 @@ def test_the_bases_kept_are_bounded_whatever_hosts_clients_send() -> None:
         request = _request(app, f"host-{n}.example".encode())
         assert status_url(request, "j2") == f"http://host-{n}.example/jobs/j2"
     assert len(jobs_routes._status_url_bases) <= jobs_routes._STATUS_URL_BASES
+
+
+def test_a_huge_host_header_never_enters_the_cache() -> None:
+    app = create_app(Settings(_env_file=None))
+    jobs_routes._status_url_bases.clear()  # room to spare: only the Host's size may keep it out
+    huge = b"h" * 1_000_000
+    request = _request(app, huge)
+
+    assert status_url(request, "j3") == str(request.url_for("get_job", job_id="j3"))
+    assert status_url(request, "j4").endswith("/jobs/j4")
+    cached_hosts = [key[1] for key in jobs_routes._status_url_bases]
+    assert huge not in cached_hosts
+    assert all(len(host or b"") <= jobs_routes._MAX_CACHED_HOST_BYTES for host in cached_hosts)
+    assert sum(len(base) for base in jobs_routes._status_url_bases.values()) < 10_000
+
+
+def test_an_ordinary_host_is_still_cached() -> None:
+    app = create_app(Settings(_env_file=None))
+    jobs_routes._status_url_bases.clear()
+    host = b"jobs." + b"a" * 200 + b".example:8443"
+
+    status_url(_request(app, host), "j5")
+
+    assert [key[1] for key in jobs_routes._status_url_bases] == [host]

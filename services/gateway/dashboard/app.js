@@ -1,6 +1,8 @@
 // Afterword dashboard: plain JavaScript, no dependencies, no build step.
 // It polls GET /stats and GET /jobs every 2 s, follows one job with GET /jobs/{id}/events (SSE),
-// and calls POST /jobs/{id}/retry and DELETE /jobs/{id} for its buttons.
+// and calls POST /jobs/{id}/retry and DELETE /jobs/{id} for its buttons. Every call carries the
+// API key kept in this browser, if any, as X-API-Key; a 401 makes the page ask for a key (a read
+// key shows the data), a 403 on a button for a full one.
 "use strict";
 
 (() => {
@@ -109,9 +111,10 @@
   // ---------------------------------------------------------------- API
 
   class HttpError extends Error {
-    constructor(status, message) {
+    constructor(status, message, key) {
       super(message);
       this.status = status;
+      this.key = key; // the API key the request carried ("" for none)
     }
   }
 
@@ -125,9 +128,15 @@
     }
   }
 
+  function withKey(headers, key) {
+    return key ? { ...headers, "X-API-Key": key } : headers;
+  }
+
   async function getJSON(path) {
-    const response = await fetch(ROOT + path, { headers: { Accept: "application/json" }, cache: "no-store" });
-    if (!response.ok) throw new HttpError(response.status, await errorText(response));
+    const key = sessionKey;
+    const headers = withKey({ Accept: "application/json" }, key);
+    const response = await fetch(ROOT + path, { headers, cache: "no-store" });
+    if (!response.ok) throw new HttpError(response.status, await errorText(response), key);
     return response.json();
   }
 
@@ -146,6 +155,16 @@
   }
 
   let sessionKey = storedKey();
+  let keyDeclined = false; // the page asked for a key to read with and was given none
+  let keyPrompt = null; // the open dialog's promise: one dialog at a time, however many calls wait
+
+  const REASON = {
+    read: "This gateway needs an API key to show its jobs: a read key will do.",
+    change: "Retrying or cancelling a job needs a full API key.",
+    refused: "The gateway refused that API key. Retrying or cancelling a job needs a full API key.",
+    readOnly: "That API key may only read. Retrying or cancelling a job needs a full API key.",
+    any: "A read key shows this gateway's jobs; a full key also retries and cancels them.",
+  };
 
   function updateKeyButton() {
     const button = $("api-key-button");
@@ -154,15 +173,23 @@
     button.title = sessionKey ? "An API key is kept in this browser; click to change or forget it" : "Set the API key";
   }
 
-  function askKey() {
+  // The key dialog; resolves to the key saved, or null. A call while it is open gets the same answer.
+  function askKey(reason) {
+    if (keyPrompt) return keyPrompt;
     const dialog = $("key-dialog");
     const input = $("key-input");
     input.value = "";
-    return new Promise((resolve) => {
+    $("key-reason").textContent = reason || REASON.any;
+    keyPrompt = new Promise((resolve) => {
       dialog.addEventListener("close", () => {
+        keyPrompt = null;
         const key = dialog.returnValue === "ok" ? input.value.trim() : "";
-        if (key) saveKey(key);
-        else if (dialog.returnValue === "ok") forgetKey();
+        if (key) {
+          saveKey(key);
+          keyDeclined = false;
+        } else if (dialog.returnValue === "ok") {
+          forgetKey();
+        }
         updateKeyButton();
         resolve(key || null);
       }, { once: true });
@@ -170,30 +197,46 @@
       dialog.showModal();
       input.focus();
     });
+    return keyPrompt;
+  }
+
+  // A read got 401: forget the key it carried if that is still the one kept, and ask for one,
+  // unless this page was already given none (the API key button asks again).
+  function keyNeeded(error) {
+    if (error.key && error.key === sessionKey) {
+      forgetKey();
+      updateKeyButton();
+    }
+    setLocked();
+    if (keyDeclined) return;
+    askKey(REASON.read).then((key) => {
+      if (key) refreshNow();
+      else keyDeclined = true;
+    });
   }
 
   // POST /jobs/{id}/retry or DELETE /jobs/{id}, with the API key when the gateway wants one.
   async function act(method, path, label) {
     let key = sessionKey;
     if (AUTH_REQUIRED && !key) {
-      key = await askKey();
+      key = await askKey(REASON.change);
       if (!key) return false;
     }
     for (let attempt = 0; attempt < 3; attempt += 1) {
-      const headers = { Accept: "application/json" };
-      if (key) headers["X-API-Key"] = key;
       let response;
       try {
-        response = await fetch(ROOT + path, { method, headers });
+        response = await fetch(ROOT + path, { method, headers: withKey({ Accept: "application/json" }, key) });
       } catch {
         toast(`${label}: the gateway cannot be reached`);
         return false;
       }
-      if (response.status === 401) {
-        forgetKey();
-        updateKeyButton();
-        toast("The gateway refused that API key.");
-        key = await askKey();
+      if (response.status === 401 || response.status === 403) {
+        if (response.status === 401) {
+          forgetKey();
+          updateKeyButton();
+        }
+        toast(response.status === 401 ? "The gateway refused that API key." : "That API key may only read.");
+        key = await askKey(response.status === 401 ? REASON.refused : REASON.readOnly);
         if (!key) return false;
         continue;
       }
@@ -512,23 +555,79 @@
     list.append(el("li", { "data-testid": "detail-event", "data-status": data.status, text }));
   }
 
+  // GET /jobs/{id}/events, read with fetch rather than EventSource: EventSource cannot send the
+  // API key's header, and a key in the URL would end up in logs. Reconnects as EventSource does,
+  // after the stream's "retry" delay, until the job ends or the view closes it.
   function openEvents(id) {
-    if (!("EventSource" in window) || !detail || detail.id !== id || detail.source) return;
-    const source = new EventSource(`${ROOT}/jobs/${encodeURIComponent(id)}/events`);
-    detail.source = source;
-    source.addEventListener("status", (event) => {
-      const data = JSON.parse(event.data);
-      if (!detail || detail.id !== id) return;
-      addEvent(data);
-      const status = $("detail-status");
-      status.textContent = data.status.replace("_", " ");
-      status.dataset.status = data.status;
-      if (FINAL.has(data.status)) closeEvents();
-      loadDetail(id);
+    if (!detail || detail.id !== id || detail.source) return;
+    const controller = new AbortController();
+    const follower = {
+      active: true,
+      close() {
+        this.active = false;
+        controller.abort();
+      },
+    };
+    detail.source = follower;
+    followEvents(id, follower, controller.signal).finally(() => {
+      follower.active = false;
+      if (detail && detail.source === follower) detail.source = null; // polling takes over
     });
-    source.addEventListener("error", () => {
-      if (source.readyState === EventSource.CLOSED && detail && detail.source === source) detail.source = null;
-    });
+  }
+
+  async function followEvents(id, follower, signal) {
+    let retryMs = 2000;
+    while (follower.active) {
+      try {
+        const response = await fetch(`${ROOT}/jobs/${encodeURIComponent(id)}/events`, {
+          headers: withKey({ Accept: "text/event-stream" }, sessionKey), cache: "no-store", signal,
+        });
+        if (!response.ok || !response.body) return; // 401 or 404: the next poll says why
+        const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buffer = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += value;
+          const blocks = buffer.split(/\r\n\r\n|\n\n|\r\r/);
+          buffer = blocks.pop();
+          for (const block of blocks) {
+            const event = parseEvent(block);
+            if (event.retry !== null) retryMs = event.retry;
+            if (event.type === "status" && event.data !== null) onStatus(id, JSON.parse(event.data));
+          }
+        }
+      } catch {
+        if (!follower.active) return; // closed on purpose
+      }
+      if (follower.active) await new Promise((resolve) => { setTimeout(resolve, retryMs); });
+    }
+  }
+
+  // One event of a text/event-stream: its type, its data lines joined, its retry delay.
+  function parseEvent(block) {
+    const event = { type: "message", data: null, retry: null };
+    for (const line of block.split(/\r\n|\r|\n/)) {
+      if (!line || line.startsWith(":")) continue;
+      const colon = line.indexOf(":");
+      const field = colon < 0 ? line : line.slice(0, colon);
+      let value = colon < 0 ? "" : line.slice(colon + 1);
+      if (value.startsWith(" ")) value = value.slice(1);
+      if (field === "event") event.type = value;
+      else if (field === "data") event.data = event.data === null ? value : `${event.data}\n${value}`;
+      else if (field === "retry" && /^\d+$/.test(value)) event.retry = Number(value);
+    }
+    return event;
+  }
+
+  function onStatus(id, data) {
+    if (!detail || detail.id !== id) return;
+    addEvent(data);
+    const status = $("detail-status");
+    status.textContent = data.status.replace("_", " ");
+    status.dataset.status = data.status;
+    if (FINAL.has(data.status)) closeEvents();
+    loadDetail(id);
   }
 
   function closeEvents() {
@@ -599,6 +698,12 @@
       : "the gateway cannot be reached · retrying";
   }
 
+  function setLocked() {
+    const live = $("live");
+    live.dataset.state = "locked";
+    live.textContent = "an API key is needed to show the jobs";
+  }
+
   async function tick() {
     if (ticking) {
       again = true;
@@ -614,8 +719,9 @@
         setLive(true);
         body.dataset.ready = "true";
       }
-    } catch {
-      setLive(false);
+    } catch (error) {
+      if (error instanceof HttpError && error.status === 401) keyNeeded(error);
+      else setLive(false);
     } finally {
       ticking = false;
       if (again) {
@@ -647,7 +753,9 @@
       event.preventDefault();
       $("key-dialog").close(event.submitter ? event.submitter.value : "ok");
     });
-    $("api-key-button").addEventListener("click", () => askKey());
+    $("api-key-button").addEventListener("click", () => {
+      askKey(REASON.any).then((key) => { if (key) refreshNow(); });
+    });
     updateKeyButton();
     window.addEventListener("hashchange", route);
     document.addEventListener("visibilitychange", () => { if (!document.hidden) refreshNow(); });

@@ -3,8 +3,11 @@
 The page (``services/gateway/dashboard/``) is plain HTML, CSS and JavaScript: no build step and
 nothing fetched from another site. It reads the gateway's own API (``/stats``, ``/jobs``,
 ``/jobs/{id}``, ``/jobs/{id}/events``) and calls ``POST /jobs/{id}/retry`` and ``DELETE /jobs/{id}``
-for its buttons. The page and its files are open, like every GET; when the gateway has API keys
-the page asks for one before its first action.
+for its buttons. The page and its files hold no data and load without a key; when the gateway has
+API keys, its data calls need one, and the page asks for a key when the gateway answers 401 (a
+read key shows the data; retry and cancel need a full key, and the page asks again on 403). The
+event stream is read with ``fetch`` rather than ``EventSource``, so that it carries the key in a
+header as every other call does, never in the URL.
 """
 
 from __future__ import annotations

@@ -60,7 +60,9 @@ def status_url(request: Request, job_id: str) -> str:
 
     The part before the id depends only on what Starlette builds ``request.base_url`` from (the
     scheme, the ``Host`` header, the server's address, the root path): it is built once per such
-    combination, at most :data:`_STATUS_URL_BASES` of them, and looked up after that.
+    combination, at most :data:`_STATUS_URL_BASES` of them, and looked up after that. The ``Host``
+    header is the client's: one longer than :data:`_MAX_CACHED_HOST_BYTES` (no real host name is)
+    gets its base built for this request only, so the cache holds at most 256 short keys.
     """
     scope = request.scope
     host = next((value for name, value in scope["headers"] if name == b"host"), None)
@@ -69,12 +71,14 @@ def status_url(request: Request, job_id: str) -> str:
     if base is None:
         url = request.base_url
         base = f"{url.scheme}://{url.netloc}{url.path.rstrip('/')}{router.prefix}/"
-        if len(_status_url_bases) < _STATUS_URL_BASES:  # the Host header is the client's: bounded
+        if len(_status_url_bases) < _STATUS_URL_BASES and (host is None or len(host) <= _MAX_CACHED_HOST_BYTES):
             _status_url_bases[key] = base
     return base + job_id
 
 
 _STATUS_URL_BASES = 256
+_MAX_CACHED_HOST_BYTES = 300
+"""A DNS name has at most 253 characters; with a port or as an IPv6 literal, a host fits in 300."""
 _status_url_bases: dict[tuple[Any, ...], str] = {}
 
 
