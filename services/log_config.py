@@ -95,7 +95,7 @@ class DirectLogger:
         line["logger"] = self._name
         line["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         line["service"] = self._service
-        _write_line(json_bytes(line, default=_json_fallback))
+        _write_line(one_line(json_bytes(line, default=_json_fallback)))
 
     def debug(self, event: str, **fields: Any) -> None:
         self._write("debug", event, fields)
@@ -139,6 +139,22 @@ def _json_fallback(obj: Any) -> Any:
         return obj.__structlog__()
     except AttributeError:
         return repr(obj)
+
+
+_LINE_BREAKS = ((b"\xc2\x85", b"\\u0085"), (b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"))
+"""Characters JSON leaves unescaped that Python's ``str.splitlines`` (and other readers) break lines at."""
+
+
+def one_line(rendered: bytes) -> bytes:
+    """``rendered`` JSON with NEL, LINE SEPARATOR and PARAGRAPH SEPARATOR escaped: one line for every reader.
+
+    A client's value (a request path, a header) can hold them; left raw, a reader that splits lines
+    at them would cut the record in two, and its second half could pass for a line of its own.
+    """
+    for raw, escaped in _LINE_BREAKS:
+        if raw in rendered:
+            rendered = rendered.replace(raw, escaped)
+    return rendered
 
 
 def _write_line(line: bytes) -> None:

@@ -207,3 +207,15 @@ class _Odd:
 
     def __structlog__(self) -> str:
         return "odd!"
+
+
+@pytest.mark.parametrize("breaker", ["\x85", "\u2028", "\u2029", "\r", "\n", "\x1c", "\x1d", "\x1e", "\x0b", "\x0c"])
+def test_a_direct_line_stays_one_line_whatever_a_client_sent(monkeypatch: pytest.MonkeyPatch, breaker: str) -> None:
+    stdout = _Lines()
+    monkeypatch.setattr(sys, "stdout", stdout)
+    path = f'/jobs/a{breaker}{{"event":"forged"}}'
+
+    direct_logger("gateway", "afterword.gateway.access").info("request", path=path)
+
+    (line,) = stdout.lines()  # str.splitlines breaks at every one of them when left raw
+    assert json.loads(line)["path"] == path
