@@ -8,14 +8,8 @@
 -- worker is only run when there is an earlier attempt (`tries` > 0): a job's first start, the
 -- common case, has nothing to close.
 --
--- Measured on the worker's bookkeeping alone (one connection, 6,000 queued jobs started in
--- statements of 10, each also ending the previous 10, as a draining worker writes them; the
--- backend's CPU from /proc/<pid>/stat, the two functions alternating three times): 75.0-76.7 µs
--- of Postgres CPU per job before, 68.3-71.7 after. In whole drains of 6,000 write_log jobs by
--- one worker (our stack as `make bench` starts it, three alternating runs of two drains each),
--- Postgres used 87-103 µs per job before and 82-100 after, and the drains ran at 4,417-4,873
--- jobs/s before and 4,435-4,983 after: the second drain of each run, on a ledger that already
--- held the first, 5-11 % less Postgres CPU and 2-5 % faster; the first 2-4 % less and as fast.
+-- The worker's bookkeeping costs Postgres less CPU per job this way; docs/performance.md
+-- has the measurements.
 --
 -- The semantics are those of 0007 (tests/unit/test_ledger.py pins them): NULL previous and
 -- attempt 0 for an unknown job, attempt 0 for a final one, an open attempt closed as

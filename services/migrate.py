@@ -1,8 +1,9 @@
 """Apply ``migrations/NNNN_name.sql`` in order: ``python -m services.migrate``.
 
 Each file runs in its own transaction under a Postgres advisory lock, so two migrators never
-race, and is recorded with its SHA-256. A file that changed after it was applied is refused. The
-target database is created first when it does not exist yet.
+race, and is recorded with its SHA-256. A file that changed after it was applied is refused,
+except for the comment-only rewordings listed in ``REWORDED``. The target database is created
+first when it does not exist yet.
 """
 
 from __future__ import annotations
@@ -21,6 +22,23 @@ from services.settings import Settings, load_settings
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _LOCK_KEY = 0x61667477  # "aftw": one advisory lock for every migrator of this schema
 _FILE_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+REWORDED: dict[str, frozenset[str]] = {
+    "0007": frozenset({"ebd3719b84fb177a54bf204994558eb9fb5b985a772d0ebbfc6857d8e6fadae5"}),
+    "0009": frozenset({"65dff8c72237a99879cff05acbbfce5b0a25a4f4d771b64ec231b47632dc7f73"}),
+}
+"""Earlier checksums of files whose comments were reworded after they were applied, by version.
+
+Their statements are unchanged (``tests/unit/test_migrate.py`` pins the statements' hash), so a
+database that recorded an earlier checksum is up to date: its record takes the current one.
+"""
+
+
+def statements(sql: str) -> str:
+    """``sql`` without its comment lines and blank lines: what a comment-only edit leaves as it was."""
+    kept = (line.rstrip() for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    return "\n".join(line for line in kept if line)
 
 
 class MigrationError(Exception):
@@ -75,7 +93,13 @@ async def apply(conn: asyncpg.Connection, migrations: list[Migration]) -> list[s
         for migration in migrations:
             row = applied.get(migration.version)
             if row is not None:
-                if row["checksum"] != migration.checksum:
+                if row["checksum"] in REWORDED.get(migration.version, ()):
+                    await conn.execute(
+                        "UPDATE schema_migrations SET checksum = $2 WHERE version = $1",
+                        migration.version,
+                        migration.checksum,
+                    )
+                elif row["checksum"] != migration.checksum:
                     raise MigrationError(
                         f"{migration.name} was changed after it was applied (as {row['name']}); "
                         "add a new migration instead of editing an applied one"

@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from services.migrate import MigrationError, apply, discover, migrate
+from services.migrate import REWORDED, MigrationError, apply, discover, migrate, statements
 from services.settings import Settings
 from tests.support.database import ADMIN_DSN, database_dsn, drop_database
 
@@ -226,3 +226,43 @@ async def test_migrate_creates_a_missing_database(tmp_path: Path) -> None:
             await conn.close()
     finally:
         await drop_database(dsn)
+
+
+STATEMENTS_OF_REWORDED = {
+    "0007": "7aa3b4380cf885b0b718fff8da88cd283ce5cd6020852fcb2d61a1b8200b15e8",
+    "0009": "bae143301be936beefc75ba0ce1a10d6a80948aa67dc7db9df7f1dec98db0b89",
+}
+"""The SHA-256 of each reworded file's statements, taken from the file as it was first applied."""
+
+
+def test_a_reworded_migration_changed_only_its_comments() -> None:
+    by_version = {migration.version: migration for migration in discover()}
+
+    assert set(REWORDED) == set(STATEMENTS_OF_REWORDED)
+    for version, pinned in STATEMENTS_OF_REWORDED.items():
+        migration = by_version[version]
+        assert hashlib.sha256(statements(migration.sql).encode()).hexdigest() == pinned, migration.name
+        assert migration.checksum not in REWORDED[version], "the current checksum is not an earlier one"
+
+
+async def test_a_database_that_recorded_an_earlier_checksum_of_a_reworded_file_is_up_to_date(
+    db: asyncpg.Connection,
+) -> None:
+    project = discover()
+    await apply(db, project)
+    (earlier,) = REWORDED["0009"]
+    await db.execute("UPDATE schema_migrations SET checksum = $1 WHERE version = '0009'", earlier)
+
+    assert await apply(db, project) == []
+
+    current = next(m for m in project if m.version == "0009").checksum
+    assert await db.fetchval("SELECT checksum FROM schema_migrations WHERE version = '0009'") == current
+    await db.execute("UPDATE schema_migrations SET checksum = $1 WHERE version = '0009'", "0" * 64)
+    with pytest.raises(MigrationError, match="0009"):
+        await apply(db, project)
+
+
+def test_statements_leave_out_comments_and_blank_lines_only() -> None:
+    sql = "-- why\n\nCREATE TABLE t (a int); -- kept: not a comment line\n   -- indented comment\nSELECT 1;\n"
+
+    assert statements(sql) == "CREATE TABLE t (a int); -- kept: not a comment line\nSELECT 1;"
