@@ -3,7 +3,8 @@
 Each file runs in its own transaction under a Postgres advisory lock, so two migrators never
 race, and is recorded with its SHA-256. A file that changed after it was applied is refused,
 except for the comment-only rewordings listed in ``REWORDED``. The target database is created
-first when it does not exist yet.
+first when it does not exist yet. ``migrations/schema.sql`` is no migration: it shows the schema
+the migrations build (``python -m services.schema_dump`` rewrites it), and is never applied.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from services.settings import Settings, load_settings
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _LOCK_KEY = 0x61667477  # "aftw": one advisory lock for every migrator of this schema
 _FILE_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+SCHEMA_FILE_NAME = "schema.sql"
+"""The current schema beside the migrations, which :func:`discover` leaves out."""
 
 
 REWORDED: dict[str, frozenset[str]] = {
@@ -60,9 +63,11 @@ class Migration:
 
 
 def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
-    """Read every migration file of ``directory`` in version order."""
+    """Read every migration file of ``directory`` in version order (not its ``schema.sql``)."""
     migrations: list[Migration] = []
     for path in sorted(directory.glob("*.sql")):
+        if path.name == SCHEMA_FILE_NAME:
+            continue
         match = _FILE_NAME.match(path.name)
         if match is None:
             raise MigrationError(f"{path.name}: migration files are named NNNN_lower_case_name.sql")

@@ -83,12 +83,24 @@ def test_discover_reads_files_in_version_order(migrations_dir: Path) -> None:
     assert migrations[0].checksum == hashlib.sha256(CREATE.encode()).hexdigest()
 
 
-@pytest.mark.parametrize("bad", ["1_short.sql", "0004-dash.sql", "0004_Upper.sql", "0004_.sql", "abcd_x.sql"])
+@pytest.mark.parametrize(
+    "bad", ["1_short.sql", "0004-dash.sql", "0004_Upper.sql", "0004_.sql", "abcd_x.sql", "schema2.sql", "Schema.sql"]
+)
 def test_discover_refuses_a_badly_named_file(migrations_dir: Path, bad: str) -> None:
     (migrations_dir / bad).write_text("SELECT 1;")
 
     with pytest.raises(MigrationError, match=bad):
         discover(migrations_dir)
+
+
+def test_discover_leaves_out_the_schema_file(migrations_dir: Path) -> None:
+    (migrations_dir / "schema.sql").write_text("CREATE TABLE notes (id integer PRIMARY KEY);")
+
+    assert [m.name for m in discover(migrations_dir)] == [
+        "0001_create_notes.sql",
+        "0002_seed_notes.sql",
+        "0003_tag_notes.sql",
+    ]
 
 
 def test_discover_refuses_two_files_with_one_version(migrations_dir: Path) -> None:
