@@ -1,4 +1,4 @@
-# Afterword: make install | run | test | lint | fmt | migrate | check | bench | up | down | lock
+# Afterword: make install | run | test | lint | fmt | migrate | schema | check | bench | up | down | lock
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 export UV_PYTHON_DOWNLOADS := never
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-integration chaos browser wrk lint fmt migrate check bench up down lock clean
+.PHONY: help install run test test-integration chaos browser wrk lint fmt migrate schema check bench up down lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ run: install ## Migrate, then run gateway + jobs worker + SMTP catcher in the fo
 
 migrate: install ## Apply migrations/*.sql to DATABASE_URL (creates the database if missing)
 	@$(BIN)/python -m services.migrate
+
+schema: install ## Rewrite migrations/schema.sql from a throwaway database migrated from zero (needs pg_dump)
+	@$(BIN)/python -m services.schema_dump
 
 check: install ## Say whether Postgres, Redis, SMTP and a worker are reachable
 	@$(BIN)/python -m services.preflight --workers
