@@ -15,6 +15,16 @@ at each job's start and end is not written (the jobs service writes its own, wit
 outcome and timings, in ``services.jobs.registry``), and the job's lease and any attempt begun at
 its claim are let go when it ends (``services.jobs.leases``, ``services.jobs.attempts``). ARQ's
 warnings and errors are kept, word for word.
+
+:meth:`ClaimedJobRunner.close` is ARQ's ``Worker.close`` made safe for the jobs still running.
+ARQ's ``run()`` closes the worker whenever its main loop ends, a Redis outage included, and ARQ's
+``close()`` gathers the job tasks without ``return_exceptions``: the first job whose end cannot
+reach Redis makes it raise while other jobs still run, and whatever runs ``on_shutdown`` next
+closes the Postgres pool, the leases and the mailer under them (a job whose email was accepted
+then could not record it, and sent it again on its next try). Here the worker stops taking jobs,
+lets the running ones end (up to the shutdown grace, ``job_completion_wait``), cancels those
+still running so that each hands its attempt back, waits for them to do so, and only then runs
+``on_shutdown``; Redis errors on the way are logged, never raised.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,12 +42,16 @@ from arq.jobs import SerializationError, deserialize_job_raw, serialize_result
 from arq.utils import ms_to_datetime, timestamp_ms
 from arq.worker import Function, JobExecutionFailed, Retry, RetryJob, no_result
 from arq.worker import Worker as ArqWorker
+from redis.exceptions import RedisError
 
 from services.jobs.attempts import AttemptBook
 from services.jobs.leases import LeaseKeeper
 from services.queue import RETRY_KEY_TTL_SECONDS
 
 log = logging.getLogger("arq.worker")  # ARQ's own logger: its warnings and errors read as before
+
+HAND_BACK_SECONDS = 10.0
+"""At close, how long jobs cancelled after the grace may take to hand their attempt back."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,49 @@ class Fetched:
 
 class ClaimedJobRunner(ArqWorker):
     """ARQ's worker whose jobs arrive fetched (see the module docstring); same arguments."""
+
+    async def close(self) -> None:
+        """ARQ's ``close``: once no job runs any more, ``on_shutdown``, then the Redis pool is closed.
+
+        The running jobs end first (see the module docstring). Nothing here raises: Redis errors
+        are ignored (Redis may be what ended the worker) and an error of ``on_shutdown`` is logged,
+        so that the error that ended the main loop is the one ``run()`` raises.
+        """
+        if not self._handle_signals:
+            self.handle_sig(signal.SIGUSR1)
+        if not self._pool:
+            return
+        self.allow_pick_jobs = False
+        await self._let_running_jobs_finish()
+        try:
+            with contextlib.suppress(RedisError, OSError):
+                await self.pool.delete(self.health_check_key)
+            if self.on_shutdown:
+                await self.on_shutdown(self.ctx)
+        except Exception:
+            log.exception("closing: on_shutdown failed")
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await self.pool.aclose(close_connection_pool=True)
+            self._pool = None
+
+    async def _let_running_jobs_finish(self) -> None:
+        """Wait up to the shutdown grace for the running jobs; cancel the rest and let them hand back."""
+        running = {task for task in self.tasks.values() if not task.done()}
+        if running:
+            log.info("closing: waiting up to %ss for %d running job(s)", self._job_completion_wait, len(running))
+            _, running = await asyncio.wait(running, timeout=self._job_completion_wait)
+        if running:
+            log.warning("closing: %d job(s) still running after the grace are handed back", len(running))
+            for task in running:
+                task.cancel()
+            _, running = await asyncio.wait(running, timeout=HAND_BACK_SECONDS)
+        if running:
+            log.error("closing: %d job(s) did not hand back within %ss", len(running), HAND_BACK_SECONDS)
+        for job_id, task in self.tasks.items():
+            error = None if not task.done() or task.cancelled() else task.exception()
+            if error is not None:  # its end in Redis, say (Redis away): the lease runs out, it runs again
+                log.warning("closing: job %s ended with %s: %s", job_id, type(error).__name__, error)
 
     async def run_job(self, job_id: str, score: int) -> None:
         """ARQ's ``run_job``: fetch the job as ARQ does, then :meth:`run_claimed`."""

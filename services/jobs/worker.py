@@ -106,7 +106,7 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
         await context["db"].close()
     if "mailer" in context:
         await context["mailer"].close()
-    metrics_server = ctx.pop("metrics_server", None)  # popped: on_shutdown may run twice after a Redis outage
+    metrics_server = ctx.pop("metrics_server", None)  # popped: stopped once, whoever calls on_shutdown again
     if metrics_server is not None:
         await metrics_server.stop()
 
