@@ -27,7 +27,7 @@ from services.jobs.context import WorkerContext
 from services.jobs.leases import LeaseKeeper
 from services.jobs.log_writer import LogWriter
 from services.jobs.mailer import Mailer
-from services.jobs.registry import REGISTRY, max_tries
+from services.jobs.registry import REGISTRY, SCHEDULED, max_tries
 from services.jobs.sweeper import sweep
 from services.jobs.users import UserRepository
 from services.ledger import prune_ended
@@ -156,7 +156,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     every = set(range(0, 60, settings.sweep_every_seconds))
     cron_jobs = [
         cron(
-            cast(WorkerCoroutine, REGISTRY[JobName.cleanup_temp_files]), name=CRON_CLEANUP, second=0, timeout=backstop
+            cast(WorkerCoroutine, SCHEDULED[JobName.cleanup_temp_files]), name=CRON_CLEANUP, second=0, timeout=backstop
         ),
         cron(recovery_sweep, name=CRON_SWEEP, second=every, timeout=60, keep_result=0),
     ]
