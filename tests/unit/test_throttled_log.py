@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 
 import pytest
 
@@ -35,7 +36,7 @@ def test_after_the_period_the_warning_says_how_often_it_was_met(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = [1000.0]
-    monkeypatch.setattr(throttled_log.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(throttled_log, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     throttled = ThrottledLog(log, every=60)
     with caplog.at_level(logging.WARNING, logger="test.throttled"):
         throttled.warning("queue", "broken")
