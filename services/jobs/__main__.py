@@ -19,8 +19,7 @@ import time
 from types import FrameType
 
 import uvloop
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from services.heap import freeze_startup_heap
 from services.jobs.wakeup import Worker
@@ -30,7 +29,9 @@ from services.settings import Settings, load_settings
 
 log = logging.getLogger("afterword.jobs")
 
-_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+_REDIS_TROUBLE = (RedisError, ConnectionError, OSError)
+"""What ends an ARQ worker that a new one may overcome: Redis away, or a Redis error the worker did not expect
+(it copes with keys of the wrong type itself, ``services.jobs.wakeup``)."""
 
 
 class _SignalsBetweenWorkers:
@@ -70,11 +71,11 @@ def run(settings: Settings) -> None:
             try:
                 worker.run()
                 return  # stopped by a signal
-            except _REDIS_DOWN as exc:
+            except _REDIS_TROUBLE as exc:
                 between.listen()  # the loop is done listening: a signal from now on is ours
                 stopping = worker.stopped_by is not None
                 log.warning(
-                    "redis unavailable (%s); %s",
+                    "redis unavailable or failing (%s); %s",
                     exc,
                     "the worker stops" if stopping else f"restarting the worker in {pause:.1f}s",
                 )

@@ -14,7 +14,10 @@ aborts), its timeout, retries, the result and ``finish_job``. Two things differ:
 at each job's start and end is not written (the jobs service writes its own, with ids, attempt,
 outcome and timings, in ``services.jobs.registry``), and the job's lease and any attempt begun at
 its claim are let go when it ends (``services.jobs.leases``, ``services.jobs.attempts``). ARQ's
-warnings and errors are kept, word for word.
+warnings and errors are kept, word for word. A job whose fields have types ARQ's ``serialize_job``
+never writes (anyone who can write to Redis can plant one) fails as one that could not be
+deserialized, and so does a job whose key is not a string; ARQ would raise on them in its main
+loop.
 
 :meth:`ClaimedJobRunner.close` is ARQ's ``Worker.close`` made safe for the jobs still running.
 ARQ's ``run()`` closes the worker whenever its main loop ends, a Redis outage included, and ARQ's
@@ -38,7 +41,7 @@ from typing import Any
 
 from arq.constants import abort_jobs_ss, job_key_prefix, keep_cronjob_progress, retry_key_prefix
 from arq.cron import CronJob
-from arq.jobs import SerializationError, deserialize_job_raw, serialize_result
+from arq.jobs import DeserializationError, SerializationError, deserialize_job_raw, serialize_result
 from arq.utils import ms_to_datetime, timestamp_ms
 from arq.worker import Function, JobExecutionFailed, Retry, RetryJob, no_result
 from arq.worker import Worker as ArqWorker
@@ -62,6 +65,8 @@ class Fetched:
     """The serialized job (``arq:job:<id>``), None if it expired."""
     job_try: int
     abort: bool
+    unreadable: bool = False
+    """The job key holds another type than a string (a hostile value): the job is failed."""
 
 
 class ClaimedJobRunner(ArqWorker):
@@ -164,16 +169,18 @@ class ClaimedJobRunner(ArqWorker):
             )
             await asyncio.shield(self.finish_failed_job(job_id, result_data_))
 
+        if fetched.unreadable:
+            return await job_failed(JobExecutionFailed("unreadable job: its key in Redis is not a string"))
         if not fetched.data:
             log.warning("job %s expired", job_id)
             return await job_failed(JobExecutionFailed("job expired"))
         try:
-            function_name, args, kwargs, enqueue_job_try, enqueue_time_ms = deserialize_job_raw(
-                fetched.data, deserializer=self.job_deserializer
-            )
+            fields = deserialize_job_raw(fetched.data, deserializer=self.job_deserializer)
+            _check_fields(fields)
         except SerializationError as e:
             log.exception("deserializing job %s failed", job_id)
             return await job_failed(e)
+        function_name, args, kwargs, enqueue_job_try, enqueue_time_ms = fields
         if fetched.abort:
             return await job_failed(asyncio.CancelledError())
         try:
@@ -304,3 +311,30 @@ class ClaimedJobRunner(ArqWorker):
         if self.after_job_end:
             await self.after_job_end(ctx)
         return None
+
+
+LATEST_MS = 253402300799999
+"""The last millisecond of the year 9999, the latest time a ``datetime`` holds."""
+
+
+def _check_fields(fields: tuple[Any, ...]) -> None:
+    """Raise ARQ's DeserializationError unless the job's fields have the types ARQ's ``serialize_job`` writes.
+
+    A job written to Redis by anyone else can hold any JSON: a function name that is a list, an
+    enqueue time that is a string. ARQ would raise on those outside of its error handling, in the
+    worker's main loop; here the job fails like one that could not be deserialized.
+    """
+    function_name, args, kwargs, job_try, enqueue_time_ms = fields
+    problems = []
+    if not isinstance(function_name, str):
+        problems.append("the function name is not a string")
+    if not isinstance(args, list | tuple):
+        problems.append("the arguments are not a list")
+    if not isinstance(kwargs, dict):
+        problems.append("the keyword arguments are not an object")
+    if job_try is not None and (type(job_try) is not int or job_try < 0):
+        problems.append("the try number is not a whole number")
+    if type(enqueue_time_ms) not in (int, float) or not 0 <= enqueue_time_ms <= LATEST_MS:
+        problems.append("the enqueue time is not a time in ms")
+    if problems:
+        raise DeserializationError(f"not a job: {'; '.join(problems)}")
