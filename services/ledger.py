@@ -184,16 +184,18 @@ class Started:
 
     @property
     def may_run(self) -> bool:
-        """False when the job already ended (succeeded, failed or cancelled meanwhile)."""
-        return self.previous is None or not self.previous.is_final
+        """False when the ledger does not know the job, or it already ended (succeeded, failed or
+        cancelled meanwhile)."""
+        return self.previous is not None and not self.previous.is_final
 
 
 async def start_attempt(db: Executor, *, job_id: str, worker: str) -> Started:
     """Mark a job in progress and open its next attempt, in one round trip.
 
     An attempt left open by a worker that died is closed as ``interrupted`` first. For a job the
-    ledger does not know (a cron run) ``previous`` is None and nothing is written; for a job already
-    in a final state nothing is written either, and the caller must not run it.
+    ledger does not know (one the gateway never accepted) ``previous`` is None and nothing is
+    written; for a job already in a final state nothing is written either. The caller must run
+    neither (``may_run`` is False).
     """
     (started,) = await start_attempts(db, job_ids=[job_id], worker=worker)
     return started

@@ -9,7 +9,9 @@ skipped, as ARQ skips it, when its job key or its result key (``arq:result:<id>`
 
 The same script hands a job due now to a waiting worker registered in the queue's idle set
 (:func:`idle_workers_key`, ``services.jobs.handoff``): it claims the job for that worker as the
-worker's own claim would, and publishes it on the worker's channel. Jobs not handed over are
+worker's own claim would, and publishes it on the worker's channel. Values it cannot use there (an
+idle set, abort set or try counter of the wrong type, a registration that is not one) make it skip
+the hand-over or that value, never fail the enqueue. Jobs not handed over are
 announced on the queue's wake channel (:func:`wake_channel`), so a waiting worker
 (``services.jobs.wakeup``) starts at once instead of at its next poll; neither message costs an
 extra round trip.
@@ -48,29 +50,37 @@ RETRY_KEY_TTL_SECONDS = 88400
 _ENQUEUE_SOURCE = b"""
 local queue = KEYS[1]
 local idle = ARGV[2]
+local function failed(reply)
+  return type(reply) == 'table' and reply.err ~= nil
+end
 local function hand_off(id, score, data)
   while true do
-    local first = redis.call('ZRANGE', idle, 0, 0)
-    if #first == 0 then
-      idle = ''  -- nobody waits: the other jobs of this call are not offered either
+    local first = redis.pcall('ZRANGE', idle, 0, 0)
+    if failed(first) or #first == 0 then
+      idle = ''  -- nobody waits (or the set is not one): the other jobs of this call are not offered either
       return false
     end
     local member = first[1]
     redis.call('ZREM', idle, member)
-    local ttl, aborts, channel = string.match(member, '^(%d+)|(%d)|%d+|(.+)$')
+    local ttl, aborts, channel = string.match(member, '^([1-9]%d?%d?%d?%d?%d?%d?%d?%d?)|([01])|%d+|(.+)$')
     if not channel then return false end
     if redis.call('EXISTS', ARGV[4] .. id) == 1 then
       redis.call('ZADD', idle, 0, member)
       return false
     end
-    local try = tonumber(redis.call('GET', ARGV[5] .. id) or '0') + 1
+    local counted = redis.pcall('GET', ARGV[5] .. id)
+    if failed(counted) then counted = false end
+    local try = (tonumber(counted or '0') or 0) + 1
     local abort = 0
-    if aborts == '1' and redis.call('ZSCORE', ARGV[6], id) then abort = 1 end
+    if aborts == '1' then
+      local aborting = redis.pcall('ZSCORE', ARGV[6], id)
+      if aborting and not failed(aborting) then abort = 1 end
+    end
     local message = member .. '\\n' .. id .. '\\n' .. score .. '\\n' .. try .. '\\n' .. abort .. '\\n' .. data
     if redis.call('PUBLISH', channel, message) > 0 then
       redis.call('PSETEX', ARGV[4] .. id, ttl, '1')
       redis.call('SET', ARGV[5] .. id, try, 'EX', RETRY_TTL)
-      if abort == 1 then redis.call('ZREM', ARGV[6], id) end
+      if abort == 1 then redis.pcall('ZREM', ARGV[6], id) end
       return true
     end
   end

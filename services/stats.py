@@ -17,13 +17,12 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from redis.asyncio import Redis
 
 from services import latency_histogram
 from services.contract import JobStatus
-from services.heartbeat import live_workers
+from services.heartbeat import read_beats
 from services.latency_histogram import Histogram
 from services.ledger import Executor
 
@@ -208,16 +207,22 @@ async def queue_depth(redis: Redis, *, queue_name: str) -> int:
     return int(await redis.zcard(queue_name))
 
 
-async def workers(redis: Redis, *, stale_after_seconds: float) -> list[Worker]:
-    """The live workers, from their heartbeats."""
-    found: list[dict[str, Any]] = await live_workers(redis, stale_after_seconds=stale_after_seconds)
-    return [
-        Worker(
-            id=str(info.get("id", "?")),
-            host=str(info.get("host", "?")),
-            pid=int(info.get("pid", 0)),
-            last_beat=datetime.fromtimestamp(float(info["last_beat"]), UTC),
+async def workers(redis: Redis, *, stale_after_seconds: float) -> tuple[list[Worker], list[str]]:
+    """The live workers, from their heartbeats, and the ids of the heartbeats that could not be read."""
+    beats = await read_beats(redis, stale_after_seconds=stale_after_seconds)
+    alive, unreadable = [], list(beats.unreadable)
+    for info in beats.workers:
+        try:
+            last_beat = datetime.fromtimestamp(info["last_beat"], UTC)
+        except (OverflowError, OSError, ValueError):  # a time no datetime holds
+            unreadable.append(str(info.get("id", "?")))
+            continue
+        alive.append(
+            Worker(
+                id=str(info.get("id", "?")),
+                host=str(info.get("host", "?")),
+                pid=info.get("pid", 0),
+                last_beat=last_beat,
+            )
         )
-        for info in found
-        if "last_beat" in info
-    ]
+    return alive, unreadable

@@ -198,3 +198,10 @@ class StatsView(BaseModel):
         description="The same per minute of the first attempt's start; minutes without a start are left out."
     )
     workers: list[WorkerView] = Field(description="Live workers (empty when Redis is down).")
+    unreadable_heartbeats: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Heartbeat entries in Redis that could not be read and were left out of workers: their worker ids "
+            "(the heartbeat set's key when it is not a sorted set)."
+        ),
+    )

@@ -1,6 +1,7 @@
 """``python -m services.jobs``: run one jobs worker until SIGINT/SIGTERM.
 
-ARQ's worker exits when Redis goes away. This entry point starts it again (with a growing pause,
+ARQ's worker exits when Redis goes away, once its running jobs have ended and its resources are
+closed (``services.jobs.job_runner``). This entry point starts it again (with a growing pause,
 up to 5 s) until Redis is back, so a Redis restart does not need a process supervisor; SIGTERM
 and SIGINT still stop it for good, after the grace period for running jobs. A worker that was
 told to stop is not started again even if Redis went away while it stopped (its last clean-up
@@ -11,7 +12,6 @@ stops the process instead of being lost.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -19,18 +19,19 @@ import time
 from types import FrameType
 
 import uvloop
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from services.heap import freeze_startup_heap
 from services.jobs.wakeup import Worker
-from services.jobs.worker import on_shutdown, worker_options
+from services.jobs.worker import worker_options
 from services.log_config import configure_logging
 from services.settings import Settings, load_settings
 
 log = logging.getLogger("afterword.jobs")
 
-_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+_REDIS_TROUBLE = (RedisError, ConnectionError, OSError)
+"""What ends an ARQ worker that a new one may overcome: Redis away, or a Redis error the worker did not expect
+(it copes with keys of the wrong type itself, ``services.jobs.wakeup``)."""
 
 
 class _SignalsBetweenWorkers:
@@ -70,16 +71,14 @@ def run(settings: Settings) -> None:
             try:
                 worker.run()
                 return  # stopped by a signal
-            except _REDIS_DOWN as exc:
+            except _REDIS_TROUBLE as exc:
                 between.listen()  # the loop is done listening: a signal from now on is ours
                 stopping = worker.stopped_by is not None
                 log.warning(
-                    "redis unavailable (%s); %s",
+                    "redis unavailable or failing (%s); %s",
                     exc,
                     "the worker stops" if stopping else f"restarting the worker in {pause:.1f}s",
                 )
-                with contextlib.suppress(Exception):
-                    loop.run_until_complete(on_shutdown(worker.ctx))
                 if stopping:
                     return
         finally:

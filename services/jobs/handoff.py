@@ -22,6 +22,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
+from services.jobs.claim import score_ms
 from services.jobs.job_runner import Fetched
 
 
@@ -36,14 +37,22 @@ class Handoff:
 
 
 def parse(message: bytes) -> Handoff:
-    """The hand-over in a message of the worker's channel (see ``services.queue``)."""
+    """The hand-over in a message of the worker's channel (see ``services.queue``).
+
+    Raises ValueError for a message the enqueue script did not write (anyone may publish there).
+    """
     registration, job_id, score, job_try, abort, data = message.split(b"\n", 5)
     return Handoff(
         registration=registration.decode(),
         job_id=job_id.decode(),
-        score=int(float(score)),
+        score=score_ms(score),
         fetched=Fetched(data=data, job_try=int(job_try), abort=abort == b"1"),
     )
+
+
+def registration_of(message: bytes) -> str:
+    """The registration a message names (its first line), even in a message :func:`parse` refuses."""
+    return message.split(b"\n", 1)[0].decode(errors="replace")
 
 
 @dataclass

@@ -14,7 +14,20 @@ aborts), its timeout, retries, the result and ``finish_job``. Two things differ:
 at each job's start and end is not written (the jobs service writes its own, with ids, attempt,
 outcome and timings, in ``services.jobs.registry``), and the job's lease and any attempt begun at
 its claim are let go when it ends (``services.jobs.leases``, ``services.jobs.attempts``). ARQ's
-warnings and errors are kept, word for word.
+warnings and errors are kept, word for word. A job whose fields have types ARQ's ``serialize_job``
+never writes (anyone who can write to Redis can plant one) fails as one that could not be
+deserialized, and so does a job whose key is not a string; ARQ would raise on them in its main
+loop.
+
+:meth:`ClaimedJobRunner.close` is ARQ's ``Worker.close`` made safe for the jobs still running.
+ARQ's ``run()`` closes the worker whenever its main loop ends, a Redis outage included, and ARQ's
+``close()`` gathers the job tasks without ``return_exceptions``: the first job whose end cannot
+reach Redis makes it raise while other jobs still run, and whatever runs ``on_shutdown`` next
+closes the Postgres pool, the leases and the mailer under them (a job whose email was accepted
+then could not record it, and sent it again on its next try). Here the worker stops taking jobs,
+lets the running ones end (up to the shutdown grace, ``job_completion_wait``), cancels those
+still running so that each hands its attempt back, waits for them to do so, and only then runs
+``on_shutdown``; Redis errors on the way are logged, never raised.
 """
 
 from __future__ import annotations
@@ -22,21 +35,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from dataclasses import dataclass
 from typing import Any
 
 from arq.constants import abort_jobs_ss, job_key_prefix, keep_cronjob_progress, retry_key_prefix
 from arq.cron import CronJob
-from arq.jobs import SerializationError, deserialize_job_raw, serialize_result
+from arq.jobs import DeserializationError, SerializationError, deserialize_job_raw, serialize_result
 from arq.utils import ms_to_datetime, timestamp_ms
 from arq.worker import Function, JobExecutionFailed, Retry, RetryJob, no_result
 from arq.worker import Worker as ArqWorker
+from redis.exceptions import RedisError
 
 from services.jobs.attempts import AttemptBook
 from services.jobs.leases import LeaseKeeper
 from services.queue import RETRY_KEY_TTL_SECONDS
 
 log = logging.getLogger("arq.worker")  # ARQ's own logger: its warnings and errors read as before
+
+HAND_BACK_SECONDS = 10.0
+"""At close, how long jobs cancelled after the grace may take to hand their attempt back."""
 
 
 @dataclass(frozen=True)
@@ -47,10 +65,55 @@ class Fetched:
     """The serialized job (``arq:job:<id>``), None if it expired."""
     job_try: int
     abort: bool
+    unreadable: bool = False
+    """The job key holds another type than a string (a hostile value): the job is failed."""
 
 
 class ClaimedJobRunner(ArqWorker):
     """ARQ's worker whose jobs arrive fetched (see the module docstring); same arguments."""
+
+    async def close(self) -> None:
+        """ARQ's ``close``: once no job runs any more, ``on_shutdown``, then the Redis pool is closed.
+
+        The running jobs end first (see the module docstring). Nothing here raises: Redis errors
+        are ignored (Redis may be what ended the worker) and an error of ``on_shutdown`` is logged,
+        so that the error that ended the main loop is the one ``run()`` raises.
+        """
+        if not self._handle_signals:
+            self.handle_sig(signal.SIGUSR1)
+        if not self._pool:
+            return
+        self.allow_pick_jobs = False
+        await self._let_running_jobs_finish()
+        try:
+            with contextlib.suppress(RedisError, OSError):
+                await self.pool.delete(self.health_check_key)
+            if self.on_shutdown:
+                await self.on_shutdown(self.ctx)
+        except Exception:
+            log.exception("closing: on_shutdown failed")
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await self.pool.aclose(close_connection_pool=True)
+            self._pool = None
+
+    async def _let_running_jobs_finish(self) -> None:
+        """Wait up to the shutdown grace for the running jobs; cancel the rest and let them hand back."""
+        running = {task for task in self.tasks.values() if not task.done()}
+        if running:
+            log.info("closing: waiting up to %ss for %d running job(s)", self._job_completion_wait, len(running))
+            _, running = await asyncio.wait(running, timeout=self._job_completion_wait)
+        if running:
+            log.warning("closing: %d job(s) still running after the grace are handed back", len(running))
+            for task in running:
+                task.cancel()
+            _, running = await asyncio.wait(running, timeout=HAND_BACK_SECONDS)
+        if running:
+            log.error("closing: %d job(s) did not hand back within %ss", len(running), HAND_BACK_SECONDS)
+        for job_id, task in self.tasks.items():
+            error = None if not task.done() or task.cancelled() else task.exception()
+            if error is not None:  # its end in Redis, say (Redis away): the lease runs out, it runs again
+                log.warning("closing: job %s ended with %s: %s", job_id, type(error).__name__, error)
 
     async def run_job(self, job_id: str, score: int) -> None:
         """ARQ's ``run_job``: fetch the job as ARQ does, then :meth:`run_claimed`."""
@@ -106,16 +169,18 @@ class ClaimedJobRunner(ArqWorker):
             )
             await asyncio.shield(self.finish_failed_job(job_id, result_data_))
 
+        if fetched.unreadable:
+            return await job_failed(JobExecutionFailed("unreadable job: its key in Redis is not a string"))
         if not fetched.data:
             log.warning("job %s expired", job_id)
             return await job_failed(JobExecutionFailed("job expired"))
         try:
-            function_name, args, kwargs, enqueue_job_try, enqueue_time_ms = deserialize_job_raw(
-                fetched.data, deserializer=self.job_deserializer
-            )
+            fields = deserialize_job_raw(fetched.data, deserializer=self.job_deserializer)
+            _check_fields(fields)
         except SerializationError as e:
             log.exception("deserializing job %s failed", job_id)
             return await job_failed(e)
+        function_name, args, kwargs, enqueue_job_try, enqueue_time_ms = fields
         if fetched.abort:
             return await job_failed(asyncio.CancelledError())
         try:
@@ -246,3 +311,30 @@ class ClaimedJobRunner(ArqWorker):
         if self.after_job_end:
             await self.after_job_end(ctx)
         return None
+
+
+LATEST_MS = 253402300799999
+"""The last millisecond of the year 9999, the latest time a ``datetime`` holds."""
+
+
+def _check_fields(fields: tuple[Any, ...]) -> None:
+    """Raise ARQ's DeserializationError unless the job's fields have the types ARQ's ``serialize_job`` writes.
+
+    A job written to Redis by anyone else can hold any JSON: a function name that is a list, an
+    enqueue time that is a string. ARQ would raise on those outside of its error handling, in the
+    worker's main loop; here the job fails like one that could not be deserialized.
+    """
+    function_name, args, kwargs, job_try, enqueue_time_ms = fields
+    problems = []
+    if not isinstance(function_name, str):
+        problems.append("the function name is not a string")
+    if not isinstance(args, list | tuple):
+        problems.append("the arguments are not a list")
+    if not isinstance(kwargs, dict):
+        problems.append("the keyword arguments are not an object")
+    if job_try is not None and (type(job_try) is not int or job_try < 0):
+        problems.append("the try number is not a whole number")
+    if type(enqueue_time_ms) not in (int, float) or not 0 <= enqueue_time_ms <= LATEST_MS:
+        problems.append("the enqueue time is not a time in ms")
+    if problems:
+        raise DeserializationError(f"not a job: {'; '.join(problems)}")

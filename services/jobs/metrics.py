@@ -31,6 +31,8 @@ SUCCEEDED, FAILED, RETRYING, INTERRUPTED = "succeeded", "failed", "retrying", "i
 OUTCOMES = (SUCCEEDED, FAILED, RETRYING, INTERRUPTED)
 SKIPPED = "skipped"
 """A run that found its job already ended and did nothing: logged, not counted."""
+REFUSED = "refused"
+"""A run refused because the ledger does not know its job (planted in Redis): counted apart."""
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 PICKUP_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -73,6 +75,13 @@ class JobMetrics:
             ["name"],
             registry=self.registry,
         )
+        self.refused = Counter(
+            "afterword_jobs_refused",
+            "Jobs refused without running because the ledger does not know them (written to Redis by something "
+            "other than the gateway), by job name.",
+            ["name"],
+            registry=self.registry,
+        )
         self.handed_over = Counter(
             "afterword_jobs_handed_over",
             "Jobs the enqueue handed to this worker as it waited, with no claim (services/jobs/handoff.py).",
@@ -94,7 +103,7 @@ class JobMetrics:
         for name in JobName:  # every series exists from the start, at 0
             for outcome in OUTCOMES:
                 self.jobs.labels(name=name.value, outcome=outcome)
-            for metric in (self.duration, self.pickup, self.retries, self.crash_reruns):
+            for metric in (self.duration, self.pickup, self.retries, self.crash_reruns, self.refused):
                 metric.labels(name=name.value)
 
     def start(self, name: JobName, *, due_ms: float | None) -> JobRun:
@@ -134,6 +143,7 @@ class JobRun:
         self.name = name
         self._started = time.perf_counter()
         self._skipped = False
+        self._refused = False
         self.pickup_seconds: float | None = None
         if due_ms is not None:
             self.pickup_seconds = max(0.0, time.time() - due_ms / 1000)
@@ -153,11 +163,18 @@ class JobRun:
         """The job had already ended: this run does nothing and is not counted."""
         self._skipped = True
 
+    def refuse(self) -> None:
+        """The ledger does not know the job: it is not run, and counted as refused only."""
+        self._refused = True
+
     def end(self, error: BaseException | None) -> str:
         """Count the run's outcome, from how it ended (``error`` is what it raised), and return it."""
         self._metrics.in_progress.dec()
         if self._skipped:
             return SKIPPED
+        if self._refused:
+            self._metrics.refused.labels(name=self.name).inc()
+            return REFUSED
         if error is None:
             outcome = SUCCEEDED
         elif isinstance(error, Retry):

@@ -5,6 +5,12 @@ bounds the run with the job timeout, and turns the outcome into a ledger status:
 are retried with backoff (through ``arq.Retry``, by the job's policy: ``services.jobs.retries``)
 until the last try, whose failure the job's error tells as "gave up after N tries over T: ...";
 anything else fails at once.
+
+A job runs only as the next attempt of its ledger row. One the ledger does not know was not
+accepted by the gateway (whoever can write to Redis can plant a job there): it is refused, never
+run, counted (``afterword_jobs_refused_total``) and logged, and ARQ removes it from Redis as it
+removes any job that ended. The worker's own scheduled runs (ARQ's cron) have no ledger row: they
+run :data:`SCHEDULED`'s coroutine, which takes no payload and touches no ledger.
 """
 
 from __future__ import annotations
@@ -43,6 +49,12 @@ REGISTRY: dict[JobName, ArqCoroutine] = {}
 RETRIES: dict[JobName, RetryOverride] = {}
 """What each job declared of its own retry policy (:func:`job`); the settings give the rest."""
 
+SCHEDULED: dict[JobName, Callable[[dict[str, Any]], Awaitable[JobResult]]] = {}
+"""The coroutine a cron entry runs for each job name: the job with its empty payload, no ledger row."""
+
+NO_LEDGER_ROW = "no ledger row"
+"""Why a job is refused: the ledger does not know it (see the module docstring)."""
+
 
 def retry_policy(name: JobName, settings: Settings) -> RetryPolicy:
     """How many tries ``name`` gets and how long it waits between them."""
@@ -72,8 +84,20 @@ def job(
             with _observed(context, name) as observed:
                 return await _run_tracked(context, name, model, implementation, payload or {}, observed)
 
-        run.__qualname__ = run.__name__ = name.value
+        async def scheduled(ctx: dict[str, Any]) -> JobResult:
+            context = cast(JobContext, ctx)
+            with _observed(context, name) as observed:
+                context["attempt"] = 0  # no ledger row, no attempts
+                events.info(
+                    "job started", job_try=context["job_try"], attempt=0, pickup_ms=_ms(observed.pickup_seconds)
+                )
+                data = model.model_validate({})
+                async with asyncio.timeout(context["settings"].job_timeout_seconds):
+                    return await implementation(context, data)
+
+        run.__qualname__ = run.__name__ = scheduled.__qualname__ = scheduled.__name__ = name.value
         REGISTRY[name] = run
+        SCHEDULED[name] = scheduled
         return implementation
 
     return register
@@ -108,23 +132,23 @@ async def _run_tracked(
         if is_transient(exc) and not last_try:
             raise retry_later(exc) from exc
         raise
+    if started.previous is None:  # not accepted by the gateway: planted in Redis
+        observed.refuse()
+        log.warning("job %s (%s) refused, not run: %s (it was not queued by the gateway)", job_id, name, NO_LEDGER_ROW)
+        return {"refused": NO_LEDGER_ROW}
     _note_start(ctx, started, observed)
     if not started.may_run:
         observed.skip()
         log.info("job %s is already %s; not running it again", job_id, started.previous)
         return {"skipped": f"already {started.previous}"}
     ctx["attempt"] = started.attempt
-    leased = started.previous is not None  # cron runs keep ARQ's own lock
-    if leased:
-        await ctx["leases"].hold(job_id)
+    await ctx["leases"].hold(job_id)
 
     async def finish(
         status: JobStatus, *, result: Any = None, error: str | None = None, run_at: datetime | None = None
     ) -> None:
         # Recording the outcome can fail too (Postgres away): then the job is tried again, and
         # its effects, keyed on the job id, are not repeated.
-        if started.previous is None:
-            return
         try:
             await ctx["attempts"].finish(
                 job_id=job_id, attempt=started.attempt, status=status, result=result, error=error, run_at=run_at
@@ -156,15 +180,11 @@ async def _run_tracked(
             with contextlib.suppress(Retry):  # not recorded: the next attempt's start says enough
                 await finish(JobStatus.retrying, error=_describe(exc), run_at=due)
             raise retry from exc
-        error = _describe(exc)
-        if started.previous is not None:  # a job of the ledger (not a cron run): say what it was given
-            spent = await _time_since_first_try(ctx, attempt=started.attempt)
-            error = gave_up(tries=job_try, seconds=spent, error=error)
-        await finish(JobStatus.failed, error=error)
+        spent = await _time_since_first_try(ctx, attempt=started.attempt)
+        await finish(JobStatus.failed, error=gave_up(tries=job_try, seconds=spent, error=_describe(exc)))
         raise
     finally:
-        if leased:
-            ctx["leases"].release(job_id)
+        ctx["leases"].release(job_id)
     await finish(JobStatus.succeeded, result=result)
     return result
 
@@ -214,14 +234,17 @@ def _note_start(ctx: JobContext, started: ledger.Started, observed: JobRun) -> N
     if started.crash_rerun:
         observed.crash_rerun()
     if started.may_run:
-        pickup_ms = None if observed.pickup_seconds is None else round(observed.pickup_seconds * 1000, 2)
         events.info(
             "job started",
             job_try=ctx["job_try"],
             attempt=started.attempt,
             crash_rerun=started.crash_rerun,
-            pickup_ms=pickup_ms,
+            pickup_ms=_ms(observed.pickup_seconds),
         )
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 2)
 
 
 async def _quietly(awaitable: Awaitable[None]) -> None:

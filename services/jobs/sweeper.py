@@ -24,12 +24,15 @@ import asyncpg
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
 from arq.utils import to_unix_ms
+from redis.exceptions import ResponseError
 
 from services import ledger
 from services.contract import JobStatus
 from services.serialization import deserialize
+from services.throttled_log import ThrottledLog
 
 log = logging.getLogger("afterword.sweeper")
+_unreadable = ThrottledLog(log)  # jobs whose keys hold values of the wrong type: said once a minute
 
 
 @dataclass
@@ -56,10 +59,15 @@ async def sweep(
             pipe.exists(in_progress_key_prefix + job.id)
             pipe.exists(job_key_prefix + job.id)
             pipe.zscore(queue_name, job.id)
-        answers = await pipe.execute()
+        answers = await pipe.execute(raise_on_error=False)  # a key of the wrong type fails its own answer
+    unreadable: dict[str, str] = {}
     for index, job in enumerate(jobs):
         report.checked += 1
         result, running, stored, score = answers[index * 4 : index * 4 + 4]
+        errors = [answer for answer in (result, running, stored, score) if isinstance(answer, ResponseError)]
+        if errors:
+            unreadable[job.id] = str(errors[0])
+            continue
         if result is not None:
             await _settle_from_result(db, job.id, result, report)
         elif running:
@@ -69,6 +77,12 @@ async def sweep(
             report.restored.append(job.id)
         elif not stored:
             await _enqueue_again(redis, job, report)
+    if unreadable:
+        job_id, error = next(iter(unreadable.items()))
+        _unreadable.warning(
+            "keys", "sweep: skipped %d job(s) whose keys hold values of the wrong type, job %s: %s",
+            len(unreadable), job_id, error,
+        )  # fmt: skip
     if report.requeued or report.restored or report.settled:
         log.warning(
             "sweep: requeued %d, restored %d, settled %d of %d checked",

@@ -24,14 +24,14 @@ job, retries, timeouts, aborts, cron, health checks, signals, burst mode) and ch
   the starts of the next share one statement and one commit, and the claim's round trip overlaps
   the jobs' ends instead of following them. User code still runs in at most ``max_jobs`` jobs at
   once; a job's task lives on until its end is written.
-* **How it takes jobs.** One Lua script reads the due job ids and claims as many as it has free
-  slots, setting ARQ's ``arq:in-progress:<id>`` key on each as ARQ's WATCH/MULTI does (a job
-  running elsewhere is skipped), does for each the commands ARQ's ``run_job`` starts with (read
-  the job, count the try, take it off the abort set: ``services.jobs.job_runner``), and returns
-  the score of the next deferred job: one round trip per look instead of one plus five per job.
-  When the worker holds leases (``services.jobs.leases``, in ``ctx["leases"]``), the key is set
-  with the lease's TTL and the job is leased from its claim until its run ends: no round trip per
-  job to cut the TTL.
+* **How it takes jobs.** One Lua script (``services.jobs.claim``) reads the due job ids and
+  claims as many as it has free slots, setting ARQ's ``arq:in-progress:<id>`` key on each as
+  ARQ's WATCH/MULTI does (a job running elsewhere is skipped), does for each the commands ARQ's
+  ``run_job`` starts with (read the job, count the try, take it off the abort set:
+  ``services.jobs.job_runner``), and returns the score of the next deferred job: one round trip
+  per look instead of one plus five per job. When the worker holds leases
+  (``services.jobs.leases``, in ``ctx["leases"]``), the key is set with the lease's TTL and the
+  job is leased from its claim until its run ends: no round trip per job to cut the TTL.
 * **How jobs reach it when it waits.** A waiting worker with a free slot registers in the queue's
   idle set, and the enqueue claims a job due now for it and publishes the job on the worker's own
   channel (``services.jobs.handoff``): no claim round trip between the enqueue and the start.
@@ -39,6 +39,15 @@ job, retries, timeouts, aborts, cron, health checks, signals, burst mode) and ch
   its keys, its removal from the queue) in a MULTI/EXEC of its own. Here the ends of jobs that
   finish while one is being sent go together into the next MULTI/EXEC (``services.batching``):
   the same commands, one round trip for all of them.
+* **What it does with values it cannot use.** Anyone who can write to Redis can leave a string
+  where a sorted set belongs, a job of the wrong shape, an id that is not UTF-8, a message on a
+  worker's channel that no enqueue wrote. ARQ raises on those in its main loop, and the worker
+  stops. Here each is logged (once a minute at most, ``services.throttled_log``) and the worker
+  goes on with what it can do: a queue it cannot read is looked at again with a growing pause (up
+  to :data:`MAX_PAUSE_SECONDS`) until it is fixed; an abort set or idle set it cannot use means no
+  aborts or no hand-overs meanwhile; a job it cannot read is failed and removed, an id that is not
+  UTF-8 dropped, an unreadable message ignored; an error a job's task ends with is logged, not
+  raised in the main loop.
 
 The installed arq package is not patched: this is a subclass, and ``main`` repeats the few lines
 of ARQ's own around the loop it replaces.
@@ -50,78 +59,40 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from arq.connections import create_pool, log_redis_info
-from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
+from arq.constants import (
+    abort_job_max_age,
+    abort_jobs_ss,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
 from arq.utils import timestamp_ms, to_ms
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from services.batching import Batcher
+from services.jobs import claim as claims
 from services.jobs import handoff
 from services.jobs.attempts import AttemptBook
+from services.jobs.claim import TRY_RECOUNTED, UNREADABLE_JOB, Claim
 from services.jobs.handoff import Registrations
 from services.jobs.job_runner import ClaimedJobRunner, Fetched
 from services.jobs.leases import LeaseKeeper
-from services.queue import RETRY_KEY_TTL_SECONDS, Script, idle_workers_key, wake_channel
+from services.queue import RETRY_KEY_TTL_SECONDS, idle_workers_key, wake_channel
+from services.throttled_log import ThrottledLog
 
 log = logging.getLogger("arq.worker")
 
 CRON_PREFIX = "cron:"
 """ARQ's cron runs (``cron:<name>:<time>``) have no ledger row: no attempt to begin."""
 
-# KEYS[1]: the queue. ARGV: now (ms), how many jobs to claim at most, the in-progress key's TTL
-# (ms), how many ids to read, the in-progress key prefix, the job key prefix, the retry key prefix,
-# the retry key's TTL (s), the abort set ('' when aborts are off), the idle workers' set, the
-# registration to withdraw (''), the registration to make if room remains (''). Returns, for each
-# claimed job, its id, score, data (nil if expired), try number and whether it was to be aborted
-# (ARQ's run_job reads these last three first); the score of the earliest job not yet due (or
-# nil); 1 if a due job that nobody runs was left for lack of room; 1 if the registration was
-# withdrawn (0: a hand-over took it); 1 if the new registration was made.
-_CLAIM = Script(b"""
-local claimed = {}
-local room = tonumber(ARGV[2])
-local left = 0
-local withdrawn = 0
-if ARGV[11] ~= '' then
-  withdrawn = redis.call('ZREM', ARGV[10], ARGV[11])
-  room = room + withdrawn
-end
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[4])
-for i = 1, #due, 2 do
-  local id = due[i]
-  local key = ARGV[5] .. id
-  if redis.call('EXISTS', key) == 0 then
-    if room <= 0 then
-      left = 1
-      break
-    end
-    redis.call('PSETEX', key, ARGV[3], '1')
-    local retry_key = ARGV[7] .. id
-    local try = redis.call('INCR', retry_key)
-    redis.call('EXPIRE', retry_key, ARGV[8])
-    local abort = 0
-    if ARGV[9] ~= '' then
-      abort = redis.call('ZREM', ARGV[9], id)
-    end
-    local n = #claimed
-    claimed[n + 1] = id
-    claimed[n + 2] = due[i + 1]
-    claimed[n + 3] = redis.call('GET', ARGV[6] .. id)
-    claimed[n + 4] = try
-    claimed[n + 5] = abort
-    room = room - 1
-  end
-end
-local later = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-local registered = 0
-if ARGV[12] ~= '' and room > 0 then
-  redis.call('ZADD', ARGV[10], ARGV[1], ARGV[12])
-  registered = 1
-end
-return {claimed, later[2] or false, left, withdrawn, registered}
-""")
+MAX_PAUSE_SECONDS = 5.0
+"""While the queue cannot be read (a key of the wrong type), the longest wait between two looks."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +131,8 @@ class Worker(ClaimedJobRunner):
         self._early: handoff.Handoff | None = None  # a job handed to it before the claim's reply came
         self.jobs_handed_over = 0
         """Jobs the enqueue handed to this worker (``services.jobs.handoff``)."""
+        self._trouble = ThrottledLog(log)  # values in Redis it cannot use, said once a minute at most
+        self._chores: set[asyncio.Task[None]] = set()  # clean-ups in Redis under way
         self.stopped_by: signal.Signals | None = None
         """The SIGTERM or SIGINT that told this worker to stop, once one did."""
 
@@ -192,13 +165,25 @@ class Worker(ClaimedJobRunner):
         if attempts is not None:
             attempts.on_end = self._end_handed_in
         listener = asyncio.create_task(self._listen(), name="wakeup-listener")
+        pause = 0.0
         try:
             while True:
                 self._wake.clear()
                 try:
                     await self._poll_iteration()
+                except ResponseError as exc:  # a key of the wrong type (the queue, say): not ours to repair
+                    pause = min(max(pause * 2, 0.5), MAX_PAUSE_SECONDS)
+                    self._trouble.warning(
+                        "queue", "cannot use the queue %s: %s; looking again every %.0fs at most",
+                        self.queue_name, exc, MAX_PAUSE_SECONDS,
+                    )  # fmt: skip
+                    await asyncio.sleep(pause)
+                    continue
                 finally:
                     self._release_book()  # in case the iteration did not get to its claim
+                if pause:
+                    pause = 0.0
+                    self._trouble.over("queue", "the queue %s can be used again", self.queue_name)
                 if self.burst:
                     if 0 <= self.max_burst_jobs <= self._jobs_started():
                         await asyncio.gather(*self.tasks.values())
@@ -290,7 +275,7 @@ class Worker(ClaimedJobRunner):
                         if message is None:
                             continue
                         if message["channel"] == mine.encode():
-                            self._take_handoff(handoff.parse(message["data"]))
+                            self._take_message(message["data"])
                         else:
                             self._wake.set()
             except asyncio.CancelledError:
@@ -302,6 +287,22 @@ class Worker(ClaimedJobRunner):
                 pause = min(pause * 2, self.poll_delay_s or 1.0)
             finally:
                 self._listening = False
+
+    def _take_message(self, data: bytes) -> None:
+        """A message on our hand-over channel: a job to start, or (not written by an enqueue) ignored."""
+        try:
+            given = handoff.parse(data)
+        except ValueError:  # UnicodeDecodeError included
+            self._trouble.warning("handoff", "ignored an unreadable hand-over message on %s", self._handoffs.channel)
+            registration = handoff.registration_of(data)
+            if registration in self._handoffs.holding:  # taken from the idle set: its slot is free again
+                self._handoffs.holding.discard(registration)
+                if self._handoffs.registered == registration:
+                    self._handoffs.registered = None
+                self._free_slot()
+                self._wake.set()
+            return
+        self._take_handoff(given)
 
     def _take_handoff(self, given: handoff.Handoff) -> None:
         """Start a job the enqueue claimed for us, in the slot its registration held."""
@@ -351,8 +352,44 @@ class Worker(ClaimedJobRunner):
                 tr.publish(wake_channel(self.queue_name), 1)
                 await tr.execute()
 
-        task = self.loop.create_task(give_back())
-        task.add_done_callback(_log_failure)
+        self._chore(give_back(), failure="could not give back a handed-over job")
+
+    def _chore(self, work: Coroutine[Any, Any, None], *, failure: str) -> None:
+        """Run ``work`` in the background; log ``failure`` with the error if it fails."""
+        task = self.loop.create_task(work)
+        self._chores.add(task)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._chores.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("%s: %s", failure, task.exception())
+
+        task.add_done_callback(done)
+
+    def _drop_unreadable_id(self, raw_id: bytes, *, where: str) -> None:
+        """Remove an id that is not UTF-8 (no job of ours has one) from the queue and the abort set, with its keys."""
+        shown = raw_id[:64]
+        self._trouble.warning(f"id {shown!r}", "dropped the id %r found in %s: it is not UTF-8", shown, where)
+
+        async def drop() -> None:
+            keys = [prefix.encode() + raw_id for prefix in (in_progress_key_prefix, retry_key_prefix, job_key_prefix)]
+            async with self.pool.pipeline(transaction=True) as tr:
+                tr.zrem(self.queue_name, raw_id)
+                tr.zrem(abort_jobs_ss, raw_id)
+                tr.delete(*keys)
+                await tr.execute(raise_on_error=False)  # an abort set of the wrong type: the rest is done
+
+        self._chore(drop(), failure=f"could not drop the id {shown!r}")
+
+    def _note_broken_sets(self, claim: Claim) -> None:
+        """Say what the claim could not use (see ``services.jobs.claim``), and when it can again."""
+        idle = idle_workers_key(self.queue_name)
+        if claim.idle_set_broken:
+            self._trouble.warning("idle-set", "the idle set %s is not a sorted set: no hand-overs until it is", idle)
+        elif claim.registered:
+            self._trouble.over("idle-set", "the idle set %s is used again", idle)
+        if claim.abort_set_broken:
+            self._trouble.warning("abort-set", "the abort set %s is not a sorted set: no job is aborted", abort_jobs_ss)
 
     def _free_slot(self) -> None:
         self.job_counter -= 1
@@ -363,7 +400,8 @@ class Worker(ClaimedJobRunner):
         self._renewed = False
         registrations = self._handoffs
         if registrations.registered is not None:
-            await self.pool.zrem(idle_workers_key(self.queue_name), registrations.registered)
+            with contextlib.suppress(ResponseError):  # an idle set of the wrong type holds no registration
+                await self.pool.zrem(idle_workers_key(self.queue_name), registrations.registered)
             registrations.registered = None
         for _ in registrations.holding:
             self._free_slot()
@@ -394,8 +432,50 @@ class Worker(ClaimedJobRunner):
         for job_id, task in list(self.tasks.items()):
             if task.done():
                 del self.tasks[job_id]
-                task.result()  # errors in run_job propagate, as in ARQ
+                self._note_error(job_id, task)
         await self.heart_beat()
+
+    def _note_error(self, job_id: str, task: asyncio.Task[Any]) -> None:
+        """Log the error a job's task ended with (ARQ raises it in its main loop: one job would stop the worker).
+
+        The job's own errors are its outcome; what ends here is the worker's bookkeeping around it, in
+        Redis mostly (its end while Redis is away: its lease runs out and it runs again, and the
+        ledger keeps its effects from being repeated).
+        """
+        error = None if task.cancelled() else task.exception()
+        if isinstance(error, RedisError | OSError):
+            self._trouble.warning(f"end {type(error).__name__}", "job %s could not end in Redis: %s", job_id, error)
+        elif error is not None:
+            log.error("job %s ended with an error of the worker's", job_id, exc_info=error)
+
+    async def _cancel_aborted_jobs(self) -> None:
+        """ARQ's: cancel the running jobs named in the abort set. An abort set of the wrong type, or an
+        id in it that is not UTF-8, is logged (and the id dropped) instead of stopping the worker."""
+        try:
+            async with self.pool.pipeline(transaction=True) as pipe:
+                pipe.zrange(abort_jobs_ss, start=0, end=-1)
+                pipe.zremrangebyscore(abort_jobs_ss, min=timestamp_ms() + abort_job_max_age, max=float("inf"))
+                abort_job_ids, _ = await pipe.execute()
+        except ResponseError as exc:
+            self._trouble.warning(
+                "abort-set", "cannot read the abort set %s: %s; no job is aborted", abort_jobs_ss, exc
+            )
+            return
+        self._trouble.over("abort-set", "the abort set %s is read again", abort_jobs_ss)
+        aborted: set[str] = set()
+        for raw_id in abort_job_ids:
+            try:
+                job_id = raw_id.decode()
+            except UnicodeDecodeError:
+                self._drop_unreadable_id(raw_id, where=abort_jobs_ss)
+                continue
+            task = self.job_tasks.get(job_id)
+            if task is not None:
+                aborted.add(job_id)
+                task.cancel()
+        if aborted:
+            self.aborting_tasks.update(aborted)
+            await self.pool.zrem(abort_jobs_ss, *aborted)
 
     async def _claim_and_start(self, *, room: int, count: int) -> None:
         now = timestamp_ms()
@@ -411,22 +491,33 @@ class Worker(ClaimedJobRunner):
         args += [RETRY_KEY_TTL_SECONDS, abort_set, idle_workers_key(self.queue_name), withdraw, offer]
         self._offering, self._early = offer, None
         try:
-            claimed, later, left, withdrawn, registered = await _CLAIM(self.pool, [self.queue_name], args)
+            claim = Claim.of(await claims.SCRIPT(self.pool, [self.queue_name], args))
         finally:
             self._offering = ""
-        self._next_due_ms = None if later is None else int(float(later))
-        self._more_waiting = bool(left)
+        self._next_due_ms, self._more_waiting = claim.next_due_ms, claim.left
+        self._note_broken_sets(claim)
         if withdraw:
             registrations.registered = None
-            if withdrawn:  # else a hand-over took it: its slot stays held for the job on its way
+            if claim.withdrawn:  # else a hand-over took it: its slot stays held for the job on its way
                 registrations.holding.discard(withdraw)
                 self._free_slot()
-        for i in range(0, len(claimed), 5):
-            job_id, score = claimed[i].decode(), int(float(claimed[i + 1]))
-            fetched = Fetched(data=claimed[i + 2], job_try=int(claimed[i + 3]), abort=bool(claimed[i + 4]))
+        for job in claim.jobs:
+            try:
+                job_id = job.raw_id.decode()
+            except UnicodeDecodeError:
+                self._drop_unreadable_id(job.raw_id, where=self.queue_name)
+                continue
+            if job.flags & UNREADABLE_JOB:
+                self._trouble.warning(job_id, "job %s: its job key is not a string; failing it", job_id)
+            if job.flags & TRY_RECOUNTED:
+                self._trouble.warning(job_id, "job %s: its try counter held no number; counted afresh", job_id)
+            fetched = Fetched(
+                data=job.data, job_try=job.job_try, abort=job.abort, unreadable=bool(job.flags & UNREADABLE_JOB)
+            )
             await self.sem.acquire()  # never blocks: room <= free slots
             self.job_counter += 1
-            self._start_in_slot(job_id, score, fetched)
+            self._start_in_slot(job_id, job.score, fetched)
+        registered = claim.registered
         if registered:
             await self.sem.acquire()  # never blocks: the script registers only with room left
             self.job_counter += 1
@@ -494,7 +585,10 @@ class Worker(ClaimedJobRunner):
                     tr.zincrby(self.queue_name, end.incr_score, end.job_id)
                 if delete_keys:
                     tr.delete(*delete_keys)
-            await tr.execute()
+            replies = await tr.execute(raise_on_error=False)
+        # A key of the wrong type (the abort set, say) fails its own command only: the rest is done.
+        for error in {str(reply) for reply in replies if isinstance(reply, ResponseError)}:
+            self._trouble.warning(f"ends {error}", "ending jobs in Redis: %s", error)
         return [None] * len(ends)
 
     def _release_sem_dec_counter_on_complete(self) -> None:
@@ -503,8 +597,3 @@ class Worker(ClaimedJobRunner):
             self._wake.set()  # a slot is free and due jobs wait: look now, not at the next poll
         elif self._handoffs.registered is None and self._listening and self.allow_pick_jobs and not self.burst:
             self._wake.set()  # a slot is free: register for hand-overs now, not at the next poll
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("could not give back a handed-over job: %s", task.exception())

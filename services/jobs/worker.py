@@ -29,7 +29,7 @@ from services.jobs.context import WorkerContext
 from services.jobs.leases import LeaseKeeper
 from services.jobs.log_writer import LogWriter
 from services.jobs.mailer import Mailer
-from services.jobs.registry import REGISTRY, retry_policy
+from services.jobs.registry import REGISTRY, SCHEDULED, retry_policy
 from services.jobs.sweeper import sweep
 from services.jobs.users import UserRepository
 from services.ledger import prune_ended
@@ -109,7 +109,7 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
         await context["db"].close()
     if "mailer" in context:
         await context["mailer"].close()
-    metrics_server = ctx.pop("metrics_server", None)  # popped: on_shutdown may run twice after a Redis outage
+    metrics_server = ctx.pop("metrics_server", None)  # popped: stopped once, whoever calls on_shutdown again
     if metrics_server is not None:
         await metrics_server.stop()
 
@@ -188,7 +188,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     every = set(range(0, 60, settings.sweep_every_seconds))
     cron_jobs = [
         cron(
-            cast(WorkerCoroutine, REGISTRY[JobName.cleanup_temp_files]), name=CRON_CLEANUP, second=0, timeout=backstop
+            cast(WorkerCoroutine, SCHEDULED[JobName.cleanup_temp_files]), name=CRON_CLEANUP, second=0, timeout=backstop
         ),
         cron(recovery_sweep, name=CRON_SWEEP, second=every, timeout=60, keep_result=0),
         # Every minute (several workers: ARQ runs each tick once); one run deletes all that expired.

@@ -26,6 +26,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from services.heartbeat import live_workers
 from services.migrate import apply, discover
 from tests.support.jobs_client import wait_for_job
 from tests.support.ports import free_port
@@ -232,6 +233,16 @@ class FaultStack:
         while len(self.workers) < 2:
             self.add_worker()
         await self.ready()
+        await self.workers_beating()
+
+    async def workers_beating(self) -> None:
+        """Wait until every worker process beats: each is up, its signal handlers installed."""
+
+        async def all_beating() -> bool:
+            beating = {info.get("pid") for info in await live_workers(self.redis_client, stale_after_seconds=3)}
+            return all(w.process is not None and w.pid in beating for w in self.workers)
+
+        await until(all_beating, within=60, what="every worker process beats")
 
     async def close(self) -> None:
         """Stop everything and delete the server files."""

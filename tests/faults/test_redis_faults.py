@@ -108,6 +108,31 @@ async def test_a_pickle_planted_in_redis_never_runs(stack: FaultStack, tmp_path:
     assert all(worker.process is not None and worker.process.poll() is None for worker in stack.workers)
 
 
+async def test_a_redis_outage_lets_running_jobs_record_their_end(stack: FaultStack) -> None:
+    # One worker runs two emails that the server answers 2 s apart, the first while Redis is
+    # already down: the first job's end cannot reach Redis. The worker must not close its
+    # Postgres pool (or anything else a job uses) under the second job, whose 250 comes later:
+    # both record their effect and their end, once, in the attempt that sent them.
+    spare = stack.workers[1]
+    spare.signal(signal.SIGTERM)
+    assert spare.wait(timeout=30) == 0
+    stack.drop_worker(spare)
+    first, worker = await stack.email_in_flight(f"outage-1-{time.time_ns()}@example.com", delay=4)
+    await asyncio.sleep(2)
+    second, same = await stack.email_in_flight(f"outage-2-{time.time_ns()}@example.com", delay=4)
+    assert same is worker
+    stack.redis.kill()
+
+    for accepted in (first, second):
+        await until(_succeeded(stack, accepted["id"]), within=20, what=f"job {accepted['id']} recorded its end")
+        job = await stack.job(accepted["id"])
+        assert [a["outcome"] for a in job["attempts"]] == ["succeeded"], job
+        assert len(stack.sink.messages_to(job["payload"]["to"])) == 1
+    assert worker.process is not None
+    assert worker.process.poll() is None, "the worker process exited"
+    assert "pool is closing" not in worker.output()
+
+
 def _succeeded(stack: FaultStack, job_id: str):  # type: ignore[no-untyped-def]
     async def check() -> bool:
         return bool((await stack.job(job_id))["status"] == "succeeded")

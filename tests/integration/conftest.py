@@ -18,6 +18,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.support.observers import Observer
+from tests.support.planting import PlantingRedis
 from tests.support.ports import free_port
 from tests.support.redis_server import RedisServer
 from tests.support.services import ServiceProcess, wait_until_ready
@@ -163,3 +164,24 @@ async def observer(local_stack: LocalStack | None, smtp_sink: SmtpSink) -> Async
             await redis.aclose()
         if db is not None:
             await db.close()
+
+
+@pytest.fixture
+def local_only_stack(local_stack: LocalStack | None) -> LocalStack:
+    """The stack the tests started; skips against a running one (the test breaks or watches its processes)."""
+    if local_stack is None:
+        pytest.skip("needs the stack the tests started (it plants values in Redis and watches the worker)")
+    return local_stack
+
+
+@pytest.fixture
+async def planting_redis(local_only_stack: LocalStack) -> AsyncIterator[PlantingRedis]:
+    """A client on the stack's Redis; every key a test names with ``plant`` is deleted afterwards."""
+    client = PlantingRedis.from_url(local_only_stack.redis.url)
+    client.planted = []
+    try:
+        yield client
+    finally:
+        for key in client.planted:
+            await client.delete(key)
+        await client.aclose()

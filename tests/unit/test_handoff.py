@@ -14,7 +14,7 @@ from arq.jobs import Job
 from arq.utils import timestamp_ms
 
 from services import queue
-from services.jobs import wakeup
+from services.jobs import claim as claims
 from services.jobs.handoff import parse
 from services.jobs.wakeup import Worker
 from services.serialization import deserialize, serialize
@@ -195,7 +195,7 @@ async def test_slots_are_all_free_again_after_a_burst_of_hand_overs_and_claims(
 async def test_a_job_handed_over_before_the_registering_claim_answers_takes_its_slot(
     redis_server: RedisServer, redis: ArqRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    claim = wakeup._CLAIM
+    claim = claims.SCRIPT
     registering = asyncio.Event()
 
     class SlowToAnswer:
@@ -208,7 +208,7 @@ async def test_a_job_handed_over_before_the_registering_claim_answers_takes_its_
                 await asyncio.sleep(0.3)
             return answer
 
-    monkeypatch.setattr(wakeup, "_CLAIM", SlowToAnswer())
+    monkeypatch.setattr(claims, "SCRIPT", SlowToAnswer())
     ran = Ran()
     async with running(worker_for(redis_server, ran, max_jobs=2), redis) as worker:
         await registering.wait()

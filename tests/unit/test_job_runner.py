@@ -7,8 +7,10 @@ off the abort set); these tests hold the runner to ARQ's outcomes for each of th
 from __future__ import annotations
 
 import asyncio
+import signal
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import arq.version
@@ -19,6 +21,7 @@ from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix,
 from arq.jobs import Job, JobResult
 from arq.utils import timestamp_ms
 from arq.worker import func
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from services import queue
 from services.jobs.wakeup import Worker
@@ -144,3 +147,59 @@ async def enqueue_with_id(redis: ArqRedis, job_id: str, message: str) -> None:
     """:func:`tests.unit.test_wakeup.enqueue` with a chosen id."""
     entry = queue.Entry("record", job_id, args=(message,), kwargs={})
     await queue.enqueue(redis, [entry], queue_name=QUEUE, serializer=serialize)
+
+
+async def test_a_redis_outage_closes_the_worker_only_once_its_jobs_have_ended(tmp_path: Path) -> None:
+    # Redis dies under two running jobs. The short one ends within the grace (its end cannot
+    # reach Redis); the long one is cancelled at the grace's end and hands itself back; only
+    # then does on_shutdown run (it closes what the jobs use).
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    events: list[str] = []
+
+    async def job(ctx: dict[str, Any], name: str, seconds: float) -> str:
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            events.append(f"{name} handed back")
+            raise
+        events.append(f"{name} ended")
+        return name
+
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        events.append("on_shutdown")
+
+    redis = server.arq_client(QUEUE)
+    worker = Worker(
+        [func(job, name="job")],
+        redis_pool=server.arq_client(QUEUE),
+        queue_name=QUEUE,
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        on_shutdown=on_shutdown,
+        job_completion_wait=2,  # the shutdown grace
+        poll_delay=0.05,
+    )  # handle_signals stays on, as in the jobs service: ARQ's close cancels every job at once without
+    main = asyncio.create_task(worker.async_run())
+    try:
+        for name, seconds in (("short", 0.5), ("long", 60)):
+            entry = queue.Entry("job", f"{name}-{uuid.uuid4().hex}", args=(name, seconds), kwargs={})
+            await queue.enqueue(redis, [entry], queue_name=QUEUE, serializer=serialize)
+        await soon(lambda: _running(worker, 2))
+        server.kill()
+        with pytest.raises(RedisConnectionError):
+            await main
+        await worker.close()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().remove_signal_handler(sig)
+        main.cancel()
+        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+        await redis.aclose(close_connection_pool=True)
+        server.stop()
+
+    assert events == ["short ended", "long handed back", "on_shutdown"]
+
+
+async def _running(worker: Worker, count: int) -> bool:
+    return sum(not task.done() for task in worker.tasks.values()) == count

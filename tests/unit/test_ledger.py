@@ -122,7 +122,7 @@ async def test_start_attempt_of_unknown_job_writes_nothing(db_pool: asyncpg.Pool
     started = await ledger.start_attempt(db_pool, job_id=job_id, worker="w1")
 
     assert started == ledger.Started(previous=None, attempt=0)
-    assert started.may_run is True  # a cron run: not in the ledger, runs anyway
+    assert started.may_run is False  # the gateway never accepted it: planted in Redis
     assert await ledger.get_job(db_pool, job_id) is None
     assert await ledger.get_attempts(db_pool, job_id) == []
 
@@ -573,7 +573,7 @@ async def test_start_attempts_starts_each_job_and_answers_in_the_order_asked(db_
 
     assert [s.previous for s in started] == [JobStatus.retrying, None, JobStatus.succeeded, JobStatus.queued]
     assert [s.attempt for s in started] == [1, 0, 0, 1]
-    assert [s.may_run for s in started] == [True, True, False, True]
+    assert [s.may_run for s in started] == [True, False, False, True]
     for job_id in (queued, retrying):
         record = await _record(db_pool, job_id)
         assert (record.status, record.tries) == (JobStatus.in_progress, 1)

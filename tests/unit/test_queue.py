@@ -120,3 +120,26 @@ async def test_plain_arq_runs_what_we_queue(redis: ArqRedis) -> None:
 
     assert seen == [{"message": "from us"}]
     assert worker.jobs_complete == 1
+
+
+@pytest.mark.parametrize("member", ["not a registration", "0|0|1|{channel}"])
+async def test_a_registration_that_is_not_one_is_skipped(redis: ArqRedis, member: str) -> None:
+    # Someone listens on the channel: a registration with a TTL PSETEX refuses would be taken.
+    job_id, channel = uuid.uuid4().hex, f"{QUEUE}:handoff:{uuid.uuid4().hex}"
+    async with redis.pubsub() as listener:
+        await listener.subscribe(channel)
+        await redis.zadd(queue.idle_workers_key(QUEUE), {member.format(channel=channel): 0})
+
+        assert await ours(redis, queue.Entry("write_log", job_id)) == [True]
+
+    assert await redis.zscore(QUEUE, job_id) is not None
+    assert await redis.zcard(queue.idle_workers_key(QUEUE)) == 0  # taken off the set, never used
+
+
+async def test_an_idle_set_of_the_wrong_type_does_not_stop_the_enqueue(redis: ArqRedis) -> None:
+    job_id = uuid.uuid4().hex
+    await redis.set(queue.idle_workers_key(QUEUE), "not a sorted set")
+
+    assert await ours(redis, queue.Entry("write_log", job_id)) == [True]
+
+    assert await redis.zscore(QUEUE, job_id) is not None

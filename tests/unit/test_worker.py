@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -10,7 +13,8 @@ import pytest
 
 from services.contract import JobName, JobStatus
 from services.jobs import registry
-from services.jobs.registry import REGISTRY, retry_policy
+from services.jobs.metrics import JobMetrics
+from services.jobs.registry import REGISTRY, SCHEDULED, retry_policy
 from services.jobs.retries import RetryPolicy
 from services.jobs.worker import (
     CRON_CLEANUP,
@@ -106,8 +110,8 @@ def test_cron_cleanup(options: dict[str, Any]) -> None:
 
     assert CRON_CLEANUP == "cron:cleanup_temp_files"
     cleanup = crons["cron:cleanup_temp_files"]
-    assert cleanup.coroutine is REGISTRY[JobName.cleanup_temp_files]
-    assert [c.name for c in options["cron_jobs"] if c.coroutine is REGISTRY[JobName.cleanup_temp_files]] == [
+    assert cleanup.coroutine is SCHEDULED[JobName.cleanup_temp_files]  # no ledger row: not the tracked run
+    assert [c.name for c in options["cron_jobs"] if c.coroutine is SCHEDULED[JobName.cleanup_temp_files]] == [
         "cron:cleanup_temp_files"
     ]
 
@@ -206,3 +210,26 @@ def test_worker_ids_are_unique() -> None:
 def test_registered_coroutines_are_named_after_their_job() -> None:
     for name, coroutine in REGISTRY.items():
         assert coroutine.__name__ == name.value
+
+
+async def test_the_scheduled_cleanup_runs_without_a_ledger_row(tmp_path: Path) -> None:
+    old = tmp_path / "old.txt"
+    old.write_text("x")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    metrics = JobMetrics()
+    ctx: dict[str, Any] = {
+        "settings": Settings(_env_file=None, temp_dir=tmp_path, temp_max_age_seconds=3600),
+        "metrics": metrics,
+        "job_id": "cron:cleanup_temp_files:1",
+        "job_try": 1,
+        "score": None,
+    }  # no db, no attempt book: the scheduled run must not need them
+
+    result = await SCHEDULED[JobName.cleanup_temp_files](ctx)
+
+    assert result == {"directory": str(tmp_path), "removed": 1}
+    assert not old.exists()
+    counted = metrics.registry.get_sample_value(
+        "afterword_jobs_total", {"name": "cleanup_temp_files", "outcome": "succeeded"}
+    )
+    assert counted == 1

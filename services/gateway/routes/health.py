@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from services.gateway.dependencies import DbDep, RedisDep, SettingsDep
 from services.gateway.errors import why_unavailable
-from services.heartbeat import live_workers
+from services.heartbeat import read_beats
 
 router = APIRouter(tags=["health"])
 
@@ -25,8 +25,12 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"description": "Something the gateway needs is down"}})
 async def readyz(db: DbDep, redis: RedisDep, settings: SettingsDep) -> JSONResponse:
-    """Postgres and Redis answer and at least one worker's heartbeat is fresh; else 503 naming what is down."""
+    """Postgres and Redis answer and at least one worker's heartbeat is fresh; else 503 naming what is down.
+
+    Heartbeat entries that cannot be read are skipped and named in ``unreadable_heartbeats``.
+    """
     checks: dict[str, Any] = {}
+    unreadable: list[str] = []
     try:
         async with asyncio.timeout(_CHECK_TIMEOUT):
             await db.fetchval("SELECT 1")
@@ -37,13 +41,15 @@ async def readyz(db: DbDep, redis: RedisDep, settings: SettingsDep) -> JSONRespo
     try:
         async with asyncio.timeout(_CHECK_TIMEOUT):
             await redis.ping()
-            workers = await live_workers(redis, stale_after_seconds=settings.worker_stale_after_seconds)
+            beats = await read_beats(redis, stale_after_seconds=settings.worker_stale_after_seconds)
         checks["redis"] = "ok"
-        checks["workers"] = f"{len(workers)} alive" if workers else "down: no worker heartbeat"
+        checks["workers"] = f"{len(beats.workers)} alive" if beats.workers else "down: no worker heartbeat"
+        unreadable = beats.unreadable
     except Exception as exc:
         checks["redis"] = f"down: {type(exc).__name__}"
         checks["workers"] = "unknown: redis is down"
     down = [name for name, value in checks.items() if value != "ok" and not value.endswith("alive")]
     if down:
-        return JSONResponse({"status": "unavailable", "down": down, "checks": checks}, status_code=503)
-    return JSONResponse({"status": "ready", "checks": checks})
+        body = {"status": "unavailable", "down": down, "checks": checks, "unreadable_heartbeats": unreadable}
+        return JSONResponse(body, status_code=503)
+    return JSONResponse({"status": "ready", "checks": checks, "unreadable_heartbeats": unreadable})

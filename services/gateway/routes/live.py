@@ -125,13 +125,17 @@ async def job_stats(
         settled.window(db, minutes=minutes),
     )
     per_minute, pickups = window.throughput, window.pickups
-    depth: int | None
+    depth: int | None = None
+    alive: list[stats.Worker] = []
+    unreadable: list[str] = []
     try:
         depth = await stats.queue_depth(redis, queue_name=settings.queue_name)
-        alive = await stats.workers(redis, stale_after_seconds=settings.worker_stale_after_seconds)
+    except (RedisError, OSError) as exc:  # away, or the queue key is not a sorted set
+        log.warning("could not read the queue's depth for /stats: %s", type(exc).__name__)
+    try:
+        alive, unreadable = await stats.workers(redis, stale_after_seconds=settings.worker_stale_after_seconds)
     except (RedisError, OSError) as exc:
-        log.warning("redis unavailable for /stats: %s", type(exc).__name__)
-        depth, alive = None, []
+        log.warning("could not read the heartbeats for /stats: %s", type(exc).__name__)
     return StatsView(
         now=datetime.now(UTC),
         minutes=minutes,
@@ -145,4 +149,5 @@ async def job_stats(
             for m in pickups.by_minute
         ],
         workers=[WorkerView(id=w.id, host=w.host, pid=w.pid, last_beat=w.last_beat) for w in alive],
+        unreadable_heartbeats=unreadable,
     )
