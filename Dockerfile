@@ -13,8 +13,10 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN pip install uv==0.13.9
 WORKDIR /app
 # Dependencies first, so editing the code does not reinstall them. The project itself is not a
-# package ([tool.uv] package = false): its code runs from /app.
+# package ([tool.uv] package = false): its code runs from /app. The Python client's pyproject.toml
+# comes too: uv checks the lock against it (a dev dependency, so nothing of it is installed).
 COPY pyproject.toml uv.lock ./
+COPY clients/python/pyproject.toml clients/python/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --no-install-project
 

@@ -1,4 +1,4 @@
-# Afterword: make install | run | test | lint | fmt | migrate | schema | check | bench | up | down | lock
+# Afterword: make install | run | test | lint | fmt | migrate | schema | check | bench | up | down | lock | client-models
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 export UV_PYTHON_DOWNLOADS := never
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-integration chaos browser wrk lint fmt migrate schema check bench up down lock clean
+.PHONY: help install run test test-integration chaos browser wrk lint fmt migrate schema check bench up down lock client-models clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -92,6 +92,9 @@ down: ## docker compose: stop the stack
 
 lock: ## Re-resolve uv.lock after editing pyproject.toml
 	$(BIN)/uv lock
+
+client-models: install ## Regenerate the Python client's payload models from services/contract.py
+	$(BIN)/python clients/python/generate_models.py
 
 clean: ## Remove caches and local state (keeps .venv)
 	rm -rf .mypy_cache .ruff_cache .pytest_cache var

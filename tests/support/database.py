@@ -19,9 +19,9 @@ def database_dsn(name: str) -> str:
     return f"{base}/{name}"
 
 
-async def create_database(prefix: str = "afterword_test") -> str:
-    """Create an empty, migrated database with a unique name; return its DSN."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+async def create_database(prefix: str = "afterword_test", *, name: str | None = None) -> str:
+    """Create an empty, migrated database with a unique name (or ``name``); return its DSN."""
+    name = name or f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(ADMIN_DSN)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')

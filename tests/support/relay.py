@@ -3,7 +3,9 @@
 A client connected through the relay reaches the real server: what it sends is passed on at once,
 and the server acts on it at once. While the relay is held (:meth:`Relay.hold`), what the server
 answers waits in the relay until :meth:`Relay.release`: the client is stopped right after its
-request took effect, for as long as the test needs to look at that moment from elsewhere.
+request took effect, for as long as the test needs to look at that moment from elsewhere. An
+answer the relay drops (:meth:`Relay.drop_answers`) never reaches the client, whose connection
+is closed instead: its request took effect, and it cannot know.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ class Relay:
         self._open.set()
         self._server: asyncio.Server | None = None
         self._pumps: set[asyncio.Task[None]] = set()
+        self._drops = 0
+        self.dropped = 0
+        """How many answers were dropped so far."""
         self.port = 0
 
     async def __aenter__(self) -> Relay:
@@ -46,6 +51,10 @@ class Relay:
         """Pass on what was kept, and everything from now on."""
         self._open.set()
 
+    def drop_answers(self, count: int = 1) -> None:
+        """Drop the next ``count`` answers: as each arrives, close its connection to the client instead."""
+        self._drops += count
+
     async def _connect(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         server_reader, server_writer = await asyncio.open_connection(*self._target)
         for pump in (
@@ -61,6 +70,10 @@ class Relay:
             async for chunk in _chunks(reader):
                 if gated:
                     await self._open.wait()
+                    if self._drops:
+                        self._drops -= 1
+                        self.dropped += 1
+                        return  # the client's connection is closed below, without the answer
                 writer.write(chunk)
                 await writer.drain()
         finally:
