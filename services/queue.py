@@ -9,7 +9,9 @@ skipped, as ARQ skips it, when its job key or its result key (``arq:result:<id>`
 
 The same script hands a job due now to a waiting worker registered in the queue's idle set
 (:func:`idle_workers_key`, ``services.jobs.handoff``): it claims the job for that worker as the
-worker's own claim would, and publishes it on the worker's channel. Jobs not handed over are
+worker's own claim would (the in-progress key set to the worker's token, for the registration's
+short hold), and publishes it on the worker's channel. A registration older than the age it
+states is never chosen: it is dropped, and its channel told. Jobs not handed over are
 announced on the queue's wake channel (:func:`wake_channel`), so a waiting worker
 (``services.jobs.wakeup``) starts at once instead of at its next poll; neither message costs an
 extra round trip.
@@ -50,28 +52,31 @@ local queue = KEYS[1]
 local idle = ARGV[2]
 local function hand_off(id, score, data)
   while true do
-    local first = redis.call('ZRANGE', idle, 0, 0)
+    local first = redis.call('ZRANGE', idle, 0, 0, 'WITHSCORES')
     if #first == 0 then
       idle = ''  -- nobody waits: the other jobs of this call are not offered either
       return false
     end
-    local member = first[1]
+    local member, since = first[1], first[2]
     redis.call('ZREM', idle, member)
-    local ttl, aborts, channel = string.match(member, '^(%d+)|(%d)|%d+|(.+)$')
-    if not channel then return false end
-    if redis.call('EXISTS', ARGV[4] .. id) == 1 then
-      redis.call('ZADD', idle, 0, member)
-      return false
-    end
-    local try = tonumber(redis.call('GET', ARGV[5] .. id) or '0') + 1
-    local abort = 0
-    if aborts == '1' and redis.call('ZSCORE', ARGV[6], id) then abort = 1 end
-    local message = member .. '\\n' .. id .. '\\n' .. score .. '\\n' .. try .. '\\n' .. abort .. '\\n' .. data
-    if redis.call('PUBLISH', channel, message) > 0 then
-      redis.call('PSETEX', ARGV[4] .. id, ttl, '1')
-      redis.call('SET', ARGV[5] .. id, try, 'EX', RETRY_TTL)
-      if abort == 1 then redis.call('ZREM', ARGV[6], id) end
-      return true
+    local ttl, aborts, max_age, worker, channel = string.match(member, '^(%d+)|(%d)|%d+|(%d+)|([^|]*)|(.+)$')
+    if channel and tonumber(since) + tonumber(max_age) < tonumber(ARGV[3]) then
+      redis.call('PUBLISH', channel, member)  -- not made anew in time: dropped, and its worker told
+    elseif channel then
+      if redis.call('EXISTS', ARGV[4] .. id) == 1 then
+        redis.call('ZADD', idle, since, member)
+        return false
+      end
+      local try = tonumber(redis.call('GET', ARGV[5] .. id) or '0') + 1
+      local abort = 0
+      if aborts == '1' and redis.call('ZSCORE', ARGV[6], id) then abort = 1 end
+      local message = member .. '\\n' .. id .. '\\n' .. score .. '\\n' .. try .. '\\n' .. abort .. '\\n' .. data
+      if redis.call('PUBLISH', channel, message) > 0 then
+        redis.call('PSETEX', ARGV[4] .. id, ttl, worker .. ':' .. try)
+        redis.call('SET', ARGV[5] .. id, try, 'EX', RETRY_TTL)
+        if abort == 1 then redis.call('ZREM', ARGV[6], id) end
+        return true
+      end
     end
   end
 end

@@ -10,11 +10,15 @@ per look instead of one more per job, on the path from a job's arrival to its st
 ``tests/unit/test_job_runner.py`` pins: an upgrade must re-read it), step for step: expiry,
 deserialization, abort before start, unknown function, the try count and ``max_tries``, the
 ``on_job_start``/``on_job_end``/``after_job_end`` hooks, the job's task in ``job_tasks`` (for
-aborts), its timeout, retries, the result and ``finish_job``. Two things differ: ARQ's INFO line
+aborts), its timeout, retries, the result and ``finish_job``. Three things differ: ARQ's INFO line
 at each job's start and end is not written (the jobs service writes its own, with ids, attempt,
-outcome and timings, in ``services.jobs.registry``), and the job's lease and any attempt begun at
-its claim are let go when it ends (``services.jobs.leases``, ``services.jobs.attempts``). ARQ's
-warnings and errors are kept, word for word.
+outcome and timings, in ``services.jobs.registry``); the job's lease and any attempt begun at
+its claim are let go when it ends, after its end is written (``services.jobs.leases``,
+``services.jobs.attempts``); and a run that lost its claim on the job (:class:`Fenced`: its lease
+ran out, or another claim took the job over) is neither a failure nor a retry: it is logged as
+fenced, stores no result and hands the job back, which changes nothing in Redis unless the
+worker still holds the job's key (``services.jobs.fencing``). ARQ's warnings and errors are kept,
+word for word.
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ from arq.utils import ms_to_datetime, timestamp_ms
 from arq.worker import Function, JobExecutionFailed, Retry, RetryJob, no_result
 from arq.worker import Worker as ArqWorker
 
+from services.jobs import fencing
 from services.jobs.attempts import AttemptBook
+from services.jobs.fencing import Fenced
 from services.jobs.leases import LeaseKeeper
 from services.queue import RETRY_KEY_TTL_SECONDS
 
@@ -201,6 +207,8 @@ class ClaimedJobRunner(ArqWorker):
                 self.jobs_failed += 1
             elif self.retry_jobs and isinstance(e, asyncio.CancelledError | RetryJob):
                 self.jobs_retried += 1
+            elif isinstance(e, Fenced):  # not ours any more: no result, the job goes back as it is
+                fencing.note(self.ctx, e)
             else:
                 log.exception("%6.2fs ! %s failed, %s: %s", t, ref, e.__class__.__name__, e, extra={"extra": exc_extra})
                 result = e

@@ -5,6 +5,12 @@ bounds the run with the job timeout, and turns the outcome into a ledger status:
 are retried with backoff (through ``arq.Retry``, by the job's policy: ``services.jobs.retries``)
 until the last try, whose failure the job's error tells as "gave up after N tries over T: ...";
 anything else fails at once.
+
+The run is fenced (``services.jobs.fencing``): it starts its attempt with its claim's try, runs
+only while it holds the job's lease, and stops (:class:`Fenced`) when its claim is superseded. The
+lease is held until the end is written: an end that cannot be written while Postgres is slow or
+away is written again, as long as the lease holds (up to :func:`end_retry_seconds`), rather than
+the job being run again elsewhere, its effect with it.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
@@ -24,6 +31,7 @@ from services import ledger
 from services.contract import PAYLOADS, JobName, JobStatus, Payload
 from services.jobs.context import JobContext
 from services.jobs.errors import is_transient
+from services.jobs.fencing import Fenced
 from services.jobs.metrics import JobRun
 from services.jobs.retries import RetryOverride, RetryPolicy, gave_up
 from services.log_config import direct_logger
@@ -42,6 +50,14 @@ REGISTRY: dict[JobName, ArqCoroutine] = {}
 
 RETRIES: dict[JobName, RetryOverride] = {}
 """What each job declared of its own retry policy (:func:`job`); the settings give the rest."""
+
+END_RETRY_LEASES = 3
+"""An end that cannot be written is tried again for up to this many leases, while the lease holds."""
+
+
+def end_retry_seconds(settings: Settings) -> float:
+    """How long a run keeps trying to write its end (Postgres slow or away) while it holds its lease."""
+    return settings.lease_seconds * END_RETRY_LEASES
 
 
 def retry_policy(name: JobName, settings: Settings) -> RetryPolicy:
@@ -103,12 +119,14 @@ async def _run_tracked(
         return Retry(defer=delay)
 
     try:
-        started = await ctx["attempts"].start(job_id)  # batched with concurrent starts
+        started = await ctx["attempts"].start(job_id, job_try=job_try)  # batched with concurrent starts
     except Exception as exc:
         if is_transient(exc) and not last_try:
             raise retry_later(exc) from exc
         raise
     _note_start(ctx, started, observed)
+    if started.superseded_by is not None:
+        await _stand_aside(ctx, superseded_by=started.superseded_by)
     if not started.may_run:
         observed.skip()
         log.info("job %s is already %s; not running it again", job_id, started.previous)
@@ -119,29 +137,56 @@ async def _run_tracked(
         await ctx["leases"].hold(job_id)
 
     async def finish(
-        status: JobStatus, *, result: Any = None, error: str | None = None, run_at: datetime | None = None
+        status: JobStatus,
+        *,
+        result: Any = None,
+        error: str | None = None,
+        run_at: datetime | None = None,
+        again: bool = True,
     ) -> None:
-        # Recording the outcome can fail too (Postgres away): then the job is tried again, and
-        # its effects, keyed on the job id, are not repeated.
+        # Recording the outcome can fail too (Postgres slow or away). While the lease holds, nobody
+        # else runs the job: the end is written again (``again``), for a while. After that the job
+        # is tried again, and its effects, keyed on the job id, are not repeated once recorded.
         if started.previous is None:
             return
-        try:
-            await ctx["attempts"].finish(
-                job_id=job_id, attempt=started.attempt, status=status, result=result, error=error, run_at=run_at
-            )
-        except Exception as exc:
-            if is_transient(exc) and not last_try:
-                raise retry_later(exc) from exc
-            raise
+        deadline = time.monotonic() + end_retry_seconds(settings)
+        pause = 0.1
+        while True:
+            try:
+                await ctx["attempts"].finish(
+                    job_id=job_id, attempt=started.attempt, status=status, result=result, error=error, run_at=run_at
+                )
+                return
+            except Fenced:
+                raise
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                if again and ctx["leases"].holds(job_id) and time.monotonic() + pause < deadline:
+                    log.warning("job %s: could not write its end (%s); trying again", job_id, _describe(exc))
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, settings.lease_seconds / 3)
+                    continue
+                if not last_try:
+                    raise retry_later(exc) from exc
+                raise
 
     try:
+        await ctx["leases"].check(job_id, before="run")  # the lease may have run out while the start was on its way
         data = model.model_validate(payload)
         async with asyncio.timeout(settings.job_timeout_seconds):
             result = await implementation(ctx, data)
     except asyncio.CancelledError:
-        # Shutdown or abort: ARQ hands the job back (or the gateway already cancelled it).
-        interrupted = finish(JobStatus.queued, error="interrupted: the worker stopped or the job was cancelled")
+        # Shutdown, abort, or a lost lease: ARQ hands the job back (or the gateway already cancelled it).
+        interrupted = finish(
+            JobStatus.queued, error="interrupted: the worker stopped or the job was cancelled", again=False
+        )
         await asyncio.shield(_quietly(interrupted))
+        raise
+    except Fenced as exc:
+        # The lease ran out (paused, cut off): do nothing more. The attempt is handed back only if
+        # it is still the job's current one, that is, if nobody started the job since.
+        await asyncio.shield(_quietly(finish(JobStatus.queued, error=f"interrupted: {exc.why}", again=False)))
         raise
     except ValidationError as exc:
         await finish(JobStatus.failed, error=f"invalid payload: {exc.errors(include_url=False)}")
@@ -162,11 +207,20 @@ async def _run_tracked(
             error = gave_up(tries=job_try, seconds=spent, error=error)
         await finish(JobStatus.failed, error=error)
         raise
-    finally:
-        if leased:
-            ctx["leases"].release(job_id)
-    await finish(JobStatus.succeeded, result=result)
+    await finish(JobStatus.succeeded, result=result)  # the lease is held until the end is written
     return result
+
+
+async def _stand_aside(ctx: JobContext, *, superseded_by: int) -> None:
+    """The ledger refused this claim's start: a claim at least as late (ARQ try ``superseded_by``) holds the job.
+
+    That claim is live, or Redis lost the job and its try count since (then this worker still holds
+    the key): the count is set past that try so that the next claim starts. Raises :class:`Fenced`.
+    """
+    job_id = ctx["job_id"]
+    if await ctx["leases"].count_from(job_id, superseded_by):
+        log.warning("job %s: Redis counts fewer tries than the ledger; counting on from try %d", job_id, superseded_by)
+    raise Fenced("start", job_id, f"a claim at ARQ try {superseded_by} holds the job, this one is try {ctx['job_try']}")
 
 
 async def _time_since_first_try(ctx: JobContext, *, attempt: int) -> float:
@@ -227,5 +281,7 @@ def _note_start(ctx: JobContext, started: ledger.Started, observed: JobRun) -> N
 async def _quietly(awaitable: Awaitable[None]) -> None:
     try:
         await awaitable
+    except Fenced:
+        pass  # another claim started the job since: the attempt is closed already
     except Exception:  # Retry included: the worker is stopping, the next start records it
         log.exception("could not record the interrupted attempt")

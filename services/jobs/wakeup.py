@@ -50,6 +50,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,8 +61,9 @@ from arq.utils import timestamp_ms, to_ms
 from redis.exceptions import RedisError
 
 from services.batching import Batcher
-from services.jobs import handoff
+from services.jobs import fencing, handoff
 from services.jobs.attempts import AttemptBook
+from services.jobs.fencing import Fenced
 from services.jobs.handoff import Registrations
 from services.jobs.job_runner import ClaimedJobRunner, Fetched
 from services.jobs.leases import LeaseKeeper
@@ -74,7 +77,8 @@ CRON_PREFIX = "cron:"
 # KEYS[1]: the queue. ARGV: now (ms), how many jobs to claim at most, the in-progress key's TTL
 # (ms), how many ids to read, the in-progress key prefix, the job key prefix, the retry key prefix,
 # the retry key's TTL (s), the abort set ('' when aborts are off), the idle workers' set, the
-# registration to withdraw (''), the registration to make if room remains (''). Returns, for each
+# registration to withdraw (''), the registration to make if room remains (''), the claim's token
+# prefix (the in-progress key holds it followed by the try: services.jobs.fencing). Returns, for each
 # claimed job, its id, score, data (nil if expired), try number and whether it was to be aborted
 # (ARQ's run_job reads these last three first); the score of the earliest job not yet due (or
 # nil); 1 if a due job that nobody runs was left for lack of room; 1 if the registration was
@@ -97,9 +101,9 @@ for i = 1, #due, 2 do
       left = 1
       break
     end
-    redis.call('PSETEX', key, ARGV[3], '1')
     local retry_key = ARGV[7] .. id
     local try = redis.call('INCR', retry_key)
+    redis.call('PSETEX', key, ARGV[3], ARGV[13] .. try)
     redis.call('EXPIRE', retry_key, ARGV[8])
     local abort = 0
     if ARGV[9] ~= '' then
@@ -124,9 +128,71 @@ return {claimed, later[2] or false, left, withdrawn, registered}
 """)
 
 
+# ARQ's finish_job (arq 0.28) for each job in turn, while the job's in-progress key holds the
+# claim's token ('' for none: unconditional, as ARQ's). ARGV: the queue, the abort set, the
+# in-progress, result, retry and job key prefixes, then per job: id, token, '1' if finished, result
+# ('' for none), the result's expiry (ms, '' for none), the score to add for a retry (''), how long
+# to keep the in-progress key (ms, '' to delete it). Returns per job 1 if ended, 0 if fenced: the key
+# is gone or another claim's, and nothing was written. A retry's score is added only to a job still
+# in the queue (ZINCRBY would add a missing one).
+_FINISH = Script(b"""
+local ended = {}
+for i = 7, #ARGV, 7 do
+  local id = ARGV[i]
+  local key = ARGV[3] .. id
+  if ARGV[i + 1] ~= '' and redis.call('GET', key) ~= ARGV[i + 1] then
+    ended[#ended + 1] = 0
+  else
+    if ARGV[i + 6] == '' then
+      redis.call('DEL', key)
+    else
+      redis.call('PEXPIRE', key, ARGV[i + 6])
+    end
+    if ARGV[i + 2] == '1' then
+      if ARGV[i + 3] ~= '' then
+        if ARGV[i + 4] == '' then
+          redis.call('SET', ARGV[4] .. id, ARGV[i + 3])
+        else
+          redis.call('SET', ARGV[4] .. id, ARGV[i + 3], 'PX', ARGV[i + 4])
+        end
+      end
+      redis.call('DEL', ARGV[5] .. id, ARGV[6] .. id)
+      redis.call('ZREM', ARGV[2], id)
+      redis.call('ZREM', ARGV[1], id)
+    elseif ARGV[i + 5] ~= '' and redis.call('ZSCORE', ARGV[1], id) then
+      redis.call('ZINCRBY', ARGV[1], ARGV[i + 5], id)
+    end
+    ended[#ended + 1] = 1
+  end
+end
+return ended
+""")
+
+# Undo a hand-over (services.jobs.handoff) while the job's in-progress key holds its token.
+# KEYS[1]: the in-progress key, KEYS[2]: the retry key, KEYS[3]: the abort set. ARGV: the token,
+# the try count before the hand-over ('0': none), the retry key's TTL (s), '1' to put the job back
+# on the abort set, now (ms), the job's id, the wake channel. Returns 1 if given back, 0 if fenced.
+_GIVE_BACK = Script(b"""
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+if ARGV[2] == '0' then
+  redis.call('DEL', KEYS[2])
+else
+  redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+end
+if ARGV[4] == '1' then
+  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6])
+end
+redis.call('PUBLISH', ARGV[7], 1)
+return 1
+""")
+
+
 @dataclass(frozen=True)
 class _End:
-    """The arguments of ARQ's ``Worker.finish_job`` for one job."""
+    """The arguments of ARQ's ``Worker.finish_job`` for one job, and its claim's token."""
 
     job_id: str
     finish: bool
@@ -135,6 +201,7 @@ class _End:
     keep_result_forever: bool
     incr_score: int | None
     keep_in_progress: float | None
+    token: str | None
 
 
 class Worker(ClaimedJobRunner):
@@ -148,15 +215,19 @@ class Worker(ClaimedJobRunner):
         self._more_waiting = False  # the last look left due jobs behind: take them when a slot frees
         self._next_due_ms: int | None = None
         self._last_abort_check = 0.0
-        self._ends: Batcher[_End, None] = Batcher(
+        self.worker_id = str(self.ctx.get("worker_id") or uuid.uuid4().hex[:12])
+        """Names this worker in the tokens of its claims (``<worker id>:<ARQ try>``)."""
+        self._tokens: dict[str, str] = {}  # the token of each running job's claim
+        self._ends: Batcher[_End, bool] = Batcher(
             self._finish_many, fail_together=(RedisError, OSError), name="job-ends"
         )
-        self._handoffs = Registrations(self.queue_name)
+        self._handoffs = Registrations(self.queue_name, worker_id=self.worker_id)
         self._listening = False  # subscribed to the wake channel and our hand-off channel
         self._freed_early: set[str] = set()  # jobs whose slot was freed when they handed in their end
         self._book_held: asyncio.TimerHandle | None = None  # the attempt book is held: the release's deadline
         self._renewed = False  # the hand-off channel changed: free the slots of the old one's registrations
         self._offering = ""  # the registration the claim in flight may make
+        self._offer_dropped = False  # the enqueue dropped that registration before the claim answered
         self._early: handoff.Handoff | None = None  # a job handed to it before the claim's reply came
         self.jobs_handed_over = 0
         """Jobs the enqueue handed to this worker (``services.jobs.handoff``)."""
@@ -191,6 +262,9 @@ class Worker(ClaimedJobRunner):
         attempts: AttemptBook | None = self.ctx.get("attempts")
         if attempts is not None:
             attempts.on_end = self._end_handed_in
+        leases: LeaseKeeper | None = self.ctx.get("leases")
+        if leases is not None:
+            leases.on_lost = self._lease_lost
         listener = asyncio.create_task(self._listen(), name="wakeup-listener")
         try:
             while True:
@@ -254,6 +328,19 @@ class Worker(ClaimedJobRunner):
             self._book_held = self.loop.call_later(self.claim_linger_s + 1.0, self._release_book)
         self._release_sem_dec_counter_on_complete()
 
+    def _lease_lost(self, fenced: Fenced) -> None:
+        """A running job's lease was lost (paused, cut off, stalled past it): stop acting on the job.
+
+        Its run is cancelled unless it handed in its end already; what it still writes is fenced
+        where it lands (``services.jobs.fencing``).
+        """
+        fencing.note(self.ctx, fenced)
+        job_id = fenced.job_id
+        task = self.job_tasks.get(job_id)
+        if task is not None and not task.done() and job_id not in self._freed_early:
+            log.warning("job %s: its lease was lost; cancelling its run", job_id)
+            task.cancel()
+
     def _release_book(self) -> None:
         """End the attempt book's hold, if there is one: the kept ends go in its next batch."""
         if self._book_held is not None:
@@ -264,6 +351,7 @@ class Worker(ClaimedJobRunner):
 
     def _job_task_done(self, job_id: str) -> None:
         """A job's task ended: free its slot, unless it was freed when the job handed in its end."""
+        self._tokens.pop(job_id, None)
         if job_id in self._freed_early:
             self._freed_early.discard(job_id)
         else:
@@ -289,10 +377,12 @@ class Worker(ClaimedJobRunner):
                     async for message in pubsub.listen():
                         if message is None:
                             continue
-                        if message["channel"] == mine.encode():
-                            self._take_handoff(handoff.parse(message["data"]))
-                        else:
+                        if message["channel"] != mine.encode():
                             self._wake.set()
+                        elif handoff.is_dropped(message["data"]):
+                            self._registration_dropped(message["data"].decode())
+                        else:
+                            self._take_handoff(handoff.parse(message["data"]))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis away: polling goes on; the main loop notices too
@@ -302,6 +392,19 @@ class Worker(ClaimedJobRunner):
                 pause = min(pause * 2, self.poll_delay_s or 1.0)
             finally:
                 self._listening = False
+
+    def _registration_dropped(self, registration: str) -> None:
+        """The enqueue dropped one of our registrations as too old: free the slot it held."""
+        registrations = self._handoffs
+        if registration == self._offering:  # the claim that makes it has not answered yet
+            self._offer_dropped = True
+            return
+        if registration in registrations.holding:
+            registrations.holding.discard(registration)
+            if registrations.registered == registration:
+                registrations.registered = None
+            self._free_slot()
+            self._wake.set()  # register anew
 
     def _take_handoff(self, given: handoff.Handoff) -> None:
         """Start a job the enqueue claimed for us, in the slot its registration held."""
@@ -327,7 +430,7 @@ class Worker(ClaimedJobRunner):
         metrics = self.ctx.get("metrics")
         if metrics is not None:
             metrics.handed_over.inc()
-        started = self._start_in_slot(given.job_id, given.score, given.fetched)
+        started = self._start_in_slot(given.job_id, given.score, given.fetched, handed_over=True)
         # Look again (and register again if room is left) once the job's start is written: the
         # claim's round trip does not delay the start.
         if started is None:
@@ -340,16 +443,11 @@ class Worker(ClaimedJobRunner):
         log.info("giving back handed-over job %s: %s", given.job_id, why)
 
         async def give_back() -> None:
-            async with self.pool.pipeline(transaction=True) as tr:
-                tr.delete(in_progress_key_prefix + given.job_id)
-                if given.fetched.job_try > 1:
-                    tr.set(retry_key_prefix + given.job_id, given.fetched.job_try - 1, ex=RETRY_KEY_TTL_SECONDS)
-                else:
-                    tr.delete(retry_key_prefix + given.job_id)
-                if given.fetched.abort:
-                    tr.zadd(abort_jobs_ss, {given.job_id: timestamp_ms()})
-                tr.publish(wake_channel(self.queue_name), 1)
-                await tr.execute()
+            keys = [in_progress_key_prefix + given.job_id, retry_key_prefix + given.job_id, abort_jobs_ss]
+            args: list[str | int] = [self._token(given.fetched), given.fetched.job_try - 1, RETRY_KEY_TTL_SECONDS]
+            args += [int(given.fetched.abort), timestamp_ms(), given.job_id, wake_channel(self.queue_name)]
+            if not await _GIVE_BACK(self.pool, keys, args):  # its short hold ran out and another claim took it
+                fencing.note(self.ctx, Fenced("give_back", given.job_id, "another claim holds the job"))
 
         task = self.loop.create_task(give_back())
         task.add_done_callback(_log_failure)
@@ -397,19 +495,28 @@ class Worker(ClaimedJobRunner):
                 task.result()  # errors in run_job propagate, as in ARQ
         await self.heart_beat()
 
+    def _token(self, fetched: Fetched) -> str:
+        """The token of this worker's claim of a job (the value of its in-progress key)."""
+        return f"{self.worker_id}:{fetched.job_try}"
+
     async def _claim_and_start(self, *, room: int, count: int) -> None:
         now = timestamp_ms()
+        sent = time.monotonic()  # the leases of the jobs claimed hold from here
         leases: LeaseKeeper | None = self.ctx.get("leases")
         ttl_ms = int(self.in_progress_timeout_s * 1000) if leases is None else leases.lease_ms
         registrations = self._handoffs
         withdraw = registrations.registered or ""
         offer = ""
         if self._listening and not self.burst:  # a waiting worker takes jobs handed to it
-            offer = registrations.offer(lease_ms=ttl_ms, aborts=self.allow_abort_jobs)
+            # With leases, a handed-over job is held briefly until the worker confirms it.
+            hold_ms = ttl_ms if leases is None else min(ttl_ms, handoff.HOLD_MS)
+            max_age_ms = int(max(4 * self.poll_delay_s, 2.0) * 1000)  # made anew at each look
+            offer = registrations.offer(lease_ms=hold_ms, aborts=self.allow_abort_jobs, max_age_ms=max_age_ms)
         abort_set = abort_jobs_ss if self.allow_abort_jobs else ""
         args: list[str | int] = [now, room, ttl_ms, count, in_progress_key_prefix, job_key_prefix, retry_key_prefix]
         args += [RETRY_KEY_TTL_SECONDS, abort_set, idle_workers_key(self.queue_name), withdraw, offer]
-        self._offering, self._early = offer, None
+        args.append(f"{self.worker_id}:")
+        self._offering, self._early, self._offer_dropped = offer, None, False
         try:
             claimed, later, left, withdrawn, registered = await _CLAIM(self.pool, [self.queue_name], args)
         finally:
@@ -426,7 +533,9 @@ class Worker(ClaimedJobRunner):
             fetched = Fetched(data=claimed[i + 2], job_try=int(claimed[i + 3]), abort=bool(claimed[i + 4]))
             await self.sem.acquire()  # never blocks: room <= free slots
             self.job_counter += 1
-            self._start_in_slot(job_id, score, fetched)
+            self._start_in_slot(job_id, score, fetched, since=sent)
+        if registered and self._offer_dropped and self._early is None:
+            registered = 0  # dropped as too old before this answer came (clocks apart): holds nothing
         if registered:
             await self.sem.acquire()  # never blocks: the script registers only with room left
             self.job_counter += 1
@@ -440,18 +549,26 @@ class Worker(ClaimedJobRunner):
             self._give_back(self._early, why="the claim did not register it")
             self._early = None
 
-    def _start_in_slot(self, job_id: str, score: int, fetched: Fetched) -> asyncio.Future[Any] | None:
+    def _start_in_slot(
+        self, job_id: str, score: int, fetched: Fetched, *, since: float | None = None, handed_over: bool = False
+    ) -> asyncio.Future[Any] | None:
         """Run a claimed job in a slot already taken; the slot is freed when the run ends.
 
+        ``since`` is when the claim was sent; a job ``handed_over`` has its lease confirmed first.
         Returns the ledger start begun for it (None when there is none to begin).
         """
         leases: LeaseKeeper | None = self.ctx.get("leases")
         attempts: AttemptBook | None = self.ctx.get("attempts")
         started = None
+        token = self._tokens[job_id] = self._token(fetched)
         if leases is not None:
-            leases.claimed(job_id)
+            if handed_over:
+                leases.handed_over(job_id, token)
+            else:
+                leases.claimed(job_id, token, since=since)
         if attempts is not None and not job_id.startswith(CRON_PREFIX):
-            started = attempts.begin(job_id)  # the ledger start goes out now, while the job gets under way
+            # The ledger start goes out now, while the job gets under way.
+            started = attempts.begin(job_id, job_try=fetched.job_try)
         task = self.loop.create_task(self.run_claimed(job_id, score, fetched))
         task.add_done_callback(lambda _: self._job_task_done(job_id))
         self.tasks[job_id] = task
@@ -467,35 +584,34 @@ class Worker(ClaimedJobRunner):
         incr_score: int | None,
         keep_in_progress: float | None,
     ) -> None:
-        """ARQ's ``finish_job``, sent in one MULTI/EXEC with the ends of concurrent jobs."""
-        end = _End(job_id, finish, result_data, result_timeout_s, keep_result_forever, incr_score, keep_in_progress)
-        await self._ends.submit(end)
+        """ARQ's ``finish_job``, sent in one script with the ends of concurrent jobs, fenced by the claim's token."""
+        token = self._tokens.get(job_id)
+        end = _End(
+            job_id, finish, result_data, result_timeout_s, keep_result_forever, incr_score, keep_in_progress, token
+        )
+        if not await self._ends.submit(end):
+            fencing.note(self.ctx, Fenced("finish", job_id, "its in-progress key is gone or another claim's"))
+            return
         if not finish and incr_score:
             self._wake.set()  # a retry is due later: the next look learns when, and waits until then
 
-    async def _finish_many(self, ends: list[_End]) -> list[None]:
-        # The commands of ARQ's finish_job (arq 0.28), for each job in turn.
-        async with self.pool.pipeline(transaction=True) as tr:
-            for end in ends:
-                delete_keys = []
-                in_progress_key = in_progress_key_prefix + end.job_id
-                if end.keep_in_progress is None:
-                    delete_keys.append(in_progress_key)
-                else:
-                    tr.pexpire(in_progress_key, to_ms(end.keep_in_progress))
-                if end.finish:
-                    if end.result_data:
-                        expire = None if end.keep_result_forever else end.result_timeout_s
-                        tr.set(result_key_prefix + end.job_id, end.result_data, px=to_ms(expire))
-                    delete_keys += [retry_key_prefix + end.job_id, job_key_prefix + end.job_id]
-                    tr.zrem(abort_jobs_ss, end.job_id)
-                    tr.zrem(self.queue_name, end.job_id)
-                elif end.incr_score:
-                    tr.zincrby(self.queue_name, end.incr_score, end.job_id)
-                if delete_keys:
-                    tr.delete(*delete_keys)
-            await tr.execute()
-        return [None] * len(ends)
+    async def _finish_many(self, ends: list[_End]) -> list[bool]:
+        # The commands of ARQ's finish_job (arq 0.28), for each job in turn, in one script (_FINISH).
+        args: list[str | bytes | int] = [self.queue_name, abort_jobs_ss, in_progress_key_prefix, result_key_prefix]
+        args += [retry_key_prefix, job_key_prefix]
+        for end in ends:
+            expire = None if end.keep_result_forever else end.result_timeout_s
+            args += [
+                end.job_id,
+                end.token or "",
+                int(end.finish),
+                end.result_data if end.finish and end.result_data else b"",
+                "" if expire is None else to_ms(expire) or "",
+                end.incr_score or "",
+                "" if end.keep_in_progress is None else to_ms(end.keep_in_progress) or 0,
+            ]
+        ended = await _FINISH(self.pool, [], args)
+        return [bool(flag) for flag in ended]
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()

@@ -29,7 +29,7 @@ from services.jobs.context import WorkerContext
 from services.jobs.leases import LeaseKeeper
 from services.jobs.log_writer import LogWriter
 from services.jobs.mailer import Mailer
-from services.jobs.registry import REGISTRY, retry_policy
+from services.jobs.registry import REGISTRY, end_retry_seconds, retry_policy
 from services.jobs.sweeper import sweep
 from services.jobs.users import UserRepository
 from services.ledger import prune_ended
@@ -174,8 +174,8 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     """The keyword arguments of ``arq.worker.Worker`` for these settings."""
     check_retries_fit(settings)
     # ARQ's own timeout is a backstop: the job wrapper stops a job at job_timeout_seconds and
-    # records it, so ARQ never has to kill one unrecorded.
-    backstop = settings.job_timeout_seconds + 5
+    # records it (trying again for a while to write its end), so ARQ never has to kill one unrecorded.
+    backstop = settings.job_timeout_seconds + end_retry_seconds(settings) + 5
     functions = [
         func(
             cast(WorkerCoroutine, REGISTRY[name]),

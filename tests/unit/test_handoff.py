@@ -15,7 +15,7 @@ from arq.utils import timestamp_ms
 
 from services import queue
 from services.jobs import wakeup
-from services.jobs.handoff import parse
+from services.jobs.handoff import parse, registration
 from services.jobs.wakeup import Worker
 from services.serialization import deserialize, serialize
 from tests.support.redis_server import RedisServer
@@ -43,6 +43,18 @@ async def enqueue_with_id(redis: ArqRedis, job_id: str, message: str) -> bool:
     entry = queue.Entry("record", job_id, args=(message,), kwargs={})
     (queued,) = await queue.enqueue(redis, [entry], queue_name=QUEUE, serializer=serialize)
     return queued
+
+
+def member(channel: str, *, count: int = 1, worker_id: str = "gone") -> str:
+    """A registration on ``channel``, as a worker with a long poll delay makes it."""
+    return registration(
+        lease_ms=60000, aborts=False, count=count, max_age_ms=240_000, worker_id=worker_id, channel=channel
+    )
+
+
+def a_while_ago() -> int:
+    """A registration's score: earlier than the test worker's, well within its age."""
+    return timestamp_ms() - 100_000
 
 
 def test_a_hand_over_message_carries_the_fetched_job() -> None:
@@ -86,11 +98,11 @@ async def test_a_worker_without_room_is_not_registered(redis_server: RedisServer
 async def test_a_registration_nobody_listens_to_is_dropped_and_the_next_taken(
     redis_server: RedisServer, redis: ArqRedis
 ) -> None:
-    gone = f"60000|0|1|{QUEUE}:handoff:{uuid.uuid4().hex}"
+    gone = member(f"{QUEUE}:handoff:{uuid.uuid4().hex}")
     ran = Ran()
     async with running(worker_for(redis_server, ran), redis) as worker:
         await soon(lambda: registered(redis, worker))
-        await redis.zadd(IDLE, {gone: 0})  # the longest waiting: a worker gone without a word
+        await redis.zadd(IDLE, {gone: a_while_ago()})  # the longest waiting: a worker gone without a word
         await enqueue(redis, "to the living")
         await until_ran(ran, 1)
 
@@ -99,8 +111,8 @@ async def test_a_registration_nobody_listens_to_is_dropped_and_the_next_taken(
 
 
 async def test_with_no_worker_listening_the_job_just_waits_in_the_queue(redis: ArqRedis) -> None:
-    gone = f"60000|0|1|{QUEUE}:handoff:{uuid.uuid4().hex}"
-    await redis.zadd(IDLE, {gone: 0})
+    gone = member(f"{QUEUE}:handoff:{uuid.uuid4().hex}")
+    await redis.zadd(IDLE, {gone: a_while_ago()})
     job_id = uuid.uuid4().hex
 
     assert await enqueue_with_id(redis, job_id, "later")
@@ -126,8 +138,8 @@ async def test_a_job_handed_to_a_registration_the_worker_no_longer_holds_is_give
     ran = Ran()
     async with running(worker_for(redis_server, ran), redis) as worker:
         await soon(lambda: registered(redis, worker))
-        stale = f"60000|0|999|{worker._handoffs.channel}"  # on its channel, but not one it holds
-        await redis.zadd(IDLE, {stale: 0})
+        stale = member(worker._handoffs.channel, count=999, worker_id=worker.worker_id)  # not one it holds
+        await redis.zadd(IDLE, {stale: a_while_ago()})
         job_id = uuid.uuid4().hex
         await enqueue_with_id(redis, job_id, "given back, then claimed")
         info = await ended(redis, job_id)
