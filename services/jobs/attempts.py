@@ -101,16 +101,17 @@ class AttemptBook:
         assert isinstance(started, ledger.Started)  # a start's result is always a Started
         return started
 
-    async def abandon(self, job_id: str) -> None:
+    async def abandon(self, job_id: str, *, hand_back: bool = True) -> None:
         """End the attempt that :meth:`begin` opened for a run that never started (if it opened one).
 
         The job goes back to ``queued``, its attempt ``interrupted``: the next start (or the
-        recovery sweep, which takes ARQ's own outcome) carries on from there.
+        recovery sweep, which takes ARQ's own outcome) carries on from there. Without ``hand_back``
+        (the run lost its lease) nothing is written: the next start closes the attempt.
         """
         self._noted.pop(job_id, None)  # the run is over: an end that was never written takes nothing
         early = self._early.pop(job_id, None)
-        if early is None:
-            return  # started by the job's code, or never begun
+        if early is None or not hand_back:
+            return  # started by the job's code, never begun, or not ours to end any more
         try:
             started = await early
             if isinstance(started, ledger.Started) and started.attempt and started.may_run:

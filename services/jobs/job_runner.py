@@ -78,12 +78,14 @@ class ClaimedJobRunner(ArqWorker):
             await self._run_fetched(job_id, score, fetched)
         finally:
             leases: LeaseKeeper | None = self.ctx.get("leases")
+            stood_down = False  # its lease was lost: it writes nothing more
             if leases is not None:
+                stood_down = job_id not in leases.held
                 leases.release(job_id)
             attempts: AttemptBook | None = self.ctx.get("attempts")
             if attempts is not None:
                 with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.shield(attempts.abandon(job_id))
+                    await asyncio.shield(attempts.abandon(job_id, hand_back=not stood_down))
 
     async def _run_fetched(self, job_id: str, score: int, fetched: Fetched) -> None:
         # arq 0.28.0's Worker.run_job from its pipeline on, without the per-job INFO lines.

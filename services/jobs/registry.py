@@ -177,17 +177,16 @@ async def _run_tracked(
         async with asyncio.timeout(settings.job_timeout_seconds):
             result = await implementation(ctx, data)
     except asyncio.CancelledError:
-        # Shutdown, abort, or a lost lease: ARQ hands the job back (or the gateway already cancelled it).
-        interrupted = finish(
-            JobStatus.queued, error="interrupted: the worker stopped or the job was cancelled", again=False
-        )
-        await asyncio.shield(_quietly(interrupted))
+        # Shutdown or abort: ARQ hands the job back (or the gateway already cancelled it). A run
+        # cancelled because its lease was lost writes nothing more: the next start closes its attempt.
+        if ctx["leases"].holds(job_id):
+            interrupted = finish(
+                JobStatus.queued, error="interrupted: the worker stopped or the job was cancelled", again=False
+            )
+            await asyncio.shield(_quietly(interrupted))
         raise
-    except Fenced as exc:
-        # The lease ran out (paused, cut off): do nothing more. The attempt is handed back only if
-        # it is still the job's current one, that is, if nobody started the job since.
-        await asyncio.shield(_quietly(finish(JobStatus.queued, error=f"interrupted: {exc.why}", again=False)))
-        raise
+    except Fenced:
+        raise  # the lease ran out (paused, cut off): nothing more, the next start closes the attempt
     except ValidationError as exc:
         await finish(JobStatus.failed, error=f"invalid payload: {exc.errors(include_url=False)}")
         raise
