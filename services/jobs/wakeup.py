@@ -52,16 +52,19 @@ import logging
 import signal
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from arq.connections import create_pool, log_redis_info
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
 from arq.utils import timestamp_ms, to_ms
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.batching import Batcher
-from services.jobs import fencing, handoff
+from services.jobs import fencing, handoff, timeouts
 from services.jobs.attempts import AttemptBook
 from services.jobs.fencing import Fenced
 from services.jobs.handoff import Registrations
@@ -207,10 +210,15 @@ class _End:
 class Worker(ClaimedJobRunner):
     """ARQ's worker that waits for work to arrive (see the module docstring); same arguments."""
 
-    def __init__(self, *args: Any, claim_linger: float = 0.0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, claim_linger: float = 0.0, call_timeout: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.claim_linger_s = claim_linger
         """Seconds a freed slot waits for the worker's other running jobs while due jobs wait (0: none)."""
+        settings = self.ctx.get("settings")
+        if call_timeout is None and settings is not None:
+            call_timeout = timeouts.call_timeout(settings.lease_seconds)
+        self.call_timeout_s = call_timeout
+        """Seconds after which a Redis call gives up (``services.jobs.timeouts``); None: never."""
         self._wake = asyncio.Event()
         self._more_waiting = False  # the last look left due jobs behind: take them when a slot frees
         self._next_due_ms: int | None = None
@@ -246,6 +254,15 @@ class Worker(ClaimedJobRunner):
 
     async def main(self) -> None:
         """ARQ's ``Worker.main``, with the fixed-period poll replaced by a wait for work."""
+        if self._pool is None and self.call_timeout_s is not None and self.redis_settings is not None:
+            self._pool = await timeouts.create_redis(
+                self.redis_settings,
+                call_seconds=self.call_timeout_s,
+                job_deserializer=self.job_deserializer,
+                job_serializer=self.job_serializer,
+                default_queue_name=self.queue_name,
+                expires_extra_ms=self.expires_extra_ms,
+            )
         if self._pool is None:
             self._pool = await create_pool(
                 self.redis_settings,
@@ -374,9 +391,7 @@ class Worker(ClaimedJobRunner):
                     self._listening = self._renewed = True
                     self._wake.set()  # jobs may have arrived while we were not listening
                     pause = 0.1
-                    async for message in pubsub.listen():
-                        if message is None:
-                            continue
+                    async for message in self._messages(pubsub):
                         if message["channel"] != mine.encode():
                             self._wake.set()
                         elif handoff.is_dropped(message["data"]):
@@ -392,6 +407,30 @@ class Worker(ClaimedJobRunner):
                 pause = min(pause * 2, self.poll_delay_s or 1.0)
             finally:
                 self._listening = False
+
+    async def _messages(self, pubsub: PubSub) -> AsyncIterator[dict[str, Any]]:
+        """The subscription's messages; a quiet connection is pinged, and one that does not answer fails.
+
+        Redis keeps a subscriber it cannot reach (a worker cut off without a word) and the worker
+        hears nothing either: a ping unanswered within the call timeout ends the subscription, and
+        the worker subscribes anew (on a new channel) once Redis answers.
+        """
+        quiet = self.call_timeout_s or 1.0  # a ping after this long without a message
+        loop = asyncio.get_running_loop()
+        heard, pinged = loop.time(), None
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=quiet / 2)
+            now = loop.time()
+            if message is not None:
+                heard, pinged = now, None
+                if message["type"] == "message":
+                    yield message
+            elif pinged is not None:
+                if self.call_timeout_s is not None and now - pinged > self.call_timeout_s:
+                    raise RedisTimeoutError(f"no answer on the wake-up channel for {now - pinged:.1f}s")
+            elif now - heard >= quiet:
+                await pubsub.ping()
+                pinged = now
 
     def _registration_dropped(self, registration: str) -> None:
         """The enqueue dropped one of our registrations as too old: free the slot it held."""

@@ -31,6 +31,7 @@ from services.jobs.log_writer import LogWriter
 from services.jobs.mailer import Mailer
 from services.jobs.registry import REGISTRY, end_retry_seconds, retry_policy
 from services.jobs.sweeper import sweep
+from services.jobs.timeouts import call_timeout
 from services.jobs.users import UserRepository
 from services.ledger import prune_ended
 from services.serialization import deserialize, serialize
@@ -62,6 +63,10 @@ async def on_startup(ctx: dict[str, Any]) -> None:
         # checks every second that the worker is still there, rather than finishing (and
         # committing) a write it waits on, a lock say, for a run that no longer exists.
         server_settings={"client_connection_check_interval": str(CLIENT_CHECK_MS)},
+        # A worker cut off from Postgres gives up on a statement (or a connection) in a third of
+        # a lease instead of waiting for the network (services.jobs.timeouts).
+        command_timeout=call_timeout(settings.lease_seconds),
+        timeout=call_timeout(settings.lease_seconds),
     )
     ctx.update(
         db=db,

@@ -208,6 +208,44 @@ async def test_a_worker_whose_postgres_stalls_keeps_its_lease_and_ends_its_job_o
     assert other.process.poll() is None
 
 
+async def test_a_worker_cut_off_from_postgres_gives_its_job_up_in_time_and_rejoins(stack: FaultStack) -> None:
+    """Postgres cut off for one worker (a relay dropping its traffic) for longer than it tries to write its end.
+
+    Its statements time out (a third of the lease) instead of waiting for the network: it tries its
+    end again while it holds the lease, then hands the job back, and the other worker runs it while
+    the first is still cut off. The first worker got the 250 and could not record it: the email goes
+    out twice, the inherent window.
+    """
+    async with Relay("127.0.0.1", stack.postgres.port) as relay:
+        dsn = f"postgresql://postgres@127.0.0.1:{relay.port}/afterword"
+        cut_off, _ = await only_worker(stack, {"DATABASE_URL": dsn})
+        address = unique("pg-cut")
+        accepted, _ = await stack.email_in_flight(address, delay=3)
+        job_id = accepted["id"]
+        relay.cut()  # the 250 comes in a moment; the attempt's end cannot reach Postgres
+        stack.sink.slow_down(0)
+        other = stack.add_worker()
+        job = await wait_for_job(stack.http, job_id, within=3 * LEASE + 60)  # while still cut off
+        assert job["status"] == "succeeded", job
+        assert [(stack.worker_by_id(w), outcome) for w, outcome in attempts(job)] == [
+            (cut_off, "interrupted"),
+            (other, "succeeded"),
+        ]
+        assert len(stack.sink.messages_to(address)) == 2
+        stack.window_duplicates.add(job_id)
+        relay.heal()
+
+        # The network is back: the worker's statements reach Postgres again.
+        other.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(other.wait, 30) == 0
+        stack.drop_worker(other)
+        answer = await stack.post("/process")
+        (later,) = (j["id"] for j in answer["jobs"])
+        done = await wait_for_job(stack.http, later, within=30)
+        assert done["status"] == "succeeded", done
+        assert [stack.worker_by_id(w) for w, _ in attempts(done)] == [cut_off]
+
+
 async def test_a_worker_cut_off_from_redis_stands_down_and_rejoins(stack: FaultStack) -> None:
     """The worker's Redis traffic is cut mid-job (a relay that drops it) past the lease, then healed."""
     async with Relay("127.0.0.1", stack.redis.port) as relay:
