@@ -17,6 +17,7 @@ import re
 import signal
 import time
 import uuid
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -287,3 +288,42 @@ async def _settled(stack: FaultStack, worker: ServiceProcess, job_id: str, addre
         return True
     first = await stack.db.fetchval("SELECT error FROM job_attempts WHERE job_id = $1 AND try = 1", job_id)
     return bool(first != INTERRUPTED_BY_THE_NEXT_START)
+
+
+async def test_jobs_handed_to_a_cut_off_worker_run_elsewhere_within_moments(stack: FaultStack) -> None:
+    """Cut off while it waits: Redis still counts its subscription, and a job may be handed to it.
+
+    That job is held for the cut-off worker only briefly, not a lease; and once its registration is
+    older than a waiting worker's looks, it is never chosen again.
+    """
+    async with Relay("127.0.0.1", stack.redis.port) as relay:
+        cut_off, _ = await only_worker(stack, {"REDIS_URL": f"redis://127.0.0.1:{relay.port}/0"})
+        (info,) = await live_workers(stack.redis_client, stale_after_seconds=3)
+        other = stack.add_worker()
+        await stack.ready()
+
+        async def both_waiting() -> bool:
+            members = [m.decode() for m in await stack.redis_client.zrange(QUEUE + ":idle", 0, -1)]
+            return len(members) == 2 and any(f"|{info['id']}|" in m for m in members)
+
+        await until(both_waiting, within=15, what="both workers registered for hand-overs")
+        relay.cut()
+        handed = (await stack.post("/process"))["jobs"][0]["id"]
+        holder = await stack.redis_client.get(in_progress_key_prefix + handed)
+        assert holder is not None
+        assert holder.startswith(info["id"].encode() + b":"), holder  # handed to the cut-off worker
+        await asyncio.sleep(3)  # its registration is now older than a waiting worker's looks
+        later = (await stack.post("/process"))["jobs"][0]["id"]
+
+        for job_id in (handed, later):
+            job = await wait_for_job(stack.http, job_id, within=30)
+            assert job["status"] == "succeeded", job
+            assert [stack.worker_by_id(w) for w, _ in attempts(job)] == [other]
+            started = datetime.fromisoformat(job["attempts"][0]["started_at"])
+            waited = (started - datetime.fromisoformat(job["enqueued_at"])).total_seconds()
+            assert waited < LEASE, f"job {job_id} waited {waited:.1f}s"  # not a whole lease
+        members = [m.decode() for m in await stack.redis_client.zrange(QUEUE + ":idle", 0, -1)]
+        assert not any(f"|{info['id']}|" in m for m in members), members
+        relay.heal()
+        await stack.ready()
+        assert cut_off.process is not None

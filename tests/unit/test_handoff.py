@@ -15,7 +15,8 @@ from arq.utils import timestamp_ms
 
 from services import queue
 from services.jobs import wakeup
-from services.jobs.handoff import parse, registration
+from services.jobs.handoff import HOLD_MS, parse, registration
+from services.jobs.leases import LeaseKeeper
 from services.jobs.wakeup import Worker
 from services.serialization import deserialize, serialize
 from tests.support.redis_server import RedisServer
@@ -282,3 +283,57 @@ async def test_after_the_subscription_is_lost_the_worker_registers_anew_with_no_
         await until_ran(ran, 2)
 
     assert worker.jobs_handed_over == 1
+
+
+async def test_a_registration_not_made_anew_in_time_is_never_chosen(redis: ArqRedis) -> None:
+    """A worker that stopped looking (paused, cut off) while Redis still counts its subscription."""
+    channel = f"{QUEUE}:handoff:{uuid.uuid4().hex}"
+    stale = member(channel)  # may be 240 s old
+    async with redis.pubsub() as listener:  # its subscription, which Redis still counts
+        await listener.subscribe(channel)
+        await redis.zadd(IDLE, {stale: timestamp_ms() - 300_000})
+        job_id = uuid.uuid4().hex
+
+        assert await enqueue_with_id(redis, job_id, "not to the stale one")
+
+        assert not await redis.exists(in_progress_key_prefix + job_id)  # not claimed for it: it waits
+        assert await redis.zscore(QUEUE, job_id) is not None
+        assert await registrations(redis) == []
+        told = [await listener.get_message(ignore_subscribe_messages=True, timeout=1) for _ in range(2)]
+        assert [m["data"] for m in told if m is not None] == [stale.encode()]  # dropped, and told so
+
+
+async def test_a_slow_worker_told_its_registration_was_dropped_gets_its_slot_back(
+    redis_server: RedisServer, redis: ArqRedis
+) -> None:
+    ran = Ran()
+    async with running(worker_for(redis_server, ran, max_jobs=2), redis) as worker:
+        await soon(lambda: registered(redis, worker))
+        (made,) = await registrations(redis)
+        await redis.zadd(IDLE, {made: timestamp_ms() - 300_000}, xx=True)  # as if it had not looked for long
+        await enqueue(redis, "woken instead")  # drops the registration, tells the worker, wakes the workers
+        await until_ran(ran, 1)
+
+        async def one_slot_held() -> bool:  # registered anew, and only that registration holds a slot
+            return worker.job_counter == len(worker._handoffs.holding) == 1 and await registered(redis, worker)
+
+        await soon(one_slot_held)
+        assert made not in await registrations(redis)
+    assert worker.jobs_handed_over == 0
+
+
+async def test_a_hand_over_the_worker_never_takes_is_claimed_by_another_within_moments(
+    redis_server: RedisServer, redis: ArqRedis
+) -> None:
+    ran = Ran()
+    deaf = worker_for(redis_server, ran)
+    deaf.ctx["leases"] = LeaseKeeper(redis, lease_seconds=60)  # a long lease: only the hand-over's hold is short
+    deaf._take_handoff = lambda given: None  # type: ignore[method-assign]  # paused: the job is never taken
+    async with running(deaf, redis):
+        await soon(lambda: registered(redis, deaf))
+        job_id = await enqueue(redis, "taken elsewhere")
+        assert 0 < await redis.pttl(in_progress_key_prefix + job_id) <= HOLD_MS  # handed to the deaf worker
+        async with running(worker_for(redis_server, ran, poll_delay=0.2), redis):
+            await until_ran(ran, 1)  # long before the deaf worker's lease would have run out
+
+    assert ran.messages == ["taken elsewhere"]
