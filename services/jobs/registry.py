@@ -239,7 +239,7 @@ async def _stand_aside(ctx: JobContext, *, superseded_by: int) -> None:
     """
     job_id = ctx["job_id"]
     if await ctx["leases"].count_from(job_id, superseded_by):
-        log.warning("job %s: Redis counts fewer tries than the ledger; counting on from try %d", job_id, superseded_by)
+        log.warning("job %s: Redis counts no more tries than the ledger; counting from try %d", job_id, superseded_by)
     raise Fenced("start", job_id, f"a claim at ARQ try {superseded_by} holds the job, this one is try {ctx['job_try']}")
 
 

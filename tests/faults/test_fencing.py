@@ -44,8 +44,7 @@ def unique(tag: str) -> str:
 async def only_worker(stack: FaultStack, env: dict[str, str] | None = None) -> tuple[ServiceProcess, int]:
     """Stop the stack's workers and start one with a metrics endpoint: every job goes to it."""
     for worker in list(stack.workers):
-        worker.signal(signal.SIGTERM)
-        assert await asyncio.to_thread(worker.wait, 30) == 0
+        await asyncio.to_thread(worker.stop)  # one just started by the last heal may not handle SIGTERM yet
         stack.drop_worker(worker)
     port = free_port()
     worker = stack.add_worker({"WORKER_METRICS_PORT": str(port), **(env or {})})
@@ -278,6 +277,18 @@ async def test_a_worker_cut_off_from_redis_stands_down_and_rejoins(stack: FaultS
         assert cut_off.process.poll() is None
 
 
+async def heartbeat_of(stack: FaultStack, worker: ServiceProcess) -> dict[str, Any]:
+    """The worker's heartbeat (its id among them), once it beats."""
+    found: list[dict[str, Any]] = []
+
+    async def beating() -> bool:
+        found[:] = [w for w in await live_workers(stack.redis_client, stale_after_seconds=3) if w["pid"] == worker.pid]
+        return bool(found)
+
+    await until(beating, within=15, what=f"{worker.label} beats")
+    return found[0]
+
+
 async def _attempt_count(stack: FaultStack, job_id: str, count: int) -> bool:
     return bool(await stack.db.fetchval("SELECT count(*) FROM job_attempts WHERE job_id = $1", job_id) == count)
 
@@ -298,16 +309,26 @@ async def test_jobs_handed_to_a_cut_off_worker_run_elsewhere_within_moments(stac
     """
     async with Relay("127.0.0.1", stack.redis.port) as relay:
         cut_off, _ = await only_worker(stack, {"REDIS_URL": f"redis://127.0.0.1:{relay.port}/0"})
-        (info,) = await live_workers(stack.redis_client, stale_after_seconds=3)
+        info = await heartbeat_of(stack, cut_off)
         other = stack.add_worker()
         await stack.ready()
 
+        async def fresh() -> list[str]:  # registrations made in the last second, oldest first (not leftovers)
+            since = time.time() * 1000 - 1000
+            return [m.decode() for m in await stack.redis_client.zrangebyscore(QUEUE + ":idle", since, "+inf")]
+
         async def both_waiting() -> bool:
-            members = [m.decode() for m in await stack.redis_client.zrange(QUEUE + ":idle", 0, -1)]
+            members = await fresh()
             return len(members) == 2 and any(f"|{info['id']}|" in m for m in members)
 
         await until(both_waiting, within=15, what="both workers registered for hand-overs")
         relay.cut()
+
+        async def cut_off_waits_longest() -> bool:  # the other registers anew at each look; this one cannot
+            members = await fresh()
+            return len(members) == 2 and f"|{info['id']}|" in members[0]
+
+        await until(cut_off_waits_longest, within=2, what="the cut-off worker's registration is the oldest")
         handed = (await stack.post("/process"))["jobs"][0]["id"]
         holder = await stack.redis_client.get(in_progress_key_prefix + handed)
         assert holder is not None

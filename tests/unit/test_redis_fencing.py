@@ -195,3 +195,28 @@ async def test_giving_back_a_hand_over_another_claim_took_changes_nothing(
 
         assert await redis.get(in_progress(job_id)) == OTHER
         assert await redis.get(retry_key_prefix + job_id) == b"2"
+
+
+async def test_a_claim_the_ledger_refused_sets_the_try_count_past_the_ledgers(redis: ArqRedis) -> None:
+    """Redis lost the job and its count: the refused claim, still holding the key, counts on from the ledger's try."""
+    keeper = LeaseKeeper(redis, lease_seconds=3)
+    job_id = uuid.uuid4().hex
+    await redis.psetex(in_progress(job_id), 3000, b"this-worker:1")
+    await redis.set(retry_key_prefix + job_id, 1)
+    keeper.claimed(job_id, "this-worker:1")
+
+    assert await keeper.count_from(job_id, 5)
+    assert await redis.get(retry_key_prefix + job_id) == b"5"  # the next claim is try 6
+    assert await keeper.count_from(job_id, 3)
+    assert await redis.get(retry_key_prefix + job_id) == b"5"  # never counted back
+
+
+async def test_a_stale_claim_does_not_touch_the_try_count(redis: ArqRedis) -> None:
+    keeper = LeaseKeeper(redis, lease_seconds=3)
+    job_id = uuid.uuid4().hex
+    await redis.psetex(in_progress(job_id), 3000, OTHER)
+    await redis.set(retry_key_prefix + job_id, 2)
+    keeper.claimed(job_id, "this-worker:1")
+
+    assert not await keeper.count_from(job_id, 5)
+    assert await redis.get(retry_key_prefix + job_id) == b"2"
