@@ -52,6 +52,13 @@ async def only_worker(stack: FaultStack, env: dict[str, str] | None = None) -> t
     return worker, port
 
 
+async def retire(stack: FaultStack, worker: ServiceProcess) -> None:
+    """Stop a worker that reaches Redis through a relay, before the relay closes: the stack's next
+    heal waits for every worker it keeps to beat, and this one could not once the relay is gone."""
+    await asyncio.to_thread(worker.stop)
+    stack.drop_worker(worker)
+
+
 async def send_email(stack: FaultStack, address: str) -> str:
     accepted = await stack.post(
         "/jobs", {"name": "send_email", "payload": {"to": address, "subject": "s", "body": "b"}}
@@ -275,6 +282,7 @@ async def test_a_worker_cut_off_from_redis_stands_down_and_rejoins(stack: FaultS
         # The same process (its ARQ worker started again once Redis answered, with fresh metrics).
         assert cut_off.process is not None
         assert cut_off.process.poll() is None
+        await retire(stack, cut_off)
 
 
 async def heartbeat_of(stack: FaultStack, worker: ServiceProcess) -> dict[str, Any]:
@@ -348,3 +356,4 @@ async def test_jobs_handed_to_a_cut_off_worker_run_elsewhere_within_moments(stac
         relay.heal()
         await stack.ready()
         assert cut_off.process is not None
+        await retire(stack, cut_off)
