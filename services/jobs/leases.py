@@ -43,11 +43,12 @@ ARQ_TOKEN = "1"  # noqa: S105 (a lease's token, not a secret)
 """The value ARQ's own poll gives an in-progress key (``arq services.jobs.worker.WorkerSettings``)."""
 
 # KEYS: in-progress keys. ARGV[1]: the lease (ms), then each key's token. Returns per key 1 if it
-# held the token (its expiry is pushed back to a whole lease), else 0 (gone, or another claim's).
+# held the token (its expiry is pushed back to a whole lease), else 0 (gone, another claim's, or a key
+# of the wrong type that anyone who can write to Redis may leave: that lease alone is lost).
 _RENEW = Script(b"""
 local renewed = {}
 for i = 1, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[i + 1] then
+  if redis.pcall('GET', KEYS[i]) == ARGV[i + 1] then
     redis.call('PEXPIRE', KEYS[i], ARGV[1])
     renewed[i] = 1
   else
@@ -59,12 +60,13 @@ return renewed
 
 # KEYS[1]: the in-progress key, KEYS[2]: the retry key. ARGV: the token, the try to count from,
 # the retry key's TTL (s). While the key holds the token, ARQ's try count is set to at least the
-# given try; returns 1, else 0.
+# given try (a count that is not a number is replaced); returns 1, else 0.
 _COUNT_FROM = Script(b"""
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+if redis.pcall('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
-if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[2]) then
+local counted = redis.pcall('GET', KEYS[2])
+if type(counted) ~= 'string' or (tonumber(counted) or 0) < tonumber(ARGV[2]) then
   redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
 end
 return 1

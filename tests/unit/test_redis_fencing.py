@@ -220,3 +220,35 @@ async def test_a_stale_claim_does_not_touch_the_try_count(redis: ArqRedis) -> No
 
     assert not await keeper.count_from(job_id, 5)
     assert await redis.get(retry_key_prefix + job_id) == b"2"
+
+
+async def test_a_lease_key_of_the_wrong_type_loses_that_lease_only(redis: ArqRedis) -> None:
+    """Anyone who can write to Redis can leave a hash where a job's in-progress key belongs: that job's
+    lease is lost (the key is not its claim's), and the other leases renewed in the same script hold."""
+    leases = LeaseKeeper(redis, lease_seconds=3)
+    planted, kept = f"planted-{uuid.uuid4().hex}", f"kept-{uuid.uuid4().hex}"
+    for job_id in (planted, kept):
+        await redis.set(in_progress(job_id), "me:1", px=3000)
+        leases.claimed(job_id, "me:1")
+    async with redis.pipeline(transaction=True) as pipe:  # a hash where the claim's token was
+        pipe.delete(in_progress(planted))
+        pipe.hset(in_progress(planted), "field", "value")
+        await pipe.execute()
+
+    await leases.renew()
+
+    assert leases.lost(planted)
+    assert leases.holds(kept)
+    assert 2000 < await redis.pttl(in_progress(kept)) <= 3000
+
+
+async def test_counting_on_past_a_try_counter_that_is_not_a_number_sets_it(redis: ArqRedis) -> None:
+    leases = LeaseKeeper(redis, lease_seconds=3)
+    job_id = f"recount-{uuid.uuid4().hex}"
+    await redis.set(in_progress(job_id), "me:1", px=3000)
+    leases.claimed(job_id, "me:1")
+    await redis.set(retry_key_prefix + job_id, "not a number")
+
+    assert await leases.count_from(job_id, 4)
+
+    assert await redis.get(retry_key_prefix + job_id) == b"4"
