@@ -1,4 +1,4 @@
--- The current schema: what migrations 0001 to 0010 build in an empty database, as pg_dump prints it.
+-- The current schema: what migrations 0001 to 0011 build in an empty database, as pg_dump prints it.
 -- Written by `make schema` (python -m services.schema_dump); do not edit it by hand.
 -- For reading and review only: databases are built by the migrations (make migrate).
 
@@ -75,6 +75,45 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION public.afterword_start_attempt(p_job text, p_worker text, p_job_try integer, OUT previous text, OUT request_id text, OUT attempt integer, OUT crash_rerun boolean, OUT superseded_by integer) RETURNS record
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    closed integer;
+    due timestamptz;
+    prior integer;
+    last_try integer;
+    last_outcome text;
+BEGIN
+    attempt := 0;
+    crash_rerun := false;
+    SELECT j.status, j.request_id, j.run_at, j.tries INTO previous, request_id, due, prior
+    FROM jobs j WHERE j.id = p_job FOR UPDATE;
+    IF NOT FOUND OR previous IN ('succeeded', 'failed', 'cancelled') THEN
+        RETURN;
+    END IF;
+    IF prior > 0 THEN
+        SELECT a.job_try, a.outcome INTO last_try, last_outcome
+        FROM job_attempts a WHERE a.job_id = p_job AND a.try = prior;
+        IF p_job_try IS NOT NULL AND last_try >= p_job_try
+           AND (last_outcome IS NULL OR (last_outcome = 'retrying' AND previous = 'retrying')) THEN
+            superseded_by := last_try;
+            RETURN;
+        END IF;
+        UPDATE job_attempts SET outcome = 'interrupted', finished_at = clock_timestamp(),
+                                error = 'the worker stopped before the attempt ended'
+        WHERE job_id = p_job AND outcome IS NULL;
+        GET DIAGNOSTICS closed = ROW_COUNT;
+        crash_rerun := closed > 0;
+    END IF;
+    attempt := prior + 1;
+    INSERT INTO job_attempts (job_id, try, worker, due_at, job_try) VALUES (p_job, attempt, p_worker, due, p_job_try);
+    UPDATE jobs SET status = 'in_progress', tries = attempt, started_at = clock_timestamp(),
+                    finished_at = NULL, updated_at = clock_timestamp()
+    WHERE id = p_job;
+END;
+$$;
+
 CREATE FUNCTION public.afterword_watch_job(p_job text, p_watch text, p_listener integer) RETURNS TABLE(id text, status text, tries integer, error text, updated_at timestamp with time zone)
     LANGUAGE plpgsql
     AS $$
@@ -112,6 +151,7 @@ CREATE TABLE public.job_attempts (
     outcome text,
     error text,
     due_at timestamp with time zone,
+    job_try integer,
     CONSTRAINT job_attempts_outcome_check CHECK ((outcome = ANY (ARRAY['succeeded'::text, 'failed'::text, 'retrying'::text, 'interrupted'::text, 'cancelled'::text])))
 );
 

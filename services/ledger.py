@@ -174,31 +174,46 @@ class Started:
     """What :func:`start_attempt` found: the status before this start, and this attempt's number.
 
     ``request_id`` is the one stored with the job; ``crash_rerun`` is True when this start closed
-    an attempt that a dead worker had left open.
+    an attempt that a dead worker had left open. ``superseded_by`` is set when the start was
+    refused because a later claim holds the job (migration 0011): ARQ's try number of that claim.
     """
 
     previous: JobStatus | None
     attempt: int
     request_id: str | None = None
     crash_rerun: bool = False
+    superseded_by: int | None = None
 
     @property
     def may_run(self) -> bool:
-        """False when the ledger does not know the job, or it already ended (succeeded, failed or
-        cancelled meanwhile)."""
-        return self.previous is not None and not self.previous.is_final
+        """False when the ledger does not know the job, it already ended (succeeded, failed or
+        cancelled meanwhile), or a later claim holds it."""
+        return self.superseded_by is None and self.previous is not None and not self.previous.is_final
 
 
-async def start_attempt(db: Executor, *, job_id: str, worker: str) -> Started:
+@dataclass(frozen=True)
+class Start:
+    """A claim's start of its job: the job's id and ARQ's try number of the claim (None: not known).
+
+    The try number fences the start (migration 0011): a start whose try is not ahead of the
+    running attempt's came from a claim that lost its lease before the start got here.
+    """
+
+    job_id: str
+    job_try: int | None = None
+
+
+async def start_attempt(db: Executor, *, job_id: str, worker: str, job_try: int | None = None) -> Started:
     """Mark a job in progress and open its next attempt, in one round trip.
 
     An attempt left open by a worker that died is closed as ``interrupted`` first. For a job the
     ledger does not know (one the gateway never accepted) ``previous`` is None and nothing is
     written; for a job already in a final state nothing is written either. The caller must run
-    neither (``may_run`` is False).
+    neither (``may_run`` is False). With ``job_try`` (ARQ's try number of the claim) a start
+    behind the running attempt's claim is refused (``superseded_by``) and writes nothing.
     """
-    (started,) = await start_attempts(db, job_ids=[job_id], worker=worker)
-    return started
+    books = await keep_books(db, worker=worker, starts=[Start(job_id, job_try)])
+    return books.started[0]
 
 
 async def start_attempts(db: Executor, *, job_ids: Sequence[str], worker: str) -> list[Started]:
@@ -218,6 +233,7 @@ def _started(row: asyncpg.Record) -> Started:
         attempt=row["attempt"],
         request_id=row["request_id"],
         crash_rerun=row["crash_rerun"],
+        superseded_by=row["superseded_by"],
     )
 
 
@@ -247,23 +263,31 @@ async def finish_attempt(
     result: Any = None,
     error: str | None = None,
     run_at: datetime | None = None,
-) -> None:
+) -> bool:
     """Record how an attempt ended and the job's resulting status, in one statement.
 
     ``status`` is the job's new status: ``succeeded``/``failed`` end it, ``retrying`` means ARQ
     will run it again (at ``run_at``, which the job's row then holds), ``queued`` means it was
     interrupted and handed back. A job already final (cancelled meanwhile) keeps its status; its
     attempt is then recorded as ``cancelled``.
+
+    Fenced: the end is written only while ``attempt`` is the job's current, open attempt. Returns
+    False when it was refused (a later attempt started, or the attempt was closed already with
+    another outcome): then nothing changed. The same end written twice is written once, and True.
     """
-    await finish_attempts(db, [Finish(job_id, attempt, status, result, error, run_at)])
+    refused = await finish_attempts(db, [Finish(job_id, attempt, status, result, error, run_at)])
+    return not refused
 
 
-async def finish_attempts(db: Executor, finishes: Sequence[Finish]) -> None:
-    """:func:`finish_attempt` for several attempts in one statement (one commit)."""
-    await write_bookkeeping(db, finishes=finishes)
+async def finish_attempts(db: Executor, finishes: Sequence[Finish]) -> list[tuple[str, int]]:
+    """:func:`finish_attempt` for several attempts in one statement (one commit); the refused ends' (job, attempt)."""
+    return (await keep_books(db, finishes=finishes)).refused_ends
 
 
 def _finish_ctes(first: int) -> str:
+    # Fenced by attempt: the job's row changes only while the attempt is its current one (``tries``)
+    # and the job runs; the attempt's row only while it is open and current. The conditions are on
+    # the rows updated, so an end that waited for a start's row lock sees the start's row.
     p = [f"${first + i}" for i in range(8)]
     return (
         "input AS ("
@@ -273,13 +297,27 @@ def _finish_ctes(first: int) -> str:
         "), job AS ("
         "  UPDATE jobs j SET status = i.status, result = i.result, error = i.error, updated_at = clock_timestamp(), "
         "  finished_at = CASE WHEN i.final THEN clock_timestamp() ELSE NULL END, run_at = COALESCE(i.run_at, j.run_at) "
-        "  FROM input i WHERE j.id = i.id AND j.status NOT IN ('succeeded', 'failed', 'cancelled') RETURNING j.id"
+        "  FROM input i WHERE j.id = i.id AND j.tries = i.try AND j.status = 'in_progress' "
+        "  AND EXISTS (SELECT 1 FROM job_attempts o WHERE o.job_id = i.id AND o.try = i.try AND o.outcome IS NULL) "
+        "  RETURNING j.id"
         "), attempt AS ("
         "  UPDATE job_attempts a SET finished_at = clock_timestamp(), error = i.error, "
         "  outcome = CASE WHEN i.id IN (SELECT id FROM job) THEN i.outcome ELSE 'cancelled' END "
-        "  FROM input i WHERE a.job_id = i.id AND a.try = i.try RETURNING 1"
+        "  FROM input i JOIN jobs c ON c.id = i.id "
+        "  WHERE a.job_id = i.id AND a.try = i.try AND a.outcome IS NULL AND c.tries = i.try "
+        "  RETURNING a.job_id, a.try"
         ")"
     )
+
+
+_REFUSED_ENDS = (
+    # Neither written now nor there already (the same end, written by an earlier try of this write).
+    "SELECT 'end' AS kind, i.id, NULL::text AS previous, NULL::text AS request_id, i.try AS attempt, "
+    "NULL::bool AS crash_rerun, NULL::int AS superseded_by FROM input i "
+    "WHERE NOT EXISTS (SELECT 1 FROM attempt w WHERE w.job_id = i.id AND w.try = i.try) "
+    "AND NOT EXISTS (SELECT 1 FROM job_attempts a JOIN jobs c ON c.id = a.job_id "
+    "  WHERE a.job_id = i.id AND a.try = i.try AND c.tries = a.try AND a.outcome = i.outcome)"
+)
 
 
 def _finish_arguments(finishes: Sequence[Finish]) -> list[Any]:
@@ -297,54 +335,111 @@ def _finish_arguments(finishes: Sequence[Finish]) -> list[Any]:
 
 @dataclass(frozen=True)
 class Effect:
-    """A side effect a job did (``email``, ``log_line``), with what identifies it."""
+    """A side effect a job did (``email``, ``log_line``), with what identifies it.
+
+    With ``attempt`` it is recorded only while that attempt is the job's current one (fenced);
+    without, always.
+    """
 
     job_id: str
     effect: str
     detail: dict[str, Any]
+    attempt: int | None = None
+
+
+@dataclass(frozen=True)
+class Books:
+    """What :func:`keep_books` did: the starts' results, and the fenced writes it refused."""
+
+    started: list[Started]
+    refused_ends: list[tuple[str, int]]
+    """(job id, attempt) of each end refused: its attempt is no longer the job's current, open one."""
+    refused_effects: list[tuple[str, str]]
+    """(job id, effect) of each effect refused: its attempt is no longer the job's current one."""
 
 
 async def write_bookkeeping(
     db: Executor,
     *,
     worker: str = "",
-    starts: Sequence[str] = (),
+    starts: Sequence[str | Start] = (),
     effects: Sequence[Effect] = (),
     finishes: Sequence[Finish] = (),
 ) -> list[Started]:
+    """:func:`keep_books`, returning only the starts' results."""
+    return (await keep_books(db, worker=worker, starts=starts, effects=effects, finishes=finishes)).started
+
+
+async def keep_books(
+    db: Executor,
+    *,
+    worker: str = "",
+    starts: Sequence[str | Start] = (),
+    effects: Sequence[Effect] = (),
+    finishes: Sequence[Finish] = (),
+) -> Books:
     """Start attempts (for ``worker``), record effects and finish attempts, in one statement.
 
     One round trip and one commit for all of them; the starts' results come back in the order
-    of ``starts``. A job's start may not share a statement with its effects or its end (they
-    follow it); its effects and its end may (they write different tables). :func:`start_attempts`,
-    :func:`record_effect` and :func:`finish_attempts` are this with one kind of write.
+    of ``starts`` (a job id alone is a start with no try number). A job's start may not share a
+    statement with its effects or its end (they follow it); its effects and its end may (they
+    write different tables). :func:`start_attempts`, :func:`record_effect` and
+    :func:`finish_attempts` are this with one kind of write. Ends, and effects that name their
+    attempt, are fenced: those whose attempt is no longer the job's current one are refused and
+    listed in the result.
     """
     ctes: list[str] = []
+    selects: list[str] = []
     arguments: list[Any] = []
-    if starts:
+    wanted = [start if isinstance(start, Start) else Start(start) for start in starts]
+    if wanted:
         if not worker:
             raise ValueError("starting attempts needs the worker's id")
+        first: dict[str, Start] = {}
+        for start in wanted:
+            first.setdefault(start.job_id, start)
+        ordered = sorted(first.values(), key=lambda start: start.job_id)
         ctes.append(
-            "started AS (SELECT j.id, s.* FROM unnest($1::text[]) AS j(id), "
-            "LATERAL afterword_start_attempt(j.id, $2) AS s ORDER BY j.id)"
+            "started AS (SELECT j.id, s.* FROM unnest($1::text[], $3::int[]) AS j(id, job_try), "
+            "LATERAL afterword_start_attempt(j.id, $2, j.job_try) AS s ORDER BY j.id)"
         )
-        arguments += [sorted(set(starts)), worker]
+        selects.append(
+            "SELECT 'start' AS kind, id, previous, request_id, attempt, crash_rerun, superseded_by FROM started"
+        )
+        arguments += [[start.job_id for start in ordered], worker, [start.job_try for start in ordered]]
     if effects:  # only then: a statement without effects takes no lock on job_effects
         n = len(arguments)
         ctes.append(
-            f"effects AS (INSERT INTO job_effects (job_id, effect, detail) SELECT * FROM "
-            f"unnest(${n + 1}::text[], ${n + 2}::text[], ${n + 3}::jsonb[]) ON CONFLICT DO NOTHING RETURNING 1)"
+            f"effect_input AS (SELECT e.*, e.attempt IS NULL OR EXISTS (SELECT 1 FROM jobs c "
+            f"WHERE c.id = e.job_id AND c.tries = e.attempt) AS current FROM "
+            f"unnest(${n + 1}::text[], ${n + 2}::text[], ${n + 3}::jsonb[], ${n + 4}::int[]) "
+            "AS e(job_id, effect, detail, attempt)), "
+            "effects AS (INSERT INTO job_effects (job_id, effect, detail) SELECT job_id, effect, detail "
+            "FROM effect_input WHERE current ON CONFLICT DO NOTHING RETURNING 1)"
         )
-        arguments += [[e.job_id for e in effects], [e.effect for e in effects], [json.dumps(e.detail) for e in effects]]
+        selects.append(
+            "SELECT 'effect' AS kind, job_id AS id, effect AS previous, NULL::text AS request_id, attempt, "
+            "NULL::bool AS crash_rerun, NULL::int AS superseded_by FROM effect_input WHERE NOT current"
+        )
+        arguments += [
+            [e.job_id for e in effects],
+            [e.effect for e in effects],
+            [json.dumps(e.detail) for e in effects],
+            [e.attempt for e in effects],
+        ]
     if finishes:
         ctes.append(_finish_ctes(len(arguments) + 1))
+        selects.append(_REFUSED_ENDS)
         arguments += _finish_arguments(finishes)
     if not ctes:
-        return []
-    main = "SELECT id, previous, request_id, attempt, crash_rerun FROM started" if starts else "SELECT 1 WHERE false"
-    rows = await db.fetch(f"WITH {', '.join(ctes)} {main}", *arguments)
-    by_id = {row["id"]: row for row in rows}
-    return [_started(by_id[job_id]) for job_id in starts]
+        return Books(started=[], refused_ends=[], refused_effects=[])
+    rows = await db.fetch(f"WITH {', '.join(ctes)} {' UNION ALL '.join(selects)}", *arguments)
+    by_id = {row["id"]: row for row in rows if row["kind"] == "start"}
+    return Books(
+        started=[_started(by_id[start.job_id]) for start in wanted],
+        refused_ends=[(row["id"], row["attempt"]) for row in rows if row["kind"] == "end"],
+        refused_effects=[(row["id"], row["previous"]) for row in rows if row["kind"] == "effect"],
+    )
 
 
 async def settle(db: Executor, *, job_id: str, status: JobStatus, result: Any = None, error: str | None = None) -> bool:
@@ -457,9 +552,15 @@ async def effect_done(db: Executor, *, job_id: str, effect: str) -> bool:
     return found is not None
 
 
-async def record_effect(db: Executor, *, job_id: str, effect: str, detail: dict[str, Any]) -> None:
-    """Remember that this job did this side effect."""
-    await write_bookkeeping(db, effects=[Effect(job_id, effect, detail)])
+async def record_effect(
+    db: Executor, *, job_id: str, effect: str, detail: dict[str, Any], attempt: int | None = None
+) -> bool:
+    """Remember that this job did this side effect; with ``attempt``, only while it is the job's current one.
+
+    Returns False when it was refused (a later attempt started): then nothing was written.
+    """
+    books = await keep_books(db, effects=[Effect(job_id, effect, detail, attempt)])
+    return not books.refused_effects
 
 
 @dataclass(frozen=True)

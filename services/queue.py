@@ -9,9 +9,11 @@ skipped, as ARQ skips it, when its job key or its result key (``arq:result:<id>`
 
 The same script hands a job due now to a waiting worker registered in the queue's idle set
 (:func:`idle_workers_key`, ``services.jobs.handoff``): it claims the job for that worker as the
-worker's own claim would, and publishes it on the worker's channel. Values it cannot use there (an
-idle set, abort set or try counter of the wrong type, a registration that is not one) make it skip
-the hand-over or that value, never fail the enqueue. Jobs not handed over are
+worker's own claim would (the in-progress key set to the worker's token, for the registration's
+short hold), and publishes it on the worker's channel. A registration older than the age it
+states is never chosen: it is dropped, and its channel told. Values it cannot use there (an idle
+set, abort set or try counter of the wrong type, a registration that is not one) make it skip the
+hand-over or that value, never fail the enqueue. Jobs not handed over are
 announced on the queue's wake channel (:func:`wake_channel`), so a waiting worker
 (``services.jobs.wakeup``) starts at once instead of at its next poll; neither message costs an
 extra round trip.
@@ -55,33 +57,39 @@ local function failed(reply)
 end
 local function hand_off(id, score, data)
   while true do
-    local first = redis.pcall('ZRANGE', idle, 0, 0)
+    local first = redis.pcall('ZRANGE', idle, 0, 0, 'WITHSCORES')
     if failed(first) or #first == 0 then
       idle = ''  -- nobody waits (or the set is not one): the other jobs of this call are not offered either
       return false
     end
-    local member = first[1]
+    local member, since = first[1], first[2]
     redis.call('ZREM', idle, member)
-    local ttl, aborts, channel = string.match(member, '^([1-9]%d?%d?%d?%d?%d?%d?%d?%d?)|([01])|%d+|(.+)$')
+    local ttl, aborts, max_age, worker, channel =
+      string.match(member, '^([1-9]%d?%d?%d?%d?%d?%d?%d?%d?)|([01])|%d+|(%d+)|([^|]*)|(.+)$')
     if not channel then return false end
-    if redis.call('EXISTS', ARGV[4] .. id) == 1 then
-      redis.call('ZADD', idle, 0, member)
-      return false
-    end
-    local counted = redis.pcall('GET', ARGV[5] .. id)
-    if failed(counted) then counted = false end
-    local try = (tonumber(counted or '0') or 0) + 1
-    local abort = 0
-    if aborts == '1' then
-      local aborting = redis.pcall('ZSCORE', ARGV[6], id)
-      if aborting and not failed(aborting) then abort = 1 end
-    end
-    local message = member .. '\\n' .. id .. '\\n' .. score .. '\\n' .. try .. '\\n' .. abort .. '\\n' .. data
-    if redis.call('PUBLISH', channel, message) > 0 then
-      redis.call('PSETEX', ARGV[4] .. id, ttl, '1')
-      redis.call('SET', ARGV[5] .. id, try, 'EX', RETRY_TTL)
-      if abort == 1 then redis.pcall('ZREM', ARGV[6], id) end
-      return true
+    local born = tonumber(since)
+    if not born or born + tonumber(max_age) < tonumber(ARGV[3]) then
+      redis.call('PUBLISH', channel, member)  -- not made anew in time: dropped, and its worker told
+    else
+      if redis.call('EXISTS', ARGV[4] .. id) == 1 then
+        redis.call('ZADD', idle, since, member)
+        return false
+      end
+      local counted = redis.pcall('GET', ARGV[5] .. id)
+      if failed(counted) then counted = false end
+      local try = (tonumber(counted or '0') or 0) + 1
+      local abort = 0
+      if aborts == '1' then
+        local aborting = redis.pcall('ZSCORE', ARGV[6], id)
+        if aborting and not failed(aborting) then abort = 1 end
+      end
+      local message = member .. '\\n' .. id .. '\\n' .. score .. '\\n' .. try .. '\\n' .. abort .. '\\n' .. data
+      if redis.call('PUBLISH', channel, message) > 0 then
+        redis.call('PSETEX', ARGV[4] .. id, ttl, worker .. ':' .. try)
+        redis.call('SET', ARGV[5] .. id, try, 'EX', RETRY_TTL)
+        if abort == 1 then redis.pcall('ZREM', ARGV[6], id) end
+        return true
+      end
     end
   end
 end

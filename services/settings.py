@@ -183,7 +183,12 @@ class Settings(BaseSettings):
     keep_result_seconds: int = Field(default=3600, ge=0, description="How long ARQ keeps a job's result.")
     heartbeat_seconds: float = Field(default=5.0, gt=0, description="How often a worker says it is alive.")
     lease_seconds: float = Field(
-        default=9.0, ge=1, description="A killed worker's running jobs are taken over after this long."
+        default=9.0,
+        ge=1,
+        description=(
+            "A killed worker's running jobs are taken over after this long; a worker's Redis and Postgres "
+            "calls give up after a third of it."
+        ),
     )
     shutdown_grace_seconds: int = Field(
         default=20, ge=0, description="On SIGTERM, running jobs get this long to finish before they are handed back."

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +32,7 @@ from services import ledger
 from services.batching import Batcher
 from services.contract import JobStatus
 from services.database import CONNECTION_ERRORS
+from services.jobs.fencing import Fenced
 
 log = logging.getLogger("afterword.jobs")
 
@@ -44,8 +45,11 @@ class End:
     effects: tuple[ledger.Effect, ...] = ()
 
 
-Operation = str | ledger.Effect | End
-"""What a job asks the book to write: its start (the job id), a side effect it did, or its end."""
+Operation = str | ledger.Start | ledger.Effect | End
+"""What a job asks the book to write: its start (the job id, or with its claim's try), an effect it did, or its end."""
+
+Written = ledger.Started | bool | None
+"""What the book answers: a start's result; for an end or an effect, whether it was written (not fenced)."""
 
 
 class AttemptBook:
@@ -54,10 +58,10 @@ class AttemptBook:
     def __init__(self, db: asyncpg.Pool, *, worker_id: str) -> None:
         self._db = db
         self._worker_id = worker_id
-        self._book: Batcher[Operation, ledger.Started | None] = Batcher(
+        self._book: Batcher[Operation, Written] = Batcher(
             self._write, fail_together=CONNECTION_ERRORS, name="attempt-book"
         )
-        self._early: dict[str, asyncio.Future[ledger.Started | None]] = {}
+        self._early: dict[str, asyncio.Future[Written]] = {}
         self._noted: dict[str, list[ledger.Effect]] = {}
         self.on_end: Callable[[str], None] | None = None
         """Called with the job's id as a job hands in its end, before the end is written (the
@@ -74,9 +78,9 @@ class AttemptBook:
         """Write the ends kept since :meth:`hold` (in the next batch)."""
         self._book.release()
 
-    def begin(self, job_id: str) -> asyncio.Future[ledger.Started | None]:
+    def begin(self, job_id: str, *, job_try: int | None = None) -> asyncio.Future[Written]:
         """Send ``job_id``'s start now, ahead of :meth:`start` (called as the worker claims the job or
-        takes it handed over).
+        takes it handed over, with ARQ's try number of the claim, which fences the start).
 
         The start then travels to Postgres while the job gets under way (its task, its payload),
         instead of after.
@@ -84,35 +88,41 @@ class AttemptBook:
         tries, or the worker stopped), :meth:`abandon` hands the attempt back.
         """
         if job_id not in self._early:
-            self._early[job_id] = self._book.send(job_id)  # queued now: the batch may go at once
+            start = ledger.Start(job_id, job_try)
+            self._early[job_id] = self._book.send(start)  # queued now: the batch may go at once
         return self._early[job_id]
 
-    async def start(self, job_id: str) -> ledger.Started:
+    async def start(self, job_id: str, *, job_try: int | None = None) -> ledger.Started:
         """:func:`services.ledger.start_attempt` for this worker, in a batch (or the one :meth:`begin` sent)."""
         early = self._early.pop(job_id, None)
-        started = await (asyncio.shield(early) if early is not None else self._book.submit(job_id))
-        assert started is not None  # a start's result is always a Started
+        started = await (
+            asyncio.shield(early) if early is not None else self._book.submit(ledger.Start(job_id, job_try))
+        )
+        assert isinstance(started, ledger.Started)  # a start's result is always a Started
         return started
 
-    async def abandon(self, job_id: str) -> None:
+    async def abandon(self, job_id: str, *, hand_back: bool = True) -> None:
         """End the attempt that :meth:`begin` opened for a run that never started (if it opened one).
 
         The job goes back to ``queued``, its attempt ``interrupted``: the next start (or the
-        recovery sweep, which takes ARQ's own outcome) carries on from there.
+        recovery sweep, which takes ARQ's own outcome) carries on from there. Without ``hand_back``
+        (the run lost its lease) nothing is written: the next start closes the attempt.
         """
         self._noted.pop(job_id, None)  # the run is over: an end that was never written takes nothing
         early = self._early.pop(job_id, None)
-        if early is None:
-            return  # started by the job's code, or never begun
+        if early is None or not hand_back:
+            return  # started by the job's code, never begun, or not ours to end any more
         try:
             started = await early
-            if started is not None and started.attempt and started.may_run:
+            if isinstance(started, ledger.Started) and started.attempt and started.may_run:
                 await self.finish(
                     job_id=job_id,
                     attempt=started.attempt,
                     status=JobStatus.queued,
                     error="not run: ARQ ended the job before it started",
                 )
+        except Fenced:
+            pass  # another claim started the job since: the attempt is closed already
         except Exception as exc:  # Postgres away: the next start closes the attempt as a crash's
             log.warning("could not hand back the attempt of job %s: %s", job_id, exc)
 
@@ -126,16 +136,36 @@ class AttemptBook:
         error: str | None = None,
         run_at: datetime | None = None,
     ) -> None:
-        """:func:`services.ledger.finish_attempt`, in a batch, with the effects noted for the job."""
-        effects = tuple(self._noted.pop(job_id, ()))
+        """:func:`services.ledger.finish_attempt`, in a batch, with the effects noted for the job.
+
+        Raises :class:`Fenced` when the end was refused (``attempt`` is no longer the job's current,
+        open one): then nothing was written, the noted effects neither. If the write fails, the
+        noted effects are kept for the next try of the end.
+        """
+        noted = self._noted.pop(job_id, [])
         if self.on_end is not None:
             self.on_end(job_id)
+        effects = tuple(replace(effect, attempt=attempt) for effect in noted)
         end = End(ledger.Finish(job_id, attempt, status, result, error, run_at), effects)
-        await self._book.submit(end, defer=True)
+        try:
+            written = await self._book.submit(end, defer=True)
+        except BaseException:
+            if noted:
+                self._noted[job_id] = [*noted, *self._noted.get(job_id, [])]
+            raise
+        if not written:
+            raise Fenced("end", job_id, f"attempt {attempt} is no longer the job's current one")
 
-    async def record_effect(self, *, job_id: str, effect: str, detail: dict[str, Any]) -> None:
-        """:func:`services.ledger.record_effect`, in a batch: returns once it is committed."""
-        await self._book.submit(ledger.Effect(job_id, effect, detail))
+    async def record_effect(
+        self, *, job_id: str, effect: str, detail: dict[str, Any], attempt: int | None = None
+    ) -> None:
+        """:func:`services.ledger.record_effect`, in a batch: returns once it is committed.
+
+        With ``attempt`` it is fenced: :class:`Fenced` is raised when that attempt is no longer the
+        job's current one (nothing was written).
+        """
+        if not await self._book.submit(ledger.Effect(job_id, effect, detail, attempt)):
+            raise Fenced("effect", job_id, f"attempt {attempt} is no longer the job's current one")
 
     def note_effect(self, *, job_id: str, effect: str, detail: dict[str, Any]) -> None:
         """Record this effect with the attempt's end (:meth:`finish`), whatever the end is.
@@ -145,18 +175,31 @@ class AttemptBook:
         """
         self._noted.setdefault(job_id, []).append(ledger.Effect(job_id, effect, detail))
 
-    async def _write(self, operations: list[Operation]) -> list[ledger.Started | None]:
-        starts = [op for op in operations if isinstance(op, str)]
-        started = iter(
-            await ledger.write_bookkeeping(
-                self._db,
-                worker=self._worker_id,
-                starts=starts,
-                effects=[
-                    *(op for op in operations if isinstance(op, ledger.Effect)),
-                    *(effect for op in operations if isinstance(op, End) for effect in op.effects),
-                ],
-                finishes=[op.finish for op in operations if isinstance(op, End)],
-            )
+    async def _write(self, operations: list[Operation]) -> list[Written]:
+        starts = [
+            op if isinstance(op, ledger.Start) else ledger.Start(op)
+            for op in operations
+            if isinstance(op, str | ledger.Start)
+        ]
+        books = await ledger.keep_books(
+            self._db,
+            worker=self._worker_id,
+            starts=starts,
+            effects=[
+                *(op for op in operations if isinstance(op, ledger.Effect)),
+                *(effect for op in operations if isinstance(op, End) for effect in op.effects),
+            ],
+            finishes=[op.finish for op in operations if isinstance(op, End)],
         )
-        return [next(started) if isinstance(op, str) else None for op in operations]
+        started = iter(books.started)
+        refused_ends = set(books.refused_ends)
+        refused_effects = set(books.refused_effects)
+        written: list[Written] = []
+        for op in operations:
+            if isinstance(op, str | ledger.Start):
+                written.append(next(started))
+            elif isinstance(op, End):
+                written.append((op.finish.job_id, op.finish.attempt) not in refused_ends)
+            else:
+                written.append((op.job_id, op.effect) not in refused_effects)
+        return written

@@ -2,9 +2,11 @@
 
 The script reads the due job ids and claims as many as there is room for, setting ARQ's
 ``arq:in-progress:<id>`` key on each as ARQ's WATCH/MULTI does (a job running elsewhere is
-skipped), and does for each the commands ARQ's ``run_job`` starts with: read the job, count the
-try, take it off the abort set. It also withdraws the worker's registration for hand-overs and
-makes a new one (``services.jobs.handoff``), and returns the score of the next deferred job.
+skipped) with the claim's token as its value (``<worker id>:<ARQ try>``, which fences the
+worker's later writes: ``services.jobs.fencing``), and does for each the commands ARQ's
+``run_job`` starts with: read the job, count the try, take it off the abort set. It also
+withdraws the worker's registration for hand-overs and makes a new one
+(``services.jobs.handoff``), and returns the score of the next deferred job.
 
 Anyone who can write to Redis can leave a value of the wrong type where the script looks. Only
 the queue itself being unreadable stops the script, before it writes anything (it is read first);
@@ -35,7 +37,8 @@ TRY_RECOUNTED = 2
 # KEYS[1]: the queue. ARGV: now (ms), how many jobs to claim at most, the in-progress key's TTL
 # (ms), how many ids to read, the in-progress key prefix, the job key prefix, the retry key prefix,
 # the retry key's TTL (s), the abort set ('' when aborts are off), the idle workers' set, the
-# registration to withdraw (''), the registration to make if room remains (''). Returns, for each
+# registration to withdraw (''), the registration to make if room remains (''), the claim's token
+# prefix (the in-progress key holds it followed by the try: services.jobs.fencing). Returns, for each
 # claimed job, its id, score, data (nil if expired or unreadable), try number, whether it was to
 # be aborted (ARQ's run_job reads these three first) and its flags; the score of the earliest job
 # not yet due (or nil); 1 if a due job that nobody runs was left for lack of room; 1 if the
@@ -68,7 +71,6 @@ for i = 1, #due, 2 do
       left = 1
       break
     end
-    redis.call('PSETEX', key, ARGV[3], '1')
     local flags = 0
     local retry_key = ARGV[7] .. id
     local try = redis.pcall('INCR', retry_key)
@@ -77,6 +79,7 @@ for i = 1, #due, 2 do
       try = redis.call('INCR', retry_key)
       flags = flags + 2
     end
+    redis.call('PSETEX', key, ARGV[3], ARGV[13] .. try)
     redis.call('EXPIRE', retry_key, ARGV[8])
     local abort = 0
     if ARGV[9] ~= '' and abort_broken == 0 then

@@ -1,7 +1,9 @@
 """The job implementations: thin wrappers that hand the payload to the code doing the work.
 
 Every side effect is keyed on the job id and recorded in ``job_effects``, so a run repeated after
-a crash does not send the email or write the line again.
+a crash does not send the email or write the line again. Before each effect the job checks that it
+still holds its lease (``services.jobs.fencing``): a run whose worker was paused or cut off past
+its lease, and whose job another worker took over, does nothing more.
 """
 
 from __future__ import annotations
@@ -32,13 +34,15 @@ async def send_email(ctx: JobContext, payload: SendEmail) -> JobResult:
     message = ctx["mailer"].build(job_id=job_id, to=payload.to, subject=payload.subject, body=payload.body)
     sent = not await _done_before(ctx, "email")
     if sent:
+        await ctx["leases"].check(job_id)
         await ctx["mailer"].send(message)
         detail = {"to": payload.to, "message_id": message["Message-ID"]}
         if payload.mark_welcome_sent:  # more work follows: the email is recorded before it
-            await ctx["attempts"].record_effect(job_id=job_id, effect="email", detail=detail)
+            await ctx["attempts"].record_effect(job_id=job_id, effect="email", detail=detail, attempt=ctx["attempt"])
         else:  # the last step: recorded with the attempt's end, in its commit
             ctx["attempts"].note_effect(job_id=job_id, effect="email", detail=detail)
     if payload.mark_welcome_sent:
+        await ctx["leases"].check(job_id)
         await ctx["users"].mark_welcome_sent(email=payload.to)
     return {"to": payload.to, "message_id": message["Message-ID"], "sent_now": sent}
 
@@ -49,6 +53,7 @@ async def write_log(ctx: JobContext, payload: WriteLog) -> JobResult:
     job_id = ctx["job_id"]
     if await _done_before(ctx, "log_line"):
         return {"file": str(ctx["log_writer"].path), "written_now": False}
+    await ctx["leases"].check(job_id)
     line, written = await ctx["log_writer"].write(job_id=job_id, message=payload.message, rerun=ctx["attempt"] > 1)
     ctx["attempts"].note_effect(job_id=job_id, effect="log_line", detail={"line": line})  # with the end
     return {"file": str(ctx["log_writer"].path), "written_now": written}
@@ -57,6 +62,7 @@ async def write_log(ctx: JobContext, payload: WriteLog) -> JobResult:
 @job(JobName.update_user)
 async def update_user(ctx: JobContext, payload: UpdateUser) -> JobResult:
     """Create or update the user row (a guarded upsert: a re-run changes nothing)."""
+    await ctx["leases"].check(ctx["job_id"])
     changed = await ctx["users"].upsert(email=payload.email, name=payload.name)
     return {"email": payload.email.lower(), "changed": changed}
 
@@ -65,6 +71,10 @@ async def update_user(ctx: JobContext, payload: UpdateUser) -> JobResult:
 async def cleanup_temp_files(ctx: JobContext, payload: CleanupTempFiles) -> JobResult:
     """Remove files older than the configured age from the configured temp directory."""
     settings = ctx["settings"]
+    job_id, leases = ctx["job_id"], ctx.get("leases")
+    # A scheduled run (no ledger row) is fenced only when our claim leased it: ARQ's own poll does not.
+    if leases is not None and (leases.token(job_id) is not None or leases.lost(job_id)):
+        await leases.check(job_id)
     removed = await asyncio.to_thread(
         remove_old_files, settings.temp_dir, max_age_seconds=settings.temp_max_age_seconds
     )

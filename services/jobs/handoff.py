@@ -8,6 +8,16 @@ the longest-waiting registered worker, exactly as the worker's own claim would (
 publishes it, fetched, on that worker's own channel. If nobody listens there (the worker is gone)
 it takes the next registration, and with none left it wakes the workers as before.
 
+A registration names its worker (the job's in-progress key gets the worker's token,
+``<worker id>:<ARQ try>``, as its own claim would set: ``services.jobs.fencing``) and the lease
+the enqueue sets. That lease is short (:data:`HOLD_MS`): the worker confirms it at once with a
+renewal (``services.jobs.leases``), and a job handed to a worker that never took it (paused, or
+cut off while Redis still counts its subscription) is free for another claim within moments, not
+after a whole lease. A registration is chosen only while it is fresh: a waiting worker makes it
+anew at each look, at least every poll delay, and one older than the age it states was left by a
+worker that stopped looking (paused, cut off): the enqueue drops it and tells the worker's channel,
+so that a worker that was only slow frees the slot it held for it.
+
 Each registration holds one of the worker's slots (:class:`Registrations`), so a job handed over
 always finds room. A worker withdraws its registration whenever it claims jobs itself, and
 registers again if room remains; the withdrawal says whether a hand-over already took it (then
@@ -36,6 +46,15 @@ class Handoff:
     fetched: Fetched
 
 
+HOLD_MS = 2000
+"""How long a handed-over job's in-progress key lives until the worker confirms it (at most a lease)."""
+
+
+def is_dropped(message: bytes) -> bool:
+    """True for a message saying the enqueue dropped a registration (it holds the registration alone)."""
+    return b"\n" not in message
+
+
 def parse(message: bytes) -> Handoff:
     """The hand-over in a message of the worker's channel (see ``services.queue``).
 
@@ -60,6 +79,8 @@ class Registrations:
     """One worker's registrations in the idle set, and the slots they hold."""
 
     queue_name: str
+    worker_id: str = ""
+    """Names the worker in the tokens of the jobs handed to it."""
     channel: str = ""
     registered: str | None = None
     """The registration in the idle set, as far as the worker knows (a hand-over may have taken it)."""
@@ -74,7 +95,19 @@ class Registrations:
         """Listen on a new channel from now on: what was sent to the old one is not ours to take."""
         self.channel = f"{self.queue_name}:handoff:{uuid.uuid4().hex}"
 
-    def offer(self, *, lease_ms: int, aborts: bool) -> str:
-        """A new registration: the lease the enqueue sets, whether it reads aborts, our channel."""
+    def offer(self, *, lease_ms: int, aborts: bool, max_age_ms: int) -> str:
+        """A new registration: the lease the enqueue sets, whether it reads aborts, how old it may get, our channel."""
         self._count += 1
-        return f"{lease_ms}|{int(aborts)}|{self._count}|{self.channel}"
+        return registration(
+            lease_ms=lease_ms,
+            aborts=aborts,
+            count=self._count,
+            max_age_ms=max_age_ms,
+            worker_id=self.worker_id,
+            channel=self.channel,
+        )
+
+
+def registration(*, lease_ms: int, aborts: bool, count: int, max_age_ms: int, worker_id: str, channel: str) -> str:
+    """A member of the idle set, as the enqueue script reads it (``services.queue``)."""
+    return f"{lease_ms}|{int(aborts)}|{count}|{max_age_ms}|{worker_id}|{channel}"

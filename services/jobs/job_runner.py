@@ -10,14 +10,17 @@ per look instead of one more per job, on the path from a job's arrival to its st
 ``tests/unit/test_job_runner.py`` pins: an upgrade must re-read it), step for step: expiry,
 deserialization, abort before start, unknown function, the try count and ``max_tries``, the
 ``on_job_start``/``on_job_end``/``after_job_end`` hooks, the job's task in ``job_tasks`` (for
-aborts), its timeout, retries, the result and ``finish_job``. Two things differ: ARQ's INFO line
+aborts), its timeout, retries, the result and ``finish_job``. Three things differ: ARQ's INFO line
 at each job's start and end is not written (the jobs service writes its own, with ids, attempt,
-outcome and timings, in ``services.jobs.registry``), and the job's lease and any attempt begun at
-its claim are let go when it ends (``services.jobs.leases``, ``services.jobs.attempts``). ARQ's
-warnings and errors are kept, word for word. A job whose fields have types ARQ's ``serialize_job``
-never writes (anyone who can write to Redis can plant one) fails as one that could not be
-deserialized, and so does a job whose key is not a string; ARQ would raise on them in its main
-loop.
+outcome and timings, in ``services.jobs.registry``); the job's lease and any attempt begun at
+its claim are let go when it ends, after its end is written (``services.jobs.leases``,
+``services.jobs.attempts``); and a run that lost its claim on the job (:class:`Fenced`: its lease
+ran out, or another claim took the job over) is neither a failure nor a retry: it is logged as
+fenced, stores no result and hands the job back, which changes nothing in Redis unless the
+worker still holds the job's key (``services.jobs.fencing``). ARQ's warnings and errors are kept,
+word for word. A job whose fields have types ARQ's ``serialize_job`` never writes (anyone who can
+write to Redis can plant one) fails as one that could not be deserialized, and so does a job
+whose key is not a string; ARQ would raise on them in its main loop.
 
 :meth:`ClaimedJobRunner.close` is ARQ's ``Worker.close`` made safe for the jobs still running.
 ARQ's ``run()`` closes the worker whenever its main loop ends, a Redis outage included, and ARQ's
@@ -47,7 +50,9 @@ from arq.worker import Function, JobExecutionFailed, Retry, RetryJob, no_result
 from arq.worker import Worker as ArqWorker
 from redis.exceptions import RedisError
 
+from services.jobs import fencing
 from services.jobs.attempts import AttemptBook
+from services.jobs.fencing import Fenced
 from services.jobs.leases import LeaseKeeper
 from services.queue import RETRY_KEY_TTL_SECONDS
 
@@ -135,12 +140,14 @@ class ClaimedJobRunner(ArqWorker):
             await self._run_fetched(job_id, score, fetched)
         finally:
             leases: LeaseKeeper | None = self.ctx.get("leases")
+            stood_down = False  # its lease was lost: it writes nothing more
             if leases is not None:
+                stood_down = job_id not in leases.held
                 leases.release(job_id)
             attempts: AttemptBook | None = self.ctx.get("attempts")
             if attempts is not None:
                 with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.shield(attempts.abandon(job_id))
+                    await asyncio.shield(attempts.abandon(job_id, hand_back=not stood_down))
 
     async def _run_fetched(self, job_id: str, score: int, fetched: Fetched) -> None:
         # arq 0.28.0's Worker.run_job from its pipeline on, without the per-job INFO lines.
@@ -266,6 +273,8 @@ class ClaimedJobRunner(ArqWorker):
                 self.jobs_failed += 1
             elif self.retry_jobs and isinstance(e, asyncio.CancelledError | RetryJob):
                 self.jobs_retried += 1
+            elif isinstance(e, Fenced):  # not ours any more: no result, the job goes back as it is
+                fencing.note(self.ctx, e)
             else:
                 log.exception("%6.2fs ! %s failed, %s: %s", t, ref, e.__class__.__name__, e, extra={"extra": exc_extra})
                 result = e

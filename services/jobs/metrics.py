@@ -24,6 +24,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from redis.asyncio import Redis
 
 from services.contract import JobName
+from services.jobs.fencing import WRITES, Fenced
 
 log = logging.getLogger("afterword.jobs.metrics")
 
@@ -33,6 +34,8 @@ SKIPPED = "skipped"
 """A run that found its job already ended and did nothing: logged, not counted."""
 REFUSED = "refused"
 """A run refused because the ledger does not know its job (planted in Redis): counted apart."""
+FENCED = "fenced"
+"""A run that lost its claim on the job and stopped: logged, counted in ``afterword_fenced_writes``."""
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 PICKUP_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -87,6 +90,15 @@ class JobMetrics:
             "Jobs the enqueue handed to this worker as it waited, with no claim (services/jobs/handoff.py).",
             registry=self.registry,
         )
+        self.fenced = Counter(
+            "afterword_fenced_writes",
+            "Writes and actions of a worker refused because its claim on the job was superseded "
+            "(its lease lost: paused, cut off or stalled past it), by write (services/jobs/fencing.py).",
+            ["write"],
+            registry=self.registry,
+        )
+        for write in WRITES:
+            self.fenced.labels(write=write)
         self.in_progress = Gauge(
             "afterword_jobs_in_progress", "Jobs this worker is running now.", registry=self.registry
         )
@@ -175,6 +187,8 @@ class JobRun:
         if self._refused:
             self._metrics.refused.labels(name=self.name).inc()
             return REFUSED
+        if isinstance(error, Fenced):
+            return FENCED
         if error is None:
             outcome = SUCCEEDED
         elif isinstance(error, Retry):

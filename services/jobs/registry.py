@@ -11,6 +11,12 @@ accepted by the gateway (whoever can write to Redis can plant a job there): it i
 run, counted (``afterword_jobs_refused_total``) and logged, and ARQ removes it from Redis as it
 removes any job that ended. The worker's own scheduled runs (ARQ's cron) have no ledger row: they
 run :data:`SCHEDULED`'s coroutine, which takes no payload and touches no ledger.
+
+The run is fenced (``services.jobs.fencing``): it starts its attempt with its claim's try, runs
+only while it holds the job's lease, and stops (:class:`Fenced`) when its claim is superseded. The
+lease is held until the end is written: an end that cannot be written while Postgres is slow or
+away is written again, as long as the lease holds (up to :func:`end_retry_seconds`), rather than
+the job being run again elsewhere, its effect with it.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
@@ -30,6 +37,7 @@ from services import ledger
 from services.contract import PAYLOADS, JobName, JobStatus, Payload
 from services.jobs.context import JobContext
 from services.jobs.errors import is_transient
+from services.jobs.fencing import Fenced
 from services.jobs.metrics import JobRun
 from services.jobs.retries import RetryOverride, RetryPolicy, gave_up
 from services.log_config import direct_logger
@@ -54,6 +62,14 @@ SCHEDULED: dict[JobName, Callable[[dict[str, Any]], Awaitable[JobResult]]] = {}
 
 NO_LEDGER_ROW = "no ledger row"
 """Why a job is refused: the ledger does not know it (see the module docstring)."""
+
+END_RETRY_LEASES = 3
+"""An end that cannot be written is tried again for up to this many leases, while the lease holds."""
+
+
+def end_retry_seconds(settings: Settings) -> float:
+    """How long a run keeps trying to write its end (Postgres slow or away) while it holds its lease."""
+    return settings.lease_seconds * END_RETRY_LEASES
 
 
 def retry_policy(name: JobName, settings: Settings) -> RetryPolicy:
@@ -127,7 +143,7 @@ async def _run_tracked(
         return Retry(defer=delay)
 
     try:
-        started = await ctx["attempts"].start(job_id)  # batched with concurrent starts
+        started = await ctx["attempts"].start(job_id, job_try=job_try)  # batched with concurrent starts
     except Exception as exc:
         if is_transient(exc) and not last_try:
             raise retry_later(exc) from exc
@@ -137,6 +153,8 @@ async def _run_tracked(
         log.warning("job %s (%s) refused, not run: %s (it was not queued by the gateway)", job_id, name, NO_LEDGER_ROW)
         return {"refused": NO_LEDGER_ROW}
     _note_start(ctx, started, observed)
+    if started.superseded_by is not None:
+        await _stand_aside(ctx, superseded_by=started.superseded_by)
     if not started.may_run:
         observed.skip()
         log.info("job %s is already %s; not running it again", job_id, started.previous)
@@ -145,28 +163,54 @@ async def _run_tracked(
     await ctx["leases"].hold(job_id)
 
     async def finish(
-        status: JobStatus, *, result: Any = None, error: str | None = None, run_at: datetime | None = None
+        status: JobStatus,
+        *,
+        result: Any = None,
+        error: str | None = None,
+        run_at: datetime | None = None,
+        again: bool = True,
     ) -> None:
-        # Recording the outcome can fail too (Postgres away): then the job is tried again, and
-        # its effects, keyed on the job id, are not repeated.
-        try:
-            await ctx["attempts"].finish(
-                job_id=job_id, attempt=started.attempt, status=status, result=result, error=error, run_at=run_at
-            )
-        except Exception as exc:
-            if is_transient(exc) and not last_try:
-                raise retry_later(exc) from exc
-            raise
+        # Recording the outcome can fail too (Postgres slow or away). While the lease holds, nobody
+        # else runs the job: the end is written again (``again``), for a while. After that the job
+        # is tried again, and its effects, keyed on the job id, are not repeated once recorded.
+        deadline = time.monotonic() + end_retry_seconds(settings)
+        pause = 0.1
+        while True:
+            try:
+                await ctx["attempts"].finish(
+                    job_id=job_id, attempt=started.attempt, status=status, result=result, error=error, run_at=run_at
+                )
+                return
+            except Fenced:
+                raise
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                if again and ctx["leases"].holds(job_id) and time.monotonic() + pause < deadline:
+                    log.warning("job %s: could not write its end (%s); trying again", job_id, _describe(exc))
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, settings.lease_seconds / 3)
+                    continue
+                if not last_try:
+                    raise retry_later(exc) from exc
+                raise
 
     try:
+        await ctx["leases"].check(job_id, before="run")  # the lease may have run out while the start was on its way
         data = model.model_validate(payload)
         async with asyncio.timeout(settings.job_timeout_seconds):
             result = await implementation(ctx, data)
     except asyncio.CancelledError:
-        # Shutdown or abort: ARQ hands the job back (or the gateway already cancelled it).
-        interrupted = finish(JobStatus.queued, error="interrupted: the worker stopped or the job was cancelled")
-        await asyncio.shield(_quietly(interrupted))
+        # Shutdown or abort: ARQ hands the job back (or the gateway already cancelled it). A run
+        # cancelled because its lease was lost writes nothing more: the next start closes its attempt.
+        if ctx["leases"].holds(job_id):
+            interrupted = finish(
+                JobStatus.queued, error="interrupted: the worker stopped or the job was cancelled", again=False
+            )
+            await asyncio.shield(_quietly(interrupted))
         raise
+    except Fenced:
+        raise  # the lease ran out (paused, cut off): nothing more, the next start closes the attempt
     except ValidationError as exc:
         await finish(JobStatus.failed, error=f"invalid payload: {exc.errors(include_url=False)}")
         raise
@@ -183,10 +227,20 @@ async def _run_tracked(
         spent = await _time_since_first_try(ctx, attempt=started.attempt)
         await finish(JobStatus.failed, error=gave_up(tries=job_try, seconds=spent, error=_describe(exc)))
         raise
-    finally:
-        ctx["leases"].release(job_id)
-    await finish(JobStatus.succeeded, result=result)
+    await finish(JobStatus.succeeded, result=result)  # the lease is held until the end is written
     return result
+
+
+async def _stand_aside(ctx: JobContext, *, superseded_by: int) -> None:
+    """The ledger refused this claim's start: a claim at least as late (ARQ try ``superseded_by``) holds the job.
+
+    That claim is live, or Redis lost the job and its try count since (then this worker still holds
+    the key): the count is set past that try so that the next claim starts. Raises :class:`Fenced`.
+    """
+    job_id = ctx["job_id"]
+    if await ctx["leases"].count_from(job_id, superseded_by):
+        log.warning("job %s: Redis counts no more tries than the ledger; counting from try %d", job_id, superseded_by)
+    raise Fenced("start", job_id, f"a claim at ARQ try {superseded_by} holds the job, this one is try {ctx['job_try']}")
 
 
 async def _time_since_first_try(ctx: JobContext, *, attempt: int) -> float:
@@ -250,5 +304,7 @@ def _ms(seconds: float | None) -> float | None:
 async def _quietly(awaitable: Awaitable[None]) -> None:
     try:
         await awaitable
+    except Fenced:
+        pass  # another claim started the job since: the attempt is closed already
     except Exception:  # Retry included: the worker is stopping, the next start records it
         log.exception("could not record the interrupted attempt")

@@ -59,7 +59,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Coroutine
+import time
+import uuid
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,17 +75,20 @@ from arq.constants import (
     retry_key_prefix,
 )
 from arq.utils import timestamp_ms, to_ms
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.batching import Batcher
 from services.jobs import claim as claims
-from services.jobs import handoff
+from services.jobs import fencing, handoff, timeouts
 from services.jobs.attempts import AttemptBook
 from services.jobs.claim import TRY_RECOUNTED, UNREADABLE_JOB, Claim
+from services.jobs.fencing import Fenced
 from services.jobs.handoff import Registrations
 from services.jobs.job_runner import ClaimedJobRunner, Fetched
 from services.jobs.leases import LeaseKeeper
-from services.queue import RETRY_KEY_TTL_SECONDS, idle_workers_key, wake_channel
+from services.queue import RETRY_KEY_TTL_SECONDS, Script, idle_workers_key, wake_channel
 from services.throttled_log import ThrottledLog
 
 log = logging.getLogger("arq.worker")
@@ -95,9 +100,81 @@ MAX_PAUSE_SECONDS = 5.0
 """While the queue cannot be read (a key of the wrong type), the longest wait between two looks."""
 
 
+# ARQ's finish_job (arq 0.28) for each job in turn, while the job's in-progress key holds the
+# claim's token ('' for none: unconditional, as ARQ's). ARGV: the queue, the abort set, the
+# in-progress, result, retry and job key prefixes, then per job: id, token, '1' if finished, result
+# ('' for none), the result's expiry (ms, '' for none), the score to add for a retry (''), how long
+# to keep the in-progress key (ms, '' to delete it). Returns per job 1 if ended, 0 if fenced: the key
+# is gone or another claim's (or not a string), and nothing was written; then the errors of the
+# commands that met a key of the wrong type (the queue or the abort set): each fails alone, the rest
+# is done. A retry's score is added only to a job still in the queue (ZINCRBY would add a missing one).
+_FINISH = Script(b"""
+local ended = {}
+local errors = {}
+local function try(...)
+  local reply = redis.pcall(...)
+  if type(reply) == 'table' and reply.err ~= nil then
+    errors[#errors + 1] = reply.err
+    return false
+  end
+  return reply
+end
+for i = 7, #ARGV, 7 do
+  local id = ARGV[i]
+  local key = ARGV[3] .. id
+  if ARGV[i + 1] ~= '' and redis.pcall('GET', key) ~= ARGV[i + 1] then
+    ended[#ended + 1] = 0
+  else
+    if ARGV[i + 6] == '' then
+      redis.call('DEL', key)
+    else
+      redis.call('PEXPIRE', key, ARGV[i + 6])
+    end
+    if ARGV[i + 2] == '1' then
+      if ARGV[i + 3] ~= '' then
+        if ARGV[i + 4] == '' then
+          redis.call('SET', ARGV[4] .. id, ARGV[i + 3])
+        else
+          redis.call('SET', ARGV[4] .. id, ARGV[i + 3], 'PX', ARGV[i + 4])
+        end
+      end
+      redis.call('DEL', ARGV[5] .. id, ARGV[6] .. id)
+      try('ZREM', ARGV[2], id)
+      try('ZREM', ARGV[1], id)
+    elseif ARGV[i + 5] ~= '' and try('ZSCORE', ARGV[1], id) then
+      try('ZINCRBY', ARGV[1], ARGV[i + 5], id)
+    end
+    ended[#ended + 1] = 1
+  end
+end
+return {ended, errors}
+""")
+
+# Undo a hand-over (services.jobs.handoff) while the job's in-progress key holds its token.
+# KEYS[1]: the in-progress key, KEYS[2]: the retry key, KEYS[3]: the abort set. ARGV: the token,
+# the try count before the hand-over ('0': none), the retry key's TTL (s), '1' to put the job back
+# on the abort set, now (ms), the job's id, the wake channel. Returns 1 if given back, 0 if fenced.
+_GIVE_BACK = Script(b"""
+if redis.pcall('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+if ARGV[2] == '0' then
+  redis.call('DEL', KEYS[2])
+else
+  redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+end
+if ARGV[4] == '1' then
+  redis.pcall('ZADD', KEYS[3], ARGV[5], ARGV[6])  -- an abort set of the wrong type: the job is given back all the same
+end
+redis.call('PUBLISH', ARGV[7], 1)
+return 1
+""")
+
+
 @dataclass(frozen=True)
 class _End:
-    """The arguments of ARQ's ``Worker.finish_job`` for one job."""
+    """The arguments of ARQ's ``Worker.finish_job`` for one job, and its claim's token."""
 
     job_id: str
     finish: bool
@@ -106,28 +183,38 @@ class _End:
     keep_result_forever: bool
     incr_score: int | None
     keep_in_progress: float | None
+    token: str | None
 
 
 class Worker(ClaimedJobRunner):
     """ARQ's worker that waits for work to arrive (see the module docstring); same arguments."""
 
-    def __init__(self, *args: Any, claim_linger: float = 0.0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, claim_linger: float = 0.0, call_timeout: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.claim_linger_s = claim_linger
         """Seconds a freed slot waits for the worker's other running jobs while due jobs wait (0: none)."""
+        settings = self.ctx.get("settings")
+        if call_timeout is None and settings is not None:
+            call_timeout = timeouts.call_timeout(settings.lease_seconds)
+        self.call_timeout_s = call_timeout
+        """Seconds after which a Redis call gives up (``services.jobs.timeouts``); None: never."""
         self._wake = asyncio.Event()
         self._more_waiting = False  # the last look left due jobs behind: take them when a slot frees
         self._next_due_ms: int | None = None
         self._last_abort_check = 0.0
-        self._ends: Batcher[_End, None] = Batcher(
+        self.worker_id = str(self.ctx.get("worker_id") or uuid.uuid4().hex[:12])
+        """Names this worker in the tokens of its claims (``<worker id>:<ARQ try>``)."""
+        self._tokens: dict[str, str] = {}  # the token of each running job's claim
+        self._ends: Batcher[_End, bool] = Batcher(
             self._finish_many, fail_together=(RedisError, OSError), name="job-ends"
         )
-        self._handoffs = Registrations(self.queue_name)
+        self._handoffs = Registrations(self.queue_name, worker_id=self.worker_id)
         self._listening = False  # subscribed to the wake channel and our hand-off channel
         self._freed_early: set[str] = set()  # jobs whose slot was freed when they handed in their end
         self._book_held: asyncio.TimerHandle | None = None  # the attempt book is held: the release's deadline
         self._renewed = False  # the hand-off channel changed: free the slots of the old one's registrations
         self._offering = ""  # the registration the claim in flight may make
+        self._offer_dropped = False  # the enqueue dropped that registration before the claim answered
         self._early: handoff.Handoff | None = None  # a job handed to it before the claim's reply came
         self.jobs_handed_over = 0
         """Jobs the enqueue handed to this worker (``services.jobs.handoff``)."""
@@ -148,6 +235,15 @@ class Worker(ClaimedJobRunner):
 
     async def main(self) -> None:
         """ARQ's ``Worker.main``, with the fixed-period poll replaced by a wait for work."""
+        if self._pool is None and self.call_timeout_s is not None and self.redis_settings is not None:
+            self._pool = await timeouts.create_redis(
+                self.redis_settings,
+                call_seconds=self.call_timeout_s,
+                job_deserializer=self.job_deserializer,
+                job_serializer=self.job_serializer,
+                default_queue_name=self.queue_name,
+                expires_extra_ms=self.expires_extra_ms,
+            )
         if self._pool is None:
             self._pool = await create_pool(
                 self.redis_settings,
@@ -164,6 +260,9 @@ class Worker(ClaimedJobRunner):
         attempts: AttemptBook | None = self.ctx.get("attempts")
         if attempts is not None:
             attempts.on_end = self._end_handed_in
+        leases: LeaseKeeper | None = self.ctx.get("leases")
+        if leases is not None:
+            leases.on_lost = self._lease_lost
         listener = asyncio.create_task(self._listen(), name="wakeup-listener")
         pause = 0.0
         try:
@@ -239,6 +338,19 @@ class Worker(ClaimedJobRunner):
             self._book_held = self.loop.call_later(self.claim_linger_s + 1.0, self._release_book)
         self._release_sem_dec_counter_on_complete()
 
+    def _lease_lost(self, fenced: Fenced) -> None:
+        """A running job's lease was lost (paused, cut off, stalled past it): stop acting on the job.
+
+        Its run is cancelled unless it handed in its end already; what it still writes is fenced
+        where it lands (``services.jobs.fencing``).
+        """
+        fencing.note(self.ctx, fenced)
+        job_id = fenced.job_id
+        task = self.job_tasks.get(job_id)
+        if task is not None and not task.done() and job_id not in self._freed_early:
+            log.warning("job %s: its lease was lost; cancelling its run", job_id)
+            task.cancel()
+
     def _release_book(self) -> None:
         """End the attempt book's hold, if there is one: the kept ends go in its next batch."""
         if self._book_held is not None:
@@ -249,6 +361,7 @@ class Worker(ClaimedJobRunner):
 
     def _job_task_done(self, job_id: str) -> None:
         """A job's task ended: free its slot, unless it was freed when the job handed in its end."""
+        self._tokens.pop(job_id, None)
         if job_id in self._freed_early:
             self._freed_early.discard(job_id)
         else:
@@ -271,13 +384,13 @@ class Worker(ClaimedJobRunner):
                     self._listening = self._renewed = True
                     self._wake.set()  # jobs may have arrived while we were not listening
                     pause = 0.1
-                    async for message in pubsub.listen():
-                        if message is None:
-                            continue
-                        if message["channel"] == mine.encode():
-                            self._take_message(message["data"])
-                        else:
+                    async for message in self._messages(pubsub):
+                        if message["channel"] != mine.encode():
                             self._wake.set()
+                        elif handoff.is_dropped(message["data"]):
+                            self._registration_dropped(handoff.registration_of(message["data"]))
+                        else:
+                            self._take_message(message["data"])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis away: polling goes on; the main loop notices too
@@ -294,15 +407,46 @@ class Worker(ClaimedJobRunner):
             given = handoff.parse(data)
         except ValueError:  # UnicodeDecodeError included
             self._trouble.warning("handoff", "ignored an unreadable hand-over message on %s", self._handoffs.channel)
-            registration = handoff.registration_of(data)
-            if registration in self._handoffs.holding:  # taken from the idle set: its slot is free again
-                self._handoffs.holding.discard(registration)
-                if self._handoffs.registered == registration:
-                    self._handoffs.registered = None
-                self._free_slot()
-                self._wake.set()
+            self._registration_dropped(handoff.registration_of(data))  # taken from the idle set: its slot is free
             return
         self._take_handoff(given)
+
+    async def _messages(self, pubsub: PubSub) -> AsyncIterator[dict[str, Any]]:
+        """The subscription's messages; a quiet connection is pinged, and one that does not answer fails.
+
+        Redis keeps a subscriber it cannot reach (a worker cut off without a word) and the worker
+        hears nothing either: a ping unanswered within the call timeout ends the subscription, and
+        the worker subscribes anew (on a new channel) once Redis answers.
+        """
+        quiet = self.call_timeout_s or 1.0  # a ping after this long without a message
+        loop = asyncio.get_running_loop()
+        heard, pinged = loop.time(), None
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=quiet / 2)
+            now = loop.time()
+            if message is not None:
+                heard, pinged = now, None
+                if message["type"] == "message":
+                    yield message
+            elif pinged is not None:
+                if self.call_timeout_s is not None and now - pinged > self.call_timeout_s:
+                    raise RedisTimeoutError(f"no answer on the wake-up channel for {now - pinged:.1f}s")
+            elif now - heard >= quiet:
+                await pubsub.ping()
+                pinged = now
+
+    def _registration_dropped(self, registration: str) -> None:
+        """The enqueue dropped one of our registrations (too old, or taken by an unreadable message): free its slot."""
+        registrations = self._handoffs
+        if registration == self._offering:  # the claim that makes it has not answered yet
+            self._offer_dropped = True
+            return
+        if registration in registrations.holding:
+            registrations.holding.discard(registration)
+            if registrations.registered == registration:
+                registrations.registered = None
+            self._free_slot()
+            self._wake.set()  # register anew
 
     def _take_handoff(self, given: handoff.Handoff) -> None:
         """Start a job the enqueue claimed for us, in the slot its registration held."""
@@ -328,7 +472,7 @@ class Worker(ClaimedJobRunner):
         metrics = self.ctx.get("metrics")
         if metrics is not None:
             metrics.handed_over.inc()
-        started = self._start_in_slot(given.job_id, given.score, given.fetched)
+        started = self._start_in_slot(given.job_id, given.score, given.fetched, handed_over=True)
         # Look again (and register again if room is left) once the job's start is written: the
         # claim's round trip does not delay the start.
         if started is None:
@@ -341,16 +485,11 @@ class Worker(ClaimedJobRunner):
         log.info("giving back handed-over job %s: %s", given.job_id, why)
 
         async def give_back() -> None:
-            async with self.pool.pipeline(transaction=True) as tr:
-                tr.delete(in_progress_key_prefix + given.job_id)
-                if given.fetched.job_try > 1:
-                    tr.set(retry_key_prefix + given.job_id, given.fetched.job_try - 1, ex=RETRY_KEY_TTL_SECONDS)
-                else:
-                    tr.delete(retry_key_prefix + given.job_id)
-                if given.fetched.abort:
-                    tr.zadd(abort_jobs_ss, {given.job_id: timestamp_ms()})
-                tr.publish(wake_channel(self.queue_name), 1)
-                await tr.execute()
+            keys = [in_progress_key_prefix + given.job_id, retry_key_prefix + given.job_id, abort_jobs_ss]
+            args: list[str | int] = [self._token(given.fetched), given.fetched.job_try - 1, RETRY_KEY_TTL_SECONDS]
+            args += [int(given.fetched.abort), timestamp_ms(), given.job_id, wake_channel(self.queue_name)]
+            if not await _GIVE_BACK(self.pool, keys, args):  # its short hold ran out and another claim took it
+                fencing.note(self.ctx, Fenced("give_back", given.job_id, "another claim holds the job"))
 
         self._chore(give_back(), failure="could not give back a handed-over job")
 
@@ -477,19 +616,28 @@ class Worker(ClaimedJobRunner):
             self.aborting_tasks.update(aborted)
             await self.pool.zrem(abort_jobs_ss, *aborted)
 
+    def _token(self, fetched: Fetched) -> str:
+        """The token of this worker's claim of a job (the value of its in-progress key)."""
+        return f"{self.worker_id}:{fetched.job_try}"
+
     async def _claim_and_start(self, *, room: int, count: int) -> None:
         now = timestamp_ms()
+        sent = time.monotonic()  # the leases of the jobs claimed hold from here
         leases: LeaseKeeper | None = self.ctx.get("leases")
         ttl_ms = int(self.in_progress_timeout_s * 1000) if leases is None else leases.lease_ms
         registrations = self._handoffs
         withdraw = registrations.registered or ""
         offer = ""
         if self._listening and not self.burst:  # a waiting worker takes jobs handed to it
-            offer = registrations.offer(lease_ms=ttl_ms, aborts=self.allow_abort_jobs)
+            # With leases, a handed-over job is held briefly until the worker confirms it.
+            hold_ms = ttl_ms if leases is None else min(ttl_ms, handoff.HOLD_MS)
+            max_age_ms = int(max(4 * self.poll_delay_s, 2.0) * 1000)  # made anew at each look
+            offer = registrations.offer(lease_ms=hold_ms, aborts=self.allow_abort_jobs, max_age_ms=max_age_ms)
         abort_set = abort_jobs_ss if self.allow_abort_jobs else ""
         args: list[str | int] = [now, room, ttl_ms, count, in_progress_key_prefix, job_key_prefix, retry_key_prefix]
         args += [RETRY_KEY_TTL_SECONDS, abort_set, idle_workers_key(self.queue_name), withdraw, offer]
-        self._offering, self._early = offer, None
+        args.append(f"{self.worker_id}:")
+        self._offering, self._early, self._offer_dropped = offer, None, False
         try:
             claim = Claim.of(await claims.SCRIPT(self.pool, [self.queue_name], args))
         finally:
@@ -516,8 +664,10 @@ class Worker(ClaimedJobRunner):
             )
             await self.sem.acquire()  # never blocks: room <= free slots
             self.job_counter += 1
-            self._start_in_slot(job_id, job.score, fetched)
+            self._start_in_slot(job_id, job.score, fetched, since=sent)
         registered = claim.registered
+        if registered and self._offer_dropped and self._early is None:
+            registered = False  # dropped as too old before this answer came (clocks apart): holds nothing
         if registered:
             await self.sem.acquire()  # never blocks: the script registers only with room left
             self.job_counter += 1
@@ -531,18 +681,26 @@ class Worker(ClaimedJobRunner):
             self._give_back(self._early, why="the claim did not register it")
             self._early = None
 
-    def _start_in_slot(self, job_id: str, score: int, fetched: Fetched) -> asyncio.Future[Any] | None:
+    def _start_in_slot(
+        self, job_id: str, score: int, fetched: Fetched, *, since: float | None = None, handed_over: bool = False
+    ) -> asyncio.Future[Any] | None:
         """Run a claimed job in a slot already taken; the slot is freed when the run ends.
 
+        ``since`` is when the claim was sent; a job ``handed_over`` has its lease confirmed first.
         Returns the ledger start begun for it (None when there is none to begin).
         """
         leases: LeaseKeeper | None = self.ctx.get("leases")
         attempts: AttemptBook | None = self.ctx.get("attempts")
         started = None
+        token = self._tokens[job_id] = self._token(fetched)
         if leases is not None:
-            leases.claimed(job_id)
+            if handed_over:
+                leases.handed_over(job_id, token)
+            else:
+                leases.claimed(job_id, token, since=since)
         if attempts is not None and not job_id.startswith(CRON_PREFIX):
-            started = attempts.begin(job_id)  # the ledger start goes out now, while the job gets under way
+            # The ledger start goes out now, while the job gets under way.
+            started = attempts.begin(job_id, job_try=fetched.job_try)
         task = self.loop.create_task(self.run_claimed(job_id, score, fetched))
         task.add_done_callback(lambda _: self._job_task_done(job_id))
         self.tasks[job_id] = task
@@ -558,38 +716,37 @@ class Worker(ClaimedJobRunner):
         incr_score: int | None,
         keep_in_progress: float | None,
     ) -> None:
-        """ARQ's ``finish_job``, sent in one MULTI/EXEC with the ends of concurrent jobs."""
-        end = _End(job_id, finish, result_data, result_timeout_s, keep_result_forever, incr_score, keep_in_progress)
-        await self._ends.submit(end)
+        """ARQ's ``finish_job``, sent in one script with the ends of concurrent jobs, fenced by the claim's token."""
+        token = self._tokens.get(job_id)
+        end = _End(
+            job_id, finish, result_data, result_timeout_s, keep_result_forever, incr_score, keep_in_progress, token
+        )
+        if not await self._ends.submit(end):
+            fencing.note(self.ctx, Fenced("finish", job_id, "its in-progress key is gone or another claim's"))
+            return
         if not finish and incr_score:
             self._wake.set()  # a retry is due later: the next look learns when, and waits until then
 
-    async def _finish_many(self, ends: list[_End]) -> list[None]:
-        # The commands of ARQ's finish_job (arq 0.28), for each job in turn.
-        async with self.pool.pipeline(transaction=True) as tr:
-            for end in ends:
-                delete_keys = []
-                in_progress_key = in_progress_key_prefix + end.job_id
-                if end.keep_in_progress is None:
-                    delete_keys.append(in_progress_key)
-                else:
-                    tr.pexpire(in_progress_key, to_ms(end.keep_in_progress))
-                if end.finish:
-                    if end.result_data:
-                        expire = None if end.keep_result_forever else end.result_timeout_s
-                        tr.set(result_key_prefix + end.job_id, end.result_data, px=to_ms(expire))
-                    delete_keys += [retry_key_prefix + end.job_id, job_key_prefix + end.job_id]
-                    tr.zrem(abort_jobs_ss, end.job_id)
-                    tr.zrem(self.queue_name, end.job_id)
-                elif end.incr_score:
-                    tr.zincrby(self.queue_name, end.incr_score, end.job_id)
-                if delete_keys:
-                    tr.delete(*delete_keys)
-            replies = await tr.execute(raise_on_error=False)
+    async def _finish_many(self, ends: list[_End]) -> list[bool]:
+        # The commands of ARQ's finish_job (arq 0.28), for each job in turn, in one script (_FINISH).
+        args: list[str | bytes | int] = [self.queue_name, abort_jobs_ss, in_progress_key_prefix, result_key_prefix]
+        args += [retry_key_prefix, job_key_prefix]
+        for end in ends:
+            expire = None if end.keep_result_forever else end.result_timeout_s
+            args += [
+                end.job_id,
+                end.token or "",
+                int(end.finish),
+                end.result_data if end.finish and end.result_data else b"",
+                "" if expire is None else to_ms(expire) or "",
+                end.incr_score or "",
+                "" if end.keep_in_progress is None else to_ms(end.keep_in_progress) or 0,
+            ]
+        ended, errors = await _FINISH(self.pool, [], args)
         # A key of the wrong type (the abort set, say) fails its own command only: the rest is done.
-        for error in {str(reply) for reply in replies if isinstance(reply, ResponseError)}:
+        for error in {raw.decode(errors="replace") for raw in errors}:
             self._trouble.warning(f"ends {error}", "ending jobs in Redis: %s", error)
-        return [None] * len(ends)
+        return [bool(flag) for flag in ended]
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()

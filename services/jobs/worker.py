@@ -29,8 +29,9 @@ from services.jobs.context import WorkerContext
 from services.jobs.leases import LeaseKeeper
 from services.jobs.log_writer import LogWriter
 from services.jobs.mailer import Mailer
-from services.jobs.registry import REGISTRY, SCHEDULED, retry_policy
+from services.jobs.registry import REGISTRY, SCHEDULED, end_retry_seconds, retry_policy
 from services.jobs.sweeper import sweep
+from services.jobs.timeouts import call_timeout
 from services.jobs.users import UserRepository
 from services.ledger import prune_ended
 from services.serialization import deserialize, serialize
@@ -62,6 +63,10 @@ async def on_startup(ctx: dict[str, Any]) -> None:
         # checks every second that the worker is still there, rather than finishing (and
         # committing) a write it waits on, a lock say, for a run that no longer exists.
         server_settings={"client_connection_check_interval": str(CLIENT_CHECK_MS)},
+        # A worker cut off from Postgres gives up on a statement (or a connection) in a third of
+        # a lease instead of waiting for the network (services.jobs.timeouts).
+        command_timeout=call_timeout(settings.lease_seconds),
+        timeout=call_timeout(settings.lease_seconds),
     )
     ctx.update(
         db=db,
@@ -174,8 +179,8 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     """The keyword arguments of ``arq.worker.Worker`` for these settings."""
     check_retries_fit(settings)
     # ARQ's own timeout is a backstop: the job wrapper stops a job at job_timeout_seconds and
-    # records it, so ARQ never has to kill one unrecorded.
-    backstop = settings.job_timeout_seconds + 5
+    # records it (trying again for a while to write its end), so ARQ never has to kill one unrecorded.
+    backstop = settings.job_timeout_seconds + end_retry_seconds(settings) + 5
     functions = [
         func(
             cast(WorkerCoroutine, REGISTRY[name]),

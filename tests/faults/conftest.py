@@ -124,11 +124,11 @@ class FaultStack:
         self.add_worker()
         await self.ready()
 
-    def add_worker(self) -> ServiceProcess:
-        """Start one more worker process."""
+    def add_worker(self, env: dict[str, str] | None = None) -> ServiceProcess:
+        """Start one more worker process (``env`` overrides the stack's settings for it)."""
         self._worker_count += 1
         worker = ServiceProcess(
-            "services.jobs", env=self.env, workdir=self.workdir, label=f"worker-{self._worker_count}"
+            "services.jobs", env={**self.env, **(env or {})}, workdir=self.workdir, label=f"worker-{self._worker_count}"
         )
         worker.start()
         self.workers.append(worker)

@@ -176,7 +176,7 @@ async def test_an_unreadable_hand_over_message_is_ignored(
     await until(registered, within=15, what="the worker waits for hand-overs")
     mark = len(local_only_stack.worker.output())
     (member,) = await planting_redis.zrange(queue.idle_workers_key(QUEUE), 0, 0)
-    channel = member.decode().split("|", 3)[3]
+    channel = member.decode().split("|", 5)[5]  # lease|aborts|count|max age|worker|channel
     await planting_redis.publish(channel, b"not\na hand-over")
 
     await logged(local_only_stack, "unreadable hand-over", since=mark)

@@ -20,8 +20,11 @@ from tests.support.jobs_client import wait_for_job
 from tests.support.observers import Observer
 
 
-async def as_a_killed_worker_left_it(observer: Observer, job: dict[str, Any]) -> None:
-    """Put an ended job back as a worker killed during its first attempt would have left it."""
+async def as_a_killed_worker_left_it(observer: Observer, job: dict[str, Any], *, tries_counted: int = 1) -> None:
+    """Put an ended job back as a worker killed during its first attempt would have left it.
+
+    ``tries_counted`` is ARQ's try count left in Redis (0: Redis lost it, with the job).
+    """
     db, redis = observer.db, observer.redis
     async with db.acquire() as conn, conn.transaction():
         await conn.execute(
@@ -34,7 +37,10 @@ async def as_a_killed_worker_left_it(observer: Observer, job: dict[str, Any]) ->
     # counted the try and left the job key and the queue entry. Its in-progress key (its lease)
     # has run out.
     await redis.delete(result_key_prefix + job["id"])
-    await redis.set(retry_key_prefix + job["id"], 1)
+    if tries_counted:
+        await redis.set(retry_key_prefix + job["id"], tries_counted)
+    else:
+        await redis.delete(retry_key_prefix + job["id"])
     entry = queue.Entry(function=job["name"], job_id=job["id"], args=(job["payload"],))
     assert await queue.enqueue(
         redis, [entry], queue_name=observer.queue_name or "afterword:queue", serializer=serialize
@@ -69,3 +75,25 @@ async def test_an_email_run_again_after_it_was_recorded_is_not_sent_again(
     assert again["result"]["sent_now"] is False
     assert again["result"]["message_id"] == first["result"]["message_id"]
     assert len(sink.messages_to(address)) == 1
+
+
+async def test_a_job_redis_lost_while_its_attempt_was_open_runs_again_once(
+    client: httpx.AsyncClient, observer: Observer
+) -> None:
+    """Redis lost the job and its try count while the ledger held its attempt open (a killed worker's).
+
+    The next claim counts from try 1 again, behind the open attempt's: the ledger refuses its start,
+    the worker sets the count past the ledger's and lets the job go, and the claim after starts it.
+    """
+    response = await client.post("/process")
+    assert response.status_code == 202, response.text
+    (job_id,) = (job["id"] for job in response.json()["jobs"])
+    first = await wait_for_job(client, job_id)
+    assert first["status"] == "succeeded", first
+
+    await as_a_killed_worker_left_it(observer, first, tries_counted=0)
+    again = await wait_for_job(client, job_id)
+
+    assert again["status"] == "succeeded", again
+    assert [a["outcome"] for a in again["attempts"]] == ["interrupted", "succeeded"], again["attempts"]
+    assert again["result"]["written_now"] is False  # its line was written by the first run

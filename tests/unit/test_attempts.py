@@ -8,7 +8,7 @@ import asyncpg
 
 from services import ledger
 from services.contract import JobStatus
-from services.jobs.attempts import AttemptBook, Operation
+from services.jobs.attempts import AttemptBook, Operation, Written
 from tests.support.ledger_jobs import insert_job
 
 
@@ -23,7 +23,7 @@ class CountingBook(AttemptBook):
 
     statements = 0
 
-    async def _write(self, operations: list[Operation]) -> list[ledger.Started | None]:
+    async def _write(self, operations: list[Operation]) -> list[Written]:
         self.statements += 1
         return await super()._write(operations)
 

@@ -15,7 +15,8 @@ from arq.utils import timestamp_ms
 
 from services import queue
 from services.jobs import claim as claims
-from services.jobs.handoff import parse
+from services.jobs.handoff import HOLD_MS, parse, registration
+from services.jobs.leases import LeaseKeeper
 from services.jobs.wakeup import Worker
 from services.serialization import deserialize, serialize
 from tests.support.redis_server import RedisServer
@@ -43,6 +44,18 @@ async def enqueue_with_id(redis: ArqRedis, job_id: str, message: str) -> bool:
     entry = queue.Entry("record", job_id, args=(message,), kwargs={})
     (queued,) = await queue.enqueue(redis, [entry], queue_name=QUEUE, serializer=serialize)
     return queued
+
+
+def member(channel: str, *, count: int = 1, worker_id: str = "gone") -> str:
+    """A registration on ``channel``, as a worker with a long poll delay makes it."""
+    return registration(
+        lease_ms=60000, aborts=False, count=count, max_age_ms=240_000, worker_id=worker_id, channel=channel
+    )
+
+
+def a_while_ago() -> int:
+    """A registration's score: earlier than the test worker's, well within its age."""
+    return timestamp_ms() - 100_000
 
 
 def test_a_hand_over_message_carries_the_fetched_job() -> None:
@@ -86,11 +99,11 @@ async def test_a_worker_without_room_is_not_registered(redis_server: RedisServer
 async def test_a_registration_nobody_listens_to_is_dropped_and_the_next_taken(
     redis_server: RedisServer, redis: ArqRedis
 ) -> None:
-    gone = f"60000|0|1|{QUEUE}:handoff:{uuid.uuid4().hex}"
+    gone = member(f"{QUEUE}:handoff:{uuid.uuid4().hex}")
     ran = Ran()
     async with running(worker_for(redis_server, ran), redis) as worker:
         await soon(lambda: registered(redis, worker))
-        await redis.zadd(IDLE, {gone: 0})  # the longest waiting: a worker gone without a word
+        await redis.zadd(IDLE, {gone: a_while_ago()})  # the longest waiting: a worker gone without a word
         await enqueue(redis, "to the living")
         await until_ran(ran, 1)
 
@@ -99,8 +112,8 @@ async def test_a_registration_nobody_listens_to_is_dropped_and_the_next_taken(
 
 
 async def test_with_no_worker_listening_the_job_just_waits_in_the_queue(redis: ArqRedis) -> None:
-    gone = f"60000|0|1|{QUEUE}:handoff:{uuid.uuid4().hex}"
-    await redis.zadd(IDLE, {gone: 0})
+    gone = member(f"{QUEUE}:handoff:{uuid.uuid4().hex}")
+    await redis.zadd(IDLE, {gone: a_while_ago()})
     job_id = uuid.uuid4().hex
 
     assert await enqueue_with_id(redis, job_id, "later")
@@ -126,8 +139,8 @@ async def test_a_job_handed_to_a_registration_the_worker_no_longer_holds_is_give
     ran = Ran()
     async with running(worker_for(redis_server, ran), redis) as worker:
         await soon(lambda: registered(redis, worker))
-        stale = f"60000|0|999|{worker._handoffs.channel}"  # on its channel, but not one it holds
-        await redis.zadd(IDLE, {stale: 0})
+        stale = member(worker._handoffs.channel, count=999, worker_id=worker.worker_id)  # not one it holds
+        await redis.zadd(IDLE, {stale: a_while_ago()})
         job_id = uuid.uuid4().hex
         await enqueue_with_id(redis, job_id, "given back, then claimed")
         info = await ended(redis, job_id)
@@ -270,3 +283,57 @@ async def test_after_the_subscription_is_lost_the_worker_registers_anew_with_no_
         await until_ran(ran, 2)
 
     assert worker.jobs_handed_over == 1
+
+
+async def test_a_registration_not_made_anew_in_time_is_never_chosen(redis: ArqRedis) -> None:
+    """A worker that stopped looking (paused, cut off) while Redis still counts its subscription."""
+    channel = f"{QUEUE}:handoff:{uuid.uuid4().hex}"
+    stale = member(channel)  # may be 240 s old
+    async with redis.pubsub() as listener:  # its subscription, which Redis still counts
+        await listener.subscribe(channel)
+        await redis.zadd(IDLE, {stale: timestamp_ms() - 300_000})
+        job_id = uuid.uuid4().hex
+
+        assert await enqueue_with_id(redis, job_id, "not to the stale one")
+
+        assert not await redis.exists(in_progress_key_prefix + job_id)  # not claimed for it: it waits
+        assert await redis.zscore(QUEUE, job_id) is not None
+        assert await registrations(redis) == []
+        told = [await listener.get_message(ignore_subscribe_messages=True, timeout=1) for _ in range(2)]
+        assert [m["data"] for m in told if m is not None] == [stale.encode()]  # dropped, and told so
+
+
+async def test_a_slow_worker_told_its_registration_was_dropped_gets_its_slot_back(
+    redis_server: RedisServer, redis: ArqRedis
+) -> None:
+    ran = Ran()
+    async with running(worker_for(redis_server, ran, max_jobs=2), redis) as worker:
+        await soon(lambda: registered(redis, worker))
+        (made,) = await registrations(redis)
+        await redis.zadd(IDLE, {made: timestamp_ms() - 300_000}, xx=True)  # as if it had not looked for long
+        await enqueue(redis, "woken instead")  # drops the registration, tells the worker, wakes the workers
+        await until_ran(ran, 1)
+
+        async def one_slot_held() -> bool:  # registered anew, and only that registration holds a slot
+            return worker.job_counter == len(worker._handoffs.holding) == 1 and await registered(redis, worker)
+
+        await soon(one_slot_held)
+        assert made not in await registrations(redis)
+    assert worker.jobs_handed_over == 0
+
+
+async def test_a_hand_over_the_worker_never_takes_is_claimed_by_another_within_moments(
+    redis_server: RedisServer, redis: ArqRedis
+) -> None:
+    ran = Ran()
+    deaf = worker_for(redis_server, ran)
+    deaf.ctx["leases"] = LeaseKeeper(redis, lease_seconds=60)  # a long lease: only the hand-over's hold is short
+    deaf._take_handoff = lambda given: None  # type: ignore[method-assign]  # paused: the job is never taken
+    async with running(deaf, redis):
+        await soon(lambda: registered(redis, deaf))
+        job_id = await enqueue(redis, "taken elsewhere")
+        assert 0 < await redis.pttl(in_progress_key_prefix + job_id) <= HOLD_MS  # handed to the deaf worker
+        async with running(worker_for(redis_server, ran, poll_delay=0.2), redis):
+            await until_ran(ran, 1)  # long before the deaf worker's lease would have run out
+
+    assert ran.messages == ["taken elsewhere"]

@@ -585,7 +585,7 @@ async def test_finish_attempts_ends_each_attempt_with_its_own_outcome(db_pool: a
     await ledger.start_attempts(db_pool, job_ids=[ok, broken, cancelled], worker="w1")
     await ledger.settle(db_pool, job_id=cancelled, status=JobStatus.cancelled, error="cancelled by request")
 
-    await ledger.finish_attempts(
+    refused = await ledger.finish_attempts(
         db_pool,
         [
             ledger.Finish(ok, 1, JobStatus.succeeded, result={"written_now": True}),
@@ -604,8 +604,9 @@ async def test_finish_attempts_ends_each_attempt_with_its_own_outcome(db_pool: a
     assert outcomes == {
         ok: [("succeeded", None)],
         broken: [("failed", "ValueError: no")],
-        cancelled: [("cancelled", None)],
+        cancelled: [("cancelled", "cancelled by request")],  # closed by the cancel: the late end changes nothing
     }
+    assert refused == [(cancelled, 1)]
 
 
 # prune_ended
