@@ -59,27 +59,32 @@ async def test_a_call_through_a_cut_network_gives_up(redis_server: RedisServer) 
             await pool.aclose(close_connection_pool=True)
 
 
+async def waiting_worker(port: int) -> Worker:
+    """A worker with call timeouts on the Redis at ``port``, waiting for work (it polls once a minute)."""
+    pool = await create_redis(
+        RedisSettings(port=port),
+        call_seconds=CALL,
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        default_queue_name=QUEUE,
+    )
+    return Worker(
+        [func(record, name="record")],
+        redis_pool=pool,
+        queue_name=QUEUE,
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        handle_signals=False,
+        poll_delay=60.0,
+        call_timeout=CALL,
+    )
+
+
 async def test_a_subscription_cut_off_is_noticed_and_made_anew_when_the_network_returns(
     redis_server: RedisServer, redis: ArqRedis
 ) -> None:
     async with Relay("127.0.0.1", redis_server.port) as relay:
-        pool = await create_redis(
-            RedisSettings(port=relay.port),
-            call_seconds=CALL,
-            job_serializer=serialize,
-            job_deserializer=deserialize,
-            default_queue_name=QUEUE,
-        )
-        worker = Worker(
-            [func(record, name="record")],
-            redis_pool=pool,
-            queue_name=QUEUE,
-            job_serializer=serialize,
-            job_deserializer=deserialize,
-            handle_signals=False,
-            poll_delay=60.0,
-            call_timeout=CALL,
-        )
+        worker = await waiting_worker(relay.port)
         async with running(worker, redis):
             await soon(lambda: registered(redis, worker))
             before = worker._handoffs.channel
@@ -100,23 +105,7 @@ async def test_a_subscription_cut_off_is_noticed_and_made_anew_when_the_network_
 
 async def test_a_quiet_subscription_is_kept(redis_server: RedisServer, redis: ArqRedis) -> None:
     """Nothing to hear for many call timeouts: the subscription is pinged, not taken for dead."""
-    pool = await create_redis(
-        RedisSettings(port=redis_server.port),
-        call_seconds=CALL,
-        job_serializer=serialize,
-        job_deserializer=deserialize,
-        default_queue_name=QUEUE,
-    )
-    worker = Worker(
-        [func(record, name="record")],
-        redis_pool=pool,
-        queue_name=QUEUE,
-        job_serializer=serialize,
-        job_deserializer=deserialize,
-        handle_signals=False,
-        poll_delay=60.0,
-        call_timeout=CALL,
-    )
+    worker = await waiting_worker(redis_server.port)
     async with running(worker, redis):
         await soon(lambda: registered(redis, worker))
         before = worker._handoffs.channel
