@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # One image for both services; the command picks one:
-#   python -m services.gateway  (default)   python -m services.jobs   python -m services.migrate
+#   python -m services.gateway  (default)   python -m services.jobs   python -m services.ledger.migrate
 ARG PYTHON_IMAGE=python:3.11-slim
 
 # --- build: resolve the locked dependencies into /app/.venv --------------------------------------

@@ -24,7 +24,7 @@ from arq.constants import in_progress_key_prefix, result_key_prefix
 from redis.asyncio import Redis
 
 from bench.processes import Proc, RedisServer, create_database, drop_database, free_port, wait_http
-from services.heartbeat import live_workers
+from services.queue.heartbeat import live_workers
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ from collections.abc import Awaitable
 import asyncpg
 from redis.asyncio import Redis
 
-from services.heartbeat import live_workers
-from services.jobs.mailer import Mailer
-from services.settings import Settings, load_settings
+from services.core.settings import Settings, load_settings
+from services.jobs.effects.mailer import Mailer
+from services.queue.heartbeat import live_workers
 
 _TIMEOUT = 3.0
 

@@ -1,18 +1,18 @@
 """``python -m services.gateway``: serve the gateway with uvicorn (uvloop, httptools with bounded heads).
 
-Logs are JSON lines on stdout (services.log_config), uvicorn's own included; uvicorn's access log
-stays off: the request middleware (services.gateway.observation) writes one line per request.
+Logs are JSON lines on stdout (services.core.log_config), uvicorn's own included; uvicorn's access log
+stays off: the request middleware (services.gateway.middleware.observation) writes one line per request.
 """
 
 from __future__ import annotations
 
 import uvicorn
 
+from services.core.heap import freeze_startup_heap
+from services.core.log_config import configure_logging
+from services.core.settings import load_settings
 from services.gateway.app import create_app
 from services.gateway.http_protocol import bounded_protocol
-from services.heap import freeze_startup_heap
-from services.log_config import configure_logging
-from services.settings import load_settings
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ once Redis is back.
 
 The jobs go to the request's :class:`JobSink`: the gateway's :class:`~services.gateway.intake.Intake`,
 or, for a request with an Idempotency-Key, the middleware's holder that commits them later with
-the key's response (``services.gateway.idempotency``); the 202 is sent only after that commit.
+the key's response (``services.gateway.middleware.idempotency``); the 202 is sent only after that commit.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Protocol
 
 from services import ledger
 from services.contract import JobName, JobStatus, Payload
+from services.gateway.identifiers import new_id
 from services.gateway.intake import push
-from services.identifiers import new_id
 
 __all__ = ["JobSink", "Order", "accept", "push"]
 

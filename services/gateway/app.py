@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.core.settings import Settings
 from services.gateway import auth, errors
-from services.gateway.body_limit import BodyLimitMiddleware
-from services.gateway.idempotency import IdempotencyMiddleware
 from services.gateway.metrics import GatewayMetrics, RouteTemplates
-from services.gateway.observation import RequestObservationMiddleware
+from services.gateway.middleware.body_limit import BodyLimitMiddleware
+from services.gateway.middleware.idempotency import IdempotencyMiddleware
+from services.gateway.middleware.observation import RequestObservationMiddleware
+from services.gateway.middleware.security_headers import SecurityHeadersMiddleware
 from services.gateway.routes import dashboard, docs, health, jobs, live, seed
 from services.gateway.routes import metrics as metrics_route
-from services.gateway.security_headers import SecurityHeadersMiddleware
 from services.gateway.state import lifespan_for
-from services.settings import Settings
 
 DESCRIPTION = """
 Durable background jobs for FastAPI. Every endpoint that starts work records the job in the jobs

@@ -25,8 +25,8 @@ from fastapi.params import Depends as DependsParam
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
+from services.core.settings import Settings
 from services.gateway.dependencies import SettingsDep
-from services.settings import Settings
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 """Methods that a read key is enough for."""

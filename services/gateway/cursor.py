@@ -6,7 +6,7 @@ import base64
 import json
 from datetime import UTC, datetime
 
-from services.identifiers import is_id
+from services.gateway.identifiers import is_id
 
 MAX_LENGTH = 200
 """Longer than any cursor :func:`encode` makes (about 100 characters): a longer one is refused unread."""

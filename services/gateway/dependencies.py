@@ -14,13 +14,13 @@ import asyncpg
 from arq.connections import ArqRedis
 from fastapi import Depends, Path, Request
 
+from services.core.settings import Settings
 from services.gateway.acceptance import Acceptance
 from services.gateway.errors import NotFound
-from services.gateway.job_events import JobEvents
+from services.gateway.identifiers import is_id
+from services.gateway.live.job_events import JobEvents
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.settled_minutes import SettledMinutes
-from services.identifiers import is_id
-from services.settings import Settings
 
 
 async def _settings(request: Request) -> Settings:
@@ -76,7 +76,7 @@ _JOB_ID_DOC = "The job's id as its 202 gave it (32 lowercase hex digits); any ot
 
 
 async def _job_id(job_id: Annotated[str, Path(description=_JOB_ID_DOC)]) -> str:
-    # Every job id is services.identifiers.new_id()'s: any other string names no job. Answered
+    # Every job id is services.gateway.identifiers.new_id()'s: any other string names no job. Answered
     # here, before a query, so that no text Postgres refuses (a NUL) or any length reaches it.
     if not is_id(job_id):
         raise NotFound(f"no job with id {job_id!r}")

@@ -14,7 +14,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from services.database import POSTGRES_GONE
+from services.core.database import POSTGRES_GONE
 
 DATABASE_ERRORS: tuple[type[Exception], ...] = (
     # Connection failures only: a plain OSError (a missing file, say) is a bug, not an outage.

@@ -3,11 +3,11 @@
 Every request hands its jobs to :meth:`Intake.submit` and waits; a request with an
 Idempotency-Key hands them to :meth:`Intake.record` with the key and its response. While one
 batch is being written, the jobs of the requests that arrive meanwhile gather
-(``services.batching``); the next batch takes all of them, up to ``max_batch`` jobs: one INSERT
+(``services.core.batching``); the next batch takes all of them, up to ``max_batch`` jobs: one INSERT
 statement for their ledger rows and the keys' rows (``services.ledger.insert_jobs``: a key and
 its request's jobs commit together), committed before anything else, then one Redis round trip
 that queues them all on the ARQ pool's default queue and wakes the workers
-(:func:`services.queue.enqueue`). Only then does each request go on to answer 202. A request
+(:func:`services.queue.enqueue.enqueue`). Only then does each request go on to answer 202. A request
 alone waits for exactly one insert and one enqueue; under load, many requests share them.
 
 If Postgres cannot be reached, every request of the batch gets :class:`ServiceUnavailable` and
@@ -26,12 +26,13 @@ import asyncpg
 from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
-from services import ledger, queue
-from services.batching import Batcher
+from services import ledger
 from services.contract import JobStatus
+from services.core.batching import Batcher
 from services.gateway.errors import DATABASE_ERRORS, ServiceUnavailable, ledger_unavailable
 from services.gateway.metrics import GatewayMetrics
-from services.idempotency_keys import KeyRecord
+from services.ledger.idempotency import KeyRecord
+from services.queue import enqueue as queue
 
 log = logging.getLogger("afterword.gateway")
 

@@ -1,4 +1,4 @@
-"""The gateway's Prometheus metrics (``services.gateway.observation`` counts and times the requests).
+"""The gateway's Prometheus metrics (``services.gateway.middleware.observation`` counts and times the requests).
 
 The metrics live in a :class:`GatewayMetrics` built by ``create_app`` around a registry of its
 own (not prometheus_client's global one), so that several apps in one process never collide.
@@ -20,7 +20,7 @@ from starlette.routing import compile_path
 from starlette.types import Scope
 
 from services.contract import JobName
-from services.idempotency_keys import TableSize
+from services.ledger.idempotency import TableSize
 
 OTHER = "other"
 """The label of a route or method outside the known ones."""

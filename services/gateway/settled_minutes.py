@@ -20,8 +20,8 @@ import asyncio
 from collections import Counter
 from datetime import datetime, timedelta
 
-from services import latency_histogram, stats
-from services.ledger import Executor
+from services.ledger import Executor, stats
+from services.ledger import latency_buckets as latency_histogram
 
 SETTLE = timedelta(seconds=30)
 READ_MINUTES = 15

@@ -11,14 +11,14 @@ from arq.connections import ArqRedis
 from fastapi import FastAPI
 from redis.asyncio import ConnectionPool
 
-from services.database import create_pool
-from services.gateway.idempotency_locks import KeyLocks
+from services.core.database import create_pool
+from services.core.serialization import deserialize, serialize
+from services.core.settings import Settings
 from services.gateway.intake import Intake
-from services.gateway.job_events import JobEvents
+from services.gateway.live.job_events import JobEvents
 from services.gateway.metrics import GatewayMetrics
+from services.gateway.middleware.idempotency_locks import KeyLocks
 from services.gateway.settled_minutes import SettledMinutes
-from services.serialization import deserialize, serialize
-from services.settings import Settings
 
 CLIENT_CHECK_MS = 1000
 """How often Postgres checks, during a gateway's statement, that the gateway is still connected."""

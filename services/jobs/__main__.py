@@ -1,7 +1,7 @@
 """``python -m services.jobs``: run one jobs worker until SIGINT/SIGTERM.
 
 ARQ's worker exits when Redis goes away, once its running jobs have ended and its resources are
-closed (``services.jobs.job_runner``). This entry point starts it again (with a growing pause,
+closed (``services.queue.runner``). This entry point starts it again (with a growing pause,
 up to 5 s) until Redis is back, so a Redis restart does not need a process supervisor; SIGTERM
 and SIGINT still stop it for good, after the grace period for running jobs. A worker that was
 told to stop is not started again even if Redis went away while it stopped (its last clean-up
@@ -21,17 +21,17 @@ from types import FrameType
 import uvloop
 from redis.exceptions import RedisError
 
-from services.heap import freeze_startup_heap
-from services.jobs.wakeup import Worker
-from services.jobs.worker import worker_options
-from services.log_config import configure_logging
-from services.settings import Settings, load_settings
+from services.core.heap import freeze_startup_heap
+from services.core.log_config import configure_logging
+from services.core.settings import Settings, load_settings
+from services.jobs.setup import worker_options
+from services.queue.worker import Worker
 
 log = logging.getLogger("afterword.jobs")
 
 _REDIS_TROUBLE = (RedisError, ConnectionError, OSError)
 """What ends an ARQ worker that a new one may overcome: Redis away, or a Redis error the worker did not expect
-(it copes with keys of the wrong type itself, ``services.jobs.wakeup``)."""
+(it copes with keys of the wrong type itself, ``services.queue.worker``)."""
 
 
 class _SignalsBetweenWorkers:

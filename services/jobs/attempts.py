@@ -8,7 +8,7 @@ re-run repeat the effect (from the effect to the commit that records it). Each w
 commit, and commits wait on each other in Postgres: for the WAL flush, and, for a status change,
 for the lock that the NOTIFY of the live status trigger takes (migration 0003). So every write
 that arrives while a batch is being written goes into the next one, whatever its kind
-(``services.batching``): one statement (:func:`services.ledger.write_bookkeeping`) and one
+(``services.core.batching``): one statement (:func:`services.ledger.write_bookkeeping`) and one
 commit for the whole batch. A job alone waits for no one. One batch is in flight at a time: two
 at once are slower, as their commits queue on each other anyway.
 
@@ -29,10 +29,10 @@ from typing import Any
 import asyncpg
 
 from services import ledger
-from services.batching import Batcher
 from services.contract import JobStatus
-from services.database import CONNECTION_ERRORS
-from services.jobs.fencing import Fenced
+from services.core.batching import Batcher
+from services.core.database import CONNECTION_ERRORS
+from services.queue.fencing import Fenced
 
 log = logging.getLogger("afterword.jobs")
 

@@ -8,14 +8,14 @@ from typing import TypedDict
 import asyncpg
 from arq.connections import ArqRedis
 
-from services.heartbeat import Heartbeat
+from services.core.settings import Settings
 from services.jobs.attempts import AttemptBook
-from services.jobs.leases import LeaseKeeper
-from services.jobs.log_writer import LogWriter
-from services.jobs.mailer import Mailer
+from services.jobs.effects.log_writer import LogWriter
+from services.jobs.effects.mailer import Mailer
+from services.jobs.effects.users import UserRepository
 from services.jobs.metrics import JobMetrics, MetricsServer
-from services.jobs.users import UserRepository
-from services.settings import Settings
+from services.queue.heartbeat import Heartbeat
+from services.queue.leases import LeaseKeeper
 
 
 class WorkerContext(TypedDict):

@@ -13,7 +13,7 @@ import asyncio
 import asyncpg
 import redis.exceptions
 
-from services.database import POSTGRES_GONE
+from services.core.database import POSTGRES_GONE
 
 
 class JobError(Exception):

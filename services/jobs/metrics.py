@@ -1,7 +1,7 @@
 """The jobs worker's Prometheus metrics, and the small HTTP endpoint that serves them.
 
 ``on_startup`` puts a :class:`JobMetrics` (with a registry of its own) into the worker's ``ctx``;
-the job wrapper (``services.jobs.registry``) opens a :class:`JobRun` per run and ends it with the
+the job wrapper (``services.jobs.execution``) opens a :class:`JobRun` per run and ends it with the
 run's outcome. The queue gauges are read from Redis when the endpoint is scraped.
 
 The endpoint is a plain ``asyncio.start_server`` on ``WORKER_METRICS_PORT`` that answers any GET
@@ -24,7 +24,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from redis.asyncio import Redis
 
 from services.contract import JobName
-from services.jobs.fencing import WRITES, Fenced
+from services.queue.fencing import WRITES, Fenced
 
 log = logging.getLogger("afterword.jobs.metrics")
 
@@ -87,13 +87,13 @@ class JobMetrics:
         )
         self.handed_over = Counter(
             "afterword_jobs_handed_over",
-            "Jobs the enqueue handed to this worker as it waited, with no claim (services/jobs/handoff.py).",
+            "Jobs the enqueue handed to this worker as it waited, with no claim (services/queue/handoff.py).",
             registry=self.registry,
         )
         self.fenced = Counter(
             "afterword_fenced_writes",
             "Writes and actions of a worker refused because its claim on the job was superseded "
-            "(its lease lost: paused, cut off or stalled past it), by write (services/jobs/fencing.py).",
+            "(its lease lost: paused, cut off or stalled past it), by write (services/queue/fencing.py).",
             ["write"],
             registry=self.registry,
         )

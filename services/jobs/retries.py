@@ -8,7 +8,7 @@ over how long (:func:`gave_up`).
 
 The settings ``JOB_MAX_TRIES``, ``RETRY_BASE_DELAY_SECONDS`` and ``RETRY_MAX_DELAY_SECONDS``
 give every job's policy; a job declared with its own ``tries``, ``base_delay`` or ``max_delay``
-(``services.jobs.registry.job``) keeps those.
+(``services.jobs.execution.job``) keeps those.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from services.settings import Settings
+    from services.core.settings import Settings
 
 _MAX_EXPONENT = 1000
 """Doublings beyond this change nothing (any cap is reached) and would overflow a float."""

@@ -28,8 +28,8 @@ from redis.exceptions import ResponseError
 
 from services import ledger
 from services.contract import JobStatus
-from services.serialization import deserialize
-from services.throttled_log import ThrottledLog
+from services.core.serialization import deserialize
+from services.core.throttled_log import ThrottledLog
 
 log = logging.getLogger("afterword.sweeper")
 _unreadable = ThrottledLog(log)  # jobs whose keys hold values of the wrong type: said once a minute

@@ -26,8 +26,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from services.heartbeat import live_workers
-from services.migrate import apply, discover
+from services.ledger.migrate import apply, discover
+from services.queue.heartbeat import live_workers
 from tests.support.jobs_client import wait_for_job
 from tests.support.ports import free_port
 from tests.support.postgres_server import PostgresServer

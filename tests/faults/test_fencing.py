@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
 
-from services.heartbeat import live_workers
-from services.serialization import deserialize
+from services.core.serialization import deserialize
+from services.queue.heartbeat import live_workers
 from tests.faults.conftest import QUEUE, FaultStack, until
 from tests.support.jobs_client import wait_for_job
 from tests.support.ports import free_port

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from services.identifiers import new_id
+from services.gateway.identifiers import new_id
 from tests.faults.conftest import QUEUE, FaultStack, until
 from tests.support.jobs_client import wait_for_job
 from tests.support.sse import read_events

@@ -19,8 +19,8 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 
+from services.core.settings import Settings
 from services.gateway.app import create_app
-from services.settings import Settings
 from tests.support.lone_gateway import lone_gateway
 
 KEY_ONE = "key-one-" + uuid.uuid4().hex

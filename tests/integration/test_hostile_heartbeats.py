@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from services.heartbeat import WORKERS_KEY
+from services.queue.heartbeat import WORKERS_KEY
 from tests.integration.conftest import LocalStack
 from tests.support.planting import PlantingRedis, plant
 

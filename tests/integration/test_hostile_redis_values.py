@@ -19,7 +19,7 @@ import pytest
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from redis.asyncio import Redis
 
-from services import queue
+from services.queue import enqueue as queue
 from tests.integration.conftest import QUEUE, LocalStack
 from tests.support.jobs_client import wait_for_job
 from tests.support.planting import PlantingRedis, plant

@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from services.contract import PAYLOADS, JobName, JobStatus
+from services.core.settings import Settings
 from services.gateway.app import create_app
-from services.settings import Settings
 from tests.support import hostile_values as hostile
 from tests.support.jobs_client import wait_for_job
 from tests.support.lone_gateway import lone_gateway

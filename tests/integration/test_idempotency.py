@@ -25,12 +25,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import Receive, Scope, Send
 
 from services.contract import JobName, WriteLog
+from services.core.settings import Settings
 from services.gateway.acceptance import Order, accept
-from services.gateway.idempotency import IdempotencyMiddleware
-from services.gateway.idempotency_locks import KeyLocks, lock_id
 from services.gateway.intake import Intake
 from services.gateway.metrics import GatewayMetrics
-from services.settings import Settings
+from services.gateway.middleware.idempotency import IdempotencyMiddleware
+from services.gateway.middleware.idempotency_locks import KeyLocks, lock_id
 from tests.integration.conftest import QUEUE
 from tests.support.database import create_database, drop_database
 from tests.support.lone_gateway import lone_gateway

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from services.contract import JobStatus
-from services.settings import Settings
+from services.core.settings import Settings
 from tests.integration.conftest import LocalStack
 from tests.support.jobs_client import wait_for_all, wait_for_job
 from tests.support.observers import Observer

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.heartbeat import live_workers
+from services.queue.heartbeat import live_workers
 from tests.integration.conftest import LocalStack
 from tests.support.jobs_client import wait_for_all
 from tests.support.observers import Observer

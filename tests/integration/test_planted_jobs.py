@@ -1,7 +1,7 @@
 """A job written straight into Redis, with no ledger row behind it, is refused: never run, counted, logged.
 
 The attacker here can write to Redis and nothing else. The jobs are planted as the gateway queues
-them (``services.queue.enqueue``, ARQ's layout, the services' JSON serializer), with ids the
+them (``services.queue.enqueue.enqueue``, ARQ's layout, the services' JSON serializer), with ids the
 ledger has never seen, a cron-looking id among them.
 """
 
@@ -16,8 +16,8 @@ import httpx
 import pytest
 from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 
-from services import queue
-from services.serialization import serialize
+from services.core.serialization import serialize
+from services.queue import enqueue as queue
 from tests.integration.conftest import LocalStack
 from tests.integration.test_metrics import scrape, value
 from tests.support.observers import Observer

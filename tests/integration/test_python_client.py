@@ -45,8 +45,8 @@ from afterword_client import (
 )
 from pydantic import ValidationError
 
-from services.gateway.idempotency import NO_API_KEY_SCOPE
-from services.gateway.idempotency_locks import lock_id
+from services.gateway.middleware.idempotency import NO_API_KEY_SCOPE
+from services.gateway.middleware.idempotency_locks import lock_id
 from tests.support.database import create_database, database_dsn, drop_database
 from tests.support.lone_gateway import lone_gateway
 from tests.support.observers import Observer

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 from arq.constants import result_key_prefix, retry_key_prefix
 
-from services import queue
-from services.serialization import serialize
+from services.core.serialization import serialize
+from services.queue import enqueue as queue
 from tests.support.jobs_client import wait_for_job
 from tests.support.observers import Observer
 

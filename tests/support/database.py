@@ -7,7 +7,7 @@ import uuid
 
 import asyncpg
 
-from services.migrate import apply, discover
+from services.ledger.migrate import apply, discover
 
 ADMIN_DSN = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 """A role on the local server that may create databases (trust auth on this machine and CI)."""

@@ -8,8 +8,8 @@ from contextlib import asynccontextmanager
 import httpx
 from starlette.types import Receive, Scope, Send
 
+from services.core.settings import Settings
 from services.gateway.app import create_app
-from services.settings import Settings
 
 
 @asynccontextmanager

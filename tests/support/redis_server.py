@@ -14,7 +14,7 @@ import redis
 from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool
 
-from services.serialization import deserialize, serialize
+from services.core.serialization import deserialize, serialize
 from tests.support.ports import free_port
 
 

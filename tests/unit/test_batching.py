@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from services.batching import Batcher
+from services.core.batching import Batcher
 
 
 class Down(Exception):

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from services.gateway.body_limit import BodyLimitMiddleware
+from services.gateway.middleware.body_limit import BodyLimitMiddleware
 
 LIMIT = 1024
 TOO_LARGE = {"detail": f"request body larger than {LIMIT} bytes"}

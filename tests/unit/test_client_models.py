@@ -88,7 +88,7 @@ def test_the_client_package_imports_nothing_of_the_services() -> None:
 def test_the_generator_refuses_an_import_the_client_cannot_have(generator: ModuleType) -> None:
     source = (ROOT / "services" / "contract.py").read_text("utf-8")
     needing_services = source.replace(
-        "from pydantic import", "from services.settings import Settings\nfrom pydantic import", 1
+        "from pydantic import", "from services.core.settings import Settings\nfrom pydantic import", 1
     ).replace("class CleanupTempFiles(Payload):", "class CleanupTempFiles(Payload):\n    at: Settings | None = None\n")
 
     with pytest.raises(generator.ContractError, match=r"cannot import 'services\.settings'"):
@@ -98,7 +98,7 @@ def test_the_generator_refuses_an_import_the_client_cannot_have(generator: Modul
 def test_the_generator_leaves_out_what_the_client_does_not_use(generator: ModuleType) -> None:
     source = (ROOT / "services" / "contract.py").read_text("utf-8")
     with_extras = (
-        source.replace("from pydantic import", "from services.settings import Settings\nfrom pydantic import", 1)
+        source.replace("from pydantic import", "from services.core.settings import Settings\nfrom pydantic import", 1)
         + "\n\ndef worker_only(settings: Settings) -> int:\n    return 1\n"
     )
 

@@ -11,7 +11,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from services.gateway import cursor
-from services.identifiers import new_id
+from services.gateway.identifiers import new_id
 
 
 def cursor_of(value: object) -> str:

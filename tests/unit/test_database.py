@@ -17,9 +17,9 @@ from typing import Any, cast
 import asyncpg
 import pytest
 
-from services.database import Connection, DatabaseUnreachable, _closing_when_out_of_step, create_pool
-from services.identifiers import new_id
-from services.settings import Settings
+from services.core.database import Connection, DatabaseUnreachable, _closing_when_out_of_step, create_pool
+from services.core.settings import Settings
+from services.gateway.identifiers import new_id
 from tests.support.in_process import in_process_gateway
 from tests.support.ports import free_port
 

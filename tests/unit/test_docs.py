@@ -1,6 +1,6 @@
 """The documentation stays true to the code: every setting documented, no link out of the repository.
 
-``README.md`` and ``docs/*.md`` are read as text. A setting added to ``services/settings.py``
+``README.md`` and ``docs/*.md`` are read as text. A setting added to ``services/core/settings.py``
 must appear in ``.env.example`` and in the settings tables of ``docs/operations.md``; every
 relative link must name a file (and heading) of the repository; every test a document cites as
 proof must exist.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from services.settings import Settings
+from services.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"

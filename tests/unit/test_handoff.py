@@ -1,4 +1,4 @@
-"""Jobs handed by the enqueue to a waiting worker (``services.jobs.handoff``), against a real Redis."""
+"""Jobs handed by the enqueue to a waiting worker (``services.queue.handoff``), against a real Redis."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from arq.constants import abort_jobs_ss, in_progress_key_prefix, retry_key_prefi
 from arq.jobs import Job
 from arq.utils import timestamp_ms
 
-from services import queue
-from services.jobs import claim as claims
-from services.jobs.handoff import HOLD_MS, parse, registration
-from services.jobs.leases import LeaseKeeper
-from services.jobs.wakeup import Worker
-from services.serialization import deserialize, serialize
+from services.core.serialization import deserialize, serialize
+from services.queue import claim as claims
+from services.queue import enqueue as queue
+from services.queue.handoff import HOLD_MS, parse, registration
+from services.queue.leases import LeaseKeeper
+from services.queue.worker import Worker
 from tests.support.redis_server import RedisServer
 from tests.unit.test_job_runner import ended
 from tests.unit.test_wakeup import QUEUE, Ran, enqueue, running, soon, until_ran, worker_for

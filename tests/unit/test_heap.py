@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.heap import YOUNG_THRESHOLD, freeze_startup_heap
+from services.core.heap import YOUNG_THRESHOLD, freeze_startup_heap
 
 
 @pytest.fixture

@@ -9,8 +9,9 @@ import uuid
 
 import asyncpg
 
-from services import idempotency_keys, ledger
-from services.idempotency_keys import KeyRecord
+from services import ledger
+from services.ledger import idempotency as idempotency_keys
+from services.ledger.idempotency import KeyRecord
 from tests.support.ledger_jobs import new_job
 
 

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from services.gateway.idempotency_locks import KeyLocks, lock_id
+from services.gateway.middleware.idempotency_locks import KeyLocks, lock_id
 from tests.support.ports import free_port
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from services.identifiers import is_id, new_id
+from services.gateway.identifiers import is_id, new_id
 
 
 def test_a_new_id_is_the_hex_of_a_random_uuid4() -> None:

@@ -20,11 +20,12 @@ import pytest
 from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool
 
-from services import ledger, queue
+from services import ledger
 from services.contract import JobName, JobStatus
+from services.core.serialization import deserialize, serialize
 from services.gateway.intake import Intake
 from services.gateway.metrics import GatewayMetrics
-from services.serialization import deserialize, serialize
+from services.queue import enqueue as queue
 from tests.support.redis_server import RedisServer
 from tests.support.relay import Relay
 

@@ -16,7 +16,7 @@ import pytest
 
 from services import ledger
 from services.contract import JobName, JobStatus
-from services.gateway.job_events import (
+from services.gateway.live.job_events import (
     CHANNEL,
     LISTENER_NAME,
     JobEvents,

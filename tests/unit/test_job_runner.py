@@ -23,9 +23,9 @@ from arq.utils import timestamp_ms
 from arq.worker import func
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from services import queue
-from services.jobs.wakeup import Worker
-from services.serialization import deserialize, serialize
+from services.core.serialization import deserialize, serialize
+from services.queue import enqueue as queue
+from services.queue.worker import Worker
 from tests.support.redis_server import RedisServer
 from tests.unit.test_wakeup import QUEUE, enqueue, running, soon
 
@@ -76,7 +76,7 @@ async def ended(redis: ArqRedis, job_id: str) -> JobResult:
 
 
 def test_arq_is_the_version_whose_run_job_the_runner_mirrors() -> None:
-    # services.jobs.job_runner repeats arq 0.28.0's Worker.run_job: another version must be re-read.
+    # services.queue.runner repeats arq 0.28.0's Worker.run_job: another version must be re-read.
     assert arq.version.VERSION == "0.28.0"
 
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services import latency_histogram
-from services.latency_histogram import Histogram
+from services.ledger import latency_buckets as latency_histogram
+from services.ledger.latency_buckets import Histogram
 from tests.support.percentiles import percentile_cont
 
 FRACTIONS = (0.0, 0.5, 0.95, 0.99, 1.0)

@@ -1,4 +1,4 @@
-"""Leases on running jobs (``services.jobs.leases``), against a real Redis.
+"""Leases on running jobs (``services.queue.leases``), against a real Redis.
 
 A lease is the TTL of ARQ's ``arq:in-progress:<id>`` key: short, so that a killed worker's job is
 taken over soon, and renewed while the job runs, so that a job running longer than the lease is
@@ -16,7 +16,7 @@ import pytest
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 
-from services.jobs.leases import LeaseKeeper
+from services.queue.leases import LeaseKeeper
 from tests.support.redis_server import RedisServer
 from tests.unit.test_wakeup import QUEUE, Ran, enqueue, running, soon, until_ran, worker_for
 

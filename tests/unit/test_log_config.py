@@ -14,13 +14,13 @@ import pytest
 import structlog
 from structlog.typing import EventDict
 
-from services.log_config import direct_logger
+from services.core.log_config import direct_logger
 from tests.support.services import REPO
 
 SCRIPT = """
 import logging, threading, warnings
 import structlog
-from services.log_config import configure_logging, direct_logger
+from services.core.log_config import configure_logging, direct_logger
 
 configure_logging("jobs")
 direct = direct_logger("jobs", "afterword.direct")

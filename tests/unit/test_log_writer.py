@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from services.jobs.log_writer import LogWriter
+from services.jobs.effects.log_writer import LogWriter
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -145,7 +145,7 @@ _CHILD = textwrap.dedent(
     """
     import asyncio, sys
     from pathlib import Path
-    from services.jobs.log_writer import LogWriter
+    from services.jobs.effects.log_writer import LogWriter
 
     async def main(path: str, proc: int, count: int) -> None:
         writer = LogWriter(Path(path))

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from services.jobs.effects.mail_headers import HeaderRefused, check_header_block
+from services.jobs.effects.mailer import Mailer
 from services.jobs.errors import PermanentError
-from services.jobs.mail_headers import HeaderRefused, check_header_block
-from services.jobs.mailer import Mailer
 from tests.support.encoded_words import ISSUE_NAME, has_control_character, hostile_values
 from tests.support.smtp_sink import Received, SmtpSink
 

@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from pydantic import SecretStr
 
-from services.jobs import mailer as mailer_module
+from services.core.settings import Settings
+from services.jobs.effects import mailer as mailer_module
+from services.jobs.effects.mailer import Mailer
 from services.jobs.errors import PermanentError, TransientError
-from services.jobs.mailer import Mailer
-from services.settings import Settings
 from tests.support.ports import free_port
 from tests.support.smtp_sink import SmtpSink
 

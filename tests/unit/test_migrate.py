@@ -11,8 +11,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from services.migrate import REWORDED, MigrationError, apply, discover, migrate, statements
-from services.settings import Settings
+from services.core.settings import Settings
+from services.ledger.migrate import REWORDED, MigrationError, apply, discover, migrate, statements
 from tests.support.database import ADMIN_DSN, database_dsn, drop_database
 
 CREATE = "CREATE TABLE notes (id integer PRIMARY KEY, body text NOT NULL);\n"

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from services.settings import Settings
+from services.core.settings import Settings
 from tests.support.database import ADMIN_DSN, database_dsn
 from tests.support.in_process import in_process_gateway
 from tests.support.redis_server import RedisServer

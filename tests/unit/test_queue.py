@@ -12,8 +12,8 @@ from arq.connections import ArqRedis
 from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
 from arq.worker import Worker, func
 
-from services import queue
-from services.serialization import deserialize, serialize
+from services.core.serialization import deserialize, serialize
+from services.queue import enqueue as queue
 from tests.support.redis_server import RedisServer
 
 QUEUE = "queue-test:queue"

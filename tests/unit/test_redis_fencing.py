@@ -20,13 +20,13 @@ from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_pre
 from arq.worker import func
 from redis.asyncio import Redis
 
-from services import queue
-from services.jobs.fencing import Fenced
-from services.jobs.handoff import Handoff
-from services.jobs.job_runner import Fetched
-from services.jobs.leases import LeaseKeeper
-from services.jobs.wakeup import Worker
-from services.serialization import serialize
+from services.core.serialization import serialize
+from services.queue import enqueue as queue
+from services.queue.fencing import Fenced
+from services.queue.handoff import Handoff
+from services.queue.leases import LeaseKeeper
+from services.queue.runner import Fetched
+from services.queue.worker import Worker
 from tests.support.ports import free_port
 from tests.support.redis_server import RedisServer
 from tests.unit.test_wakeup import QUEUE, Ran, enqueue, running, soon, until_ran, worker_for, worker_with

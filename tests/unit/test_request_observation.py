@@ -10,10 +10,10 @@ import structlog
 from fastapi import APIRouter, FastAPI, Request
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.gateway.body_limit import BodyLimitMiddleware
 from services.gateway.metrics import OTHER, GatewayMetrics, RouteTemplates, route_label
-from services.gateway.observation import RequestObservationMiddleware
-from services.gateway.request_id import request_id_from
+from services.gateway.middleware.body_limit import BodyLimitMiddleware
+from services.gateway.middleware.observation import RequestObservationMiddleware
+from services.gateway.middleware.request_id import request_id_from
 
 
 def build_app(metrics: GatewayMetrics) -> FastAPI:

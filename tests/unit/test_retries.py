@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from services.core.settings import Settings
 from services.jobs.retries import RetryOverride, RetryPolicy, duration, gave_up
-from services.settings import Settings
 
 HALF_AN_HOUR = 30 * 60
 

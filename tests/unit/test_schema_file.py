@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from services.migrate import discover
-from services.schema_dump import (
+from services.core.settings import Settings
+from services.ledger.migrate import discover
+from services.ledger.schema_dump import (
     SCHEMA_FILE,
     SchemaDumpError,
     _without_password,
@@ -18,7 +19,6 @@ from services.schema_dump import (
     normalise,
     render,
 )
-from services.settings import Settings
 from tests.support.database import ADMIN_DSN, create_database, database_dsn, drop_database
 
 PG_DUMP = find_pg_dump()

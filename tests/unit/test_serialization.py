@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from services.serialization import deserialize, serialize
+from services.core.serialization import deserialize, serialize
 
 
 def test_round_trip_of_a_job_dict() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from services.settings import Settings, load_settings
+from services.core.settings import Settings, load_settings
 
 
 @pytest.fixture(autouse=True)

@@ -13,9 +13,9 @@ import pytest
 from pydantic import SecretStr
 
 from services import preflight
+from services.core.settings import Settings
+from services.jobs.effects.mailer import Mailer
 from services.jobs.errors import PermanentError
-from services.jobs.mailer import Mailer
-from services.settings import Settings
 from tests.support.certificates import ServerCertificate, TestCertificates, make_certificates
 from tests.support.smtp_sink import SmtpSink
 

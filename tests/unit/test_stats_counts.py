@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from services import stats
 from services.contract import JobStatus
+from services.ledger import stats
 from tests.support.ledger_rows import EXACT_LIMIT, LEDGER, large_ledger
 
 

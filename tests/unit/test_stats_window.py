@@ -18,9 +18,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from services import stats
 from services.gateway.settled_minutes import READ_MINUTES, SettledMinutes
-from services.ledger import Executor
+from services.ledger import Executor, stats
 from tests.support.database import create_database, drop_database
 from tests.support.percentiles import percentile_cont
 

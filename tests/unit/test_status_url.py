@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from starlette.requests import Request
 
+from services.core.settings import Settings
 from services.gateway.app import create_app
 from services.gateway.routes import jobs as jobs_routes
 from services.gateway.routes.jobs import status_url
-from services.settings import Settings
 
 
 @pytest.mark.parametrize(

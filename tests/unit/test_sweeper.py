@@ -15,8 +15,8 @@ from arq.utils import to_unix_ms
 
 from services import ledger
 from services.contract import JobName, JobStatus
+from services.core.serialization import deserialize, serialize
 from services.jobs.sweeper import sweep
-from services.serialization import deserialize, serialize
 from tests.support.redis_server import RedisServer
 
 QUEUE = "sweep-test:queue"

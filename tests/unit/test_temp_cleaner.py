@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from services.jobs.temp_cleaner import remove_old_files
+from services.jobs.effects.temp_cleaner import remove_old_files
 
 MAX_AGE = 3600
 

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from services import throttled_log
-from services.throttled_log import MAX_TROUBLES, ThrottledLog
+from services.core import throttled_log
+from services.core.throttled_log import MAX_TROUBLES, ThrottledLog
 
 log = logging.getLogger("test.throttled")
 

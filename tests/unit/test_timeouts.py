@@ -15,9 +15,9 @@ from arq.connections import ArqRedis, RedisSettings
 from arq.worker import func
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from services.jobs.timeouts import call_timeout, create_redis
-from services.jobs.wakeup import Worker
-from services.serialization import deserialize, serialize
+from services.core.serialization import deserialize, serialize
+from services.queue.timeouts import call_timeout, create_redis
+from services.queue.worker import Worker
 from tests.support.redis_server import RedisServer
 from tests.support.relay import Relay
 from tests.unit.test_handoff import registered

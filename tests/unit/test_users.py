@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from services.jobs.users import UserRepository
+from services.jobs.effects.users import UserRepository
 
 PAST = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -144,7 +144,7 @@ async def test_writes_of_one_user_leave_others_alone(conn: asyncpg.Connection) -
     assert other.welcome_email_sent_at is None
 
 
-# Concurrent writes share a statement (services.batching): each caller still gets its own answer.
+# Concurrent writes share a statement (services.core.batching): each caller still gets its own answer.
 
 
 async def test_concurrent_upserts_each_get_their_own_answer(conn: asyncpg.Connection) -> None:

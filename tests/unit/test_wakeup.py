@@ -21,13 +21,14 @@ from arq.constants import in_progress_key_prefix
 from arq.jobs import Job, JobStatus, SerializationError
 from arq.worker import Function, func
 
-from services import ledger, queue
+from services import ledger
 from services.contract import JobStatus as LedgerStatus
-from services.jobs import wakeup
+from services.core.serialization import deserialize, serialize
 from services.jobs.attempts import AttemptBook, End, Operation, Written
-from services.jobs.leases import LeaseKeeper
-from services.jobs.wakeup import Worker
-from services.serialization import deserialize, serialize
+from services.queue import enqueue as queue
+from services.queue import worker as wakeup
+from services.queue.leases import LeaseKeeper
+from services.queue.worker import Worker
 from tests.support.ledger_jobs import insert_job
 from tests.support.redis_server import RedisServer
 
@@ -326,7 +327,7 @@ async def test_the_ends_of_concurrent_jobs_share_a_script(
         assert not await redis.exists(in_progress_key_prefix + job_id, "arq:job:" + job_id, "arq:retry:" + job_id)
     # ...but the ends went in fewer scripts (each atomic, as ARQ's MULTI/EXEC) than jobs, and no
     # MULTI/EXEC was used: ARQ's at each job's start is done by the claim script
-    # (services.jobs.job_runner), ARQ's at each end by the finish script.
+    # (services.queue.runner), ARQ's at each end by the finish script.
     assert 1 <= scripts < len(ids), scripts
     assert await exec_calls(redis) == execs_before
 

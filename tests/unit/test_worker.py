@@ -12,11 +12,13 @@ import asyncpg
 import pytest
 
 from services.contract import JobName, JobStatus
-from services.jobs import registry
+from services.core.serialization import deserialize, serialize
+from services.core.settings import Settings
+from services.jobs import execution as registry
+from services.jobs.execution import REGISTRY, SCHEDULED, retry_policy
 from services.jobs.metrics import JobMetrics
-from services.jobs.registry import REGISTRY, SCHEDULED, retry_policy
 from services.jobs.retries import RetryPolicy
-from services.jobs.worker import (
+from services.jobs.setup import (
     CRON_CLEANUP,
     CRON_PRUNE,
     CRON_PURGE_KEYS,
@@ -28,8 +30,6 @@ from services.jobs.worker import (
     purge_idempotency_keys,
     worker_options,
 )
-from services.serialization import deserialize, serialize
-from services.settings import Settings
 from tests.support.ledger_jobs import insert_job
 
 

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from services.gateway.dependencies import DbDep, RedisDep, SettingsDep
 from services.gateway.errors import why_unavailable
-from services.heartbeat import read_beats
+from services.queue.heartbeat import read_beats
 
 router = APIRouter(tags=["health"])
 

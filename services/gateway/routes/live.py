@@ -12,11 +12,11 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from redis.exceptions import RedisError
 
-from services import ledger, stats
+from services import ledger
 from services.contract import JobStatus
 from services.gateway.dependencies import DbDep, JobEventsDep, JobIdDep, RedisDep, SettingsDep, SettledMinutesDep
 from services.gateway.errors import NotFound
-from services.gateway.job_events import Item, Subscription, follow
+from services.gateway.live.job_events import Item, Subscription, follow
 from services.gateway.schemas import (
     LatencyMinute,
     Percentiles,
@@ -25,6 +25,7 @@ from services.gateway.schemas import (
     ThroughputMinute,
     WorkerView,
 )
+from services.ledger import stats
 
 router = APIRouter(tags=["live"])
 log = logging.getLogger("afterword.gateway")

@@ -9,9 +9,9 @@ import asyncpg
 from fastapi import APIRouter, Response
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from services import idempotency_keys
 from services.gateway.dependencies import DbDep, MetricsDep
 from services.gateway.errors import DATABASE_ERRORS
+from services.ledger import idempotency as idempotency_keys
 
 router = APIRouter()
 log = logging.getLogger("afterword.gateway")

@@ -5,7 +5,7 @@ the same request again (after a timeout, a dropped connection, a gateway that di
 work being done twice:
 
 * while the first request runs, the gateway holds the key (a Postgres advisory lock on a session
-  of its own, ``services.gateway.idempotency_locks``); the same key meanwhile gets 409;
+  of its own, ``services.gateway.middleware.idempotency_locks``); the same key meanwhile gets 409;
 * the route's jobs are not written when it accepts them: they wait until the route has answered,
   then the jobs and the key's row, holding that answer, are committed in one statement
   (``services.gateway.intake``), and only then is the answer sent. A 2xx or 4xx answer is kept
@@ -13,7 +13,7 @@ work being done twice:
 * the same key with the same request (method, path and body, hashed with SHA-256) gets the
   stored response again, marked ``Idempotent-Replayed: true``, and nothing runs;
 * the same key with another request gets 422;
-* a key is kept 24 hours (``services.idempotency_keys``).
+* a key is kept 24 hours (``services.ledger.idempotency``).
 
 So a gateway killed mid-request leaves either nothing (the retry runs afresh, at once: Postgres
 dropped the lock with the dead gateway's session) or the jobs with their stored answer (the
@@ -39,14 +39,14 @@ import asyncpg
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services import idempotency_keys
+from services.core.settings import Settings
 from services.gateway import auth
 from services.gateway.errors import DATABASE_ERRORS, ServiceUnavailable
-from services.gateway.idempotency_locks import KeyLocks, lock_id
 from services.gateway.intake import Intake
-from services.idempotency_keys import KeyRecord, Stored
+from services.gateway.middleware.idempotency_locks import KeyLocks, lock_id
 from services.ledger import NewJob
-from services.settings import Settings
+from services.ledger import idempotency as idempotency_keys
+from services.ledger.idempotency import KeyRecord, Stored
 
 log = logging.getLogger("afterword.gateway.idempotency")
 

@@ -1,7 +1,7 @@
 """ARQ worker settings for the jobs service.
 
 ``worker_options(settings)`` builds the keyword arguments of :class:`arq.worker.Worker`;
-``python -m services.jobs`` uses it. ``arq services.jobs.worker.WorkerSettings`` works too: the
+``python -m services.jobs`` uses it. ``arq services.jobs.setup.WorkerSettings`` works too: the
 class is built from the environment on first access, not at import.
 """
 
@@ -18,24 +18,24 @@ from arq.connections import RedisSettings
 from arq.constants import expires_extra_ms
 from arq.typing import WorkerCoroutine, WorkerSettingsBase
 
-import services.jobs.functions  # noqa: F401  (registers the job implementations)
+import services.jobs.implementations  # noqa: F401  (registers the job implementations)
 from services.contract import JobName
-from services.database import create_pool
-from services.heartbeat import Heartbeat
-from services.idempotency_keys import purge_expired
+from services.core.database import create_pool
+from services.core.serialization import deserialize, serialize
+from services.core.settings import Settings, load_settings
 from services.jobs import metrics as job_metrics
 from services.jobs.attempts import AttemptBook
 from services.jobs.context import WorkerContext
-from services.jobs.leases import LeaseKeeper
-from services.jobs.log_writer import LogWriter
-from services.jobs.mailer import Mailer
-from services.jobs.registry import REGISTRY, SCHEDULED, end_retry_seconds, retry_policy
+from services.jobs.effects.log_writer import LogWriter
+from services.jobs.effects.mailer import Mailer
+from services.jobs.effects.users import UserRepository
+from services.jobs.execution import REGISTRY, SCHEDULED, end_retry_seconds, retry_policy
 from services.jobs.sweeper import sweep
-from services.jobs.timeouts import call_timeout
-from services.jobs.users import UserRepository
 from services.ledger import prune_ended
-from services.serialization import deserialize, serialize
-from services.settings import Settings, load_settings
+from services.ledger.idempotency import purge_expired
+from services.queue.heartbeat import Heartbeat
+from services.queue.leases import LeaseKeeper
+from services.queue.timeouts import call_timeout
 
 CRON_CLEANUP = "cron:" + JobName.cleanup_temp_files
 CRON_SWEEP = "cron:recovery_sweep"
@@ -64,7 +64,7 @@ async def on_startup(ctx: dict[str, Any]) -> None:
         # committing) a write it waits on, a lock say, for a run that no longer exists.
         server_settings={"client_connection_check_interval": str(CLIENT_CHECK_MS)},
         # A worker cut off from Postgres gives up on a statement (or a connection) in a third of
-        # a lease instead of waiting for the network (services.jobs.timeouts).
+        # a lease instead of waiting for the network (services.queue.timeouts).
         command_timeout=call_timeout(settings.lease_seconds),
         timeout=call_timeout(settings.lease_seconds),
     )
@@ -223,7 +223,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
 
 
 def __getattr__(name: str) -> type[WorkerSettingsBase]:
-    # `arq services.jobs.worker.WorkerSettings`: built on first access, from the environment.
+    # `arq services.jobs.setup.WorkerSettings`: built on first access, from the environment.
     if name == "WorkerSettings":
         return cast(type[WorkerSettingsBase], type("WorkerSettings", (), worker_options(load_settings())))
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

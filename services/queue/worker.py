@@ -6,7 +6,7 @@ more, however early a slot frees. :class:`Worker` keeps everything else of ARQ's
 job, retries, timeouts, aborts, cron, health checks, signals, burst mode) and changes two things:
 
 * **When it looks.** Between two looks it waits on an event, set by a Pub/Sub subscription to the
-  queue's wake channel (``services.queue.wake_channel``; every enqueue publishes there in the same
+  queue's wake channel (``services.queue.enqueue.wake_channel``; every enqueue publishes there in the same
   round trip), by the end of a job when the last look left due jobs behind for lack of a free
   slot, by a job's end that schedules its retry (the next look learns when it is due), or by the
   clock: at the latest ``poll_delay`` later, earlier if a deferred job (a retry,
@@ -24,25 +24,25 @@ job, retries, timeouts, aborts, cron, health checks, signals, burst mode) and ch
   the starts of the next share one statement and one commit, and the claim's round trip overlaps
   the jobs' ends instead of following them. User code still runs in at most ``max_jobs`` jobs at
   once; a job's task lives on until its end is written.
-* **How it takes jobs.** One Lua script (``services.jobs.claim``) reads the due job ids and
+* **How it takes jobs.** One Lua script (``services.queue.claim``) reads the due job ids and
   claims as many as it has free slots, setting ARQ's ``arq:in-progress:<id>`` key on each as
   ARQ's WATCH/MULTI does (a job running elsewhere is skipped), does for each the commands ARQ's
   ``run_job`` starts with (read the job, count the try, take it off the abort set:
-  ``services.jobs.job_runner``), and returns the score of the next deferred job: one round trip
+  ``services.queue.runner``), and returns the score of the next deferred job: one round trip
   per look instead of one plus five per job. When the worker holds leases
-  (``services.jobs.leases``, in ``ctx["leases"]``), the key is set with the lease's TTL and the
+  (``services.queue.leases``, in ``ctx["leases"]``), the key is set with the lease's TTL and the
   job is leased from its claim until its run ends: no round trip per job to cut the TTL.
 * **How jobs reach it when it waits.** A waiting worker with a free slot registers in the queue's
   idle set, and the enqueue claims a job due now for it and publishes the job on the worker's own
-  channel (``services.jobs.handoff``): no claim round trip between the enqueue and the start.
+  channel (``services.queue.handoff``): no claim round trip between the enqueue and the start.
 * **How it ends jobs.** ARQ's ``finish_job`` sends each job's end (its result, the deletion of
   its keys, its removal from the queue) in a MULTI/EXEC of its own. Here the ends of jobs that
-  finish while one is being sent go together into the next MULTI/EXEC (``services.batching``):
+  finish while one is being sent go together into the next MULTI/EXEC (``services.core.batching``):
   the same commands, one round trip for all of them.
 * **What it does with values it cannot use.** Anyone who can write to Redis can leave a string
   where a sorted set belongs, a job of the wrong shape, an id that is not UTF-8, a message on a
   worker's channel that no enqueue wrote. ARQ raises on those in its main loop, and the worker
-  stops. Here each is logged (once a minute at most, ``services.throttled_log``) and the worker
+  stops. Here each is logged (once a minute at most, ``services.core.throttled_log``) and the worker
   goes on with what it can do: a queue it cannot read is looked at again with a growing pause (up
   to :data:`MAX_PAUSE_SECONDS`) until it is fixed; an abort set or idle set it cannot use means no
   aborts or no hand-overs meanwhile; a job it cannot read is failed and removed, an id that is not
@@ -79,17 +79,17 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from services.batching import Batcher
-from services.jobs import claim as claims
-from services.jobs import fencing, handoff, timeouts
+from services.core.batching import Batcher
+from services.core.throttled_log import ThrottledLog
 from services.jobs.attempts import AttemptBook
-from services.jobs.claim import TRY_RECOUNTED, UNREADABLE_JOB, Claim
-from services.jobs.fencing import Fenced
-from services.jobs.handoff import Registrations
-from services.jobs.job_runner import ClaimedJobRunner, Fetched
-from services.jobs.leases import LeaseKeeper
-from services.queue import RETRY_KEY_TTL_SECONDS, Script, idle_workers_key, wake_channel
-from services.throttled_log import ThrottledLog
+from services.queue import claim as claims
+from services.queue import fencing, handoff, timeouts
+from services.queue.claim import TRY_RECOUNTED, UNREADABLE_JOB, Claim
+from services.queue.enqueue import RETRY_KEY_TTL_SECONDS, Script, idle_workers_key, wake_channel
+from services.queue.fencing import Fenced
+from services.queue.handoff import Registrations
+from services.queue.leases import LeaseKeeper
+from services.queue.runner import ClaimedJobRunner, Fetched
 
 log = logging.getLogger("arq.worker")
 
@@ -150,7 +150,7 @@ end
 return {ended, errors}
 """)
 
-# Undo a hand-over (services.jobs.handoff) while the job's in-progress key holds its token.
+# Undo a hand-over (services.queue.handoff) while the job's in-progress key holds its token.
 # KEYS[1]: the in-progress key, KEYS[2]: the retry key, KEYS[3]: the abort set. ARGV: the token,
 # the try count before the hand-over ('0': none), the retry key's TTL (s), '1' to put the job back
 # on the abort set, now (ms), the job's id, the wake channel. Returns 1 if given back, 0 if fenced.
@@ -197,7 +197,7 @@ class Worker(ClaimedJobRunner):
         if call_timeout is None and settings is not None:
             call_timeout = timeouts.call_timeout(settings.lease_seconds)
         self.call_timeout_s = call_timeout
-        """Seconds after which a Redis call gives up (``services.jobs.timeouts``); None: never."""
+        """Seconds after which a Redis call gives up (``services.queue.timeouts``); None: never."""
         self._wake = asyncio.Event()
         self._more_waiting = False  # the last look left due jobs behind: take them when a slot frees
         self._next_due_ms: int | None = None
@@ -217,7 +217,7 @@ class Worker(ClaimedJobRunner):
         self._offer_dropped = False  # the enqueue dropped that registration before the claim answered
         self._early: handoff.Handoff | None = None  # a job handed to it before the claim's reply came
         self.jobs_handed_over = 0
-        """Jobs the enqueue handed to this worker (``services.jobs.handoff``)."""
+        """Jobs the enqueue handed to this worker (``services.queue.handoff``)."""
         self._trouble = ThrottledLog(log)  # values in Redis it cannot use, said once a minute at most
         self._chores: set[asyncio.Task[None]] = set()  # clean-ups in Redis under way
         self.stopped_by: signal.Signals | None = None
@@ -342,7 +342,7 @@ class Worker(ClaimedJobRunner):
         """A running job's lease was lost (paused, cut off, stalled past it): stop acting on the job.
 
         Its run is cancelled unless it handed in its end already; what it still writes is fenced
-        where it lands (``services.jobs.fencing``).
+        where it lands (``services.queue.fencing``).
         """
         fencing.note(self.ctx, fenced)
         job_id = fenced.job_id
@@ -521,7 +521,7 @@ class Worker(ClaimedJobRunner):
         self._chore(drop(), failure=f"could not drop the id {shown!r}")
 
     def _note_broken_sets(self, claim: Claim) -> None:
-        """Say what the claim could not use (see ``services.jobs.claim``), and when it can again."""
+        """Say what the claim could not use (see ``services.queue.claim``), and when it can again."""
         idle = idle_workers_key(self.queue_name)
         if claim.idle_set_broken:
             self._trouble.warning("idle-set", "the idle set %s is not a sorted set: no hand-overs until it is", idle)

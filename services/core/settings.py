@@ -25,7 +25,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from services import key_strength
+from services.core import key_strength
 
 OpenEndpoint = Literal["healthz", "readyz", "metrics"]
 """An endpoint that OPEN_ENDPOINTS may leave open when keys are set."""

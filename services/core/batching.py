@@ -9,7 +9,7 @@ enqueues (``services.gateway.intake``) and the worker's attempt bookkeeping
 A batcher can be held (:meth:`Batcher.hold`): items sent with ``defer=True`` then wait for
 :meth:`Batcher.release` instead of starting a batch, unless another item starts one first and takes
 them along. The worker holds its attempt book so that the ends of a group of jobs share the commit
-of the starts of the group it claims next (``services.jobs.wakeup``).
+of the starts of the group it claims next (``services.queue.worker``).
 
 If a batch fails with one of ``fail_together`` (say, the database is down), every caller of the
 batch gets that error. If it fails otherwise, its items are run again one by one, so that only

@@ -2,7 +2,7 @@
 
 A worker runs several jobs at once; an upsert or welcome stamp written as a statement and a
 commit of its own would wait on the others in Postgres, and these two writes are a large part of
-a signup job's cost. Concurrent writes of one kind share a statement (``services.batching``): one
+a signup job's cost. Concurrent writes of one kind share a statement (``services.core.batching``): one
 round trip and one commit per batch. A statement locks its rows in email order, so that two workers'
 batches never wait on each other in a cycle; an email named twice in a batch goes into a second
 statement after the first, as it would have run after it.
@@ -17,8 +17,8 @@ from typing import TypeVar
 
 import asyncpg
 
-from services.batching import Batcher
-from services.database import CONNECTION_ERRORS
+from services.core.batching import Batcher
+from services.core.database import CONNECTION_ERRORS
 
 
 @dataclass(frozen=True)

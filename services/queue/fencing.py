@@ -7,15 +7,15 @@ claim carries a token: in Redis the value of the job's ``arq:in-progress:<id>`` 
 Each write a worker makes for a job succeeds only while its token is the job's current one:
 
 - the lease's renewal, the hand-back of a handed-over job and ARQ's end of the job (result,
-  keys, queue entry) are Lua scripts that check the key's value (``services.jobs.leases``,
-  ``services.jobs.wakeup``);
+  keys, queue entry) are Lua scripts that check the key's value (``services.queue.leases``,
+  ``services.queue.worker``);
 - the attempt's start, end and effects are statements that check the attempt
   (``services.ledger``, migration 0011).
 
 A refused write raises or reports :class:`Fenced`; it is logged once as ``fenced`` and counted in
 ``afterword_fenced_writes_total`` by write. Before each action with effects outside (running the
 job, sending the email, writing the line) the job checks that it still holds its lease
-(:meth:`services.jobs.leases.LeaseKeeper.check`); a lease lost while the job runs cancels it.
+(:meth:`services.queue.leases.LeaseKeeper.check`); a lease lost while the job runs cancels it.
 """
 
 from __future__ import annotations

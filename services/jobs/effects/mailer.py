@@ -13,7 +13,7 @@ byte, as the settings say; the server's certificate is always verified, against 
 or the ones in a given CA file, and its host name checked. There is no way to turn that off.
 
 The headers that carry values from outside (From, To, Subject) and the Message-ID are written by
-:mod:`services.jobs.mail_headers`, never parsed by the email package, and the serialized message's
+:mod:`services.jobs.effects.mail_headers`, never parsed by the email package, and the serialized message's
 header block is checked there before it is sent: what is sent is the bytes that were checked.
 """
 
@@ -35,9 +35,16 @@ from typing import Literal
 import aiosmtplib
 from aiosmtplib.email import flatten_message
 
+from services.core.settings import Settings
+from services.jobs.effects.mail_headers import (
+    AddressHeader,
+    HeaderRefused,
+    check_header_block,
+    id_header,
+    mailbox,
+    text_header,
+)
 from services.jobs.errors import PermanentError, TransientError
-from services.jobs.mail_headers import AddressHeader, HeaderRefused, check_header_block, id_header, mailbox, text_header
-from services.settings import Settings
 
 TlsMode = Literal["none", "starttls", "implicit"]
 """No TLS; STARTTLS on a plain connection (port 587), required; or TLS from the first byte (465)."""

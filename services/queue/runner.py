@@ -2,7 +2,7 @@
 
 ARQ's ``Worker.run_job`` starts with a MULTI/EXEC of its own for each job: read the job, count
 the try (``arq:retry:<id>``) and take the job off the abort set. Our worker's claim script
-(``services.jobs.wakeup``) does those same commands for every job it claims, in the round trip
+(``services.queue.worker``) does those same commands for every job it claims, in the round trip
 that claims them, and hands the answers to :meth:`ClaimedJobRunner.run_claimed`: one round trip
 per look instead of one more per job, on the path from a job's arrival to its start.
 
@@ -12,12 +12,12 @@ deserialization, abort before start, unknown function, the try count and ``max_t
 ``on_job_start``/``on_job_end``/``after_job_end`` hooks, the job's task in ``job_tasks`` (for
 aborts), its timeout, retries, the result and ``finish_job``. Three things differ: ARQ's INFO line
 at each job's start and end is not written (the jobs service writes its own, with ids, attempt,
-outcome and timings, in ``services.jobs.registry``); the job's lease and any attempt begun at
-its claim are let go when it ends, after its end is written (``services.jobs.leases``,
+outcome and timings, in ``services.jobs.execution``); the job's lease and any attempt begun at
+its claim are let go when it ends, after its end is written (``services.queue.leases``,
 ``services.jobs.attempts``); and a run that lost its claim on the job (:class:`Fenced`: its lease
 ran out, or another claim took the job over) is neither a failure nor a retry: it is logged as
 fenced, stores no result and hands the job back, which changes nothing in Redis unless the
-worker still holds the job's key (``services.jobs.fencing``). ARQ's warnings and errors are kept,
+worker still holds the job's key (``services.queue.fencing``). ARQ's warnings and errors are kept,
 word for word. A job whose fields have types ARQ's ``serialize_job`` never writes (anyone who can
 write to Redis can plant one) fails as one that could not be deserialized, and so does a job
 whose key is not a string; ARQ would raise on them in its main loop.
@@ -50,11 +50,11 @@ from arq.worker import Function, JobExecutionFailed, Retry, RetryJob, no_result
 from arq.worker import Worker as ArqWorker
 from redis.exceptions import RedisError
 
-from services.jobs import fencing
 from services.jobs.attempts import AttemptBook
-from services.jobs.fencing import Fenced
-from services.jobs.leases import LeaseKeeper
-from services.queue import RETRY_KEY_TTL_SECONDS
+from services.queue import fencing
+from services.queue.enqueue import RETRY_KEY_TTL_SECONDS
+from services.queue.fencing import Fenced
+from services.queue.leases import LeaseKeeper
 
 log = logging.getLogger("arq.worker")  # ARQ's own logger: its warnings and errors read as before
 

@@ -12,7 +12,7 @@ run, counted (``afterword_jobs_refused_total``) and logged, and ARQ removes it f
 removes any job that ended. The worker's own scheduled runs (ARQ's cron) have no ledger row: they
 run :data:`SCHEDULED`'s coroutine, which takes no payload and touches no ledger.
 
-The run is fenced (``services.jobs.fencing``): it starts its attempt with its claim's try, runs
+The run is fenced (``services.queue.fencing``): it starts its attempt with its claim's try, runs
 only while it holds the job's lease, and stops (:class:`Fenced`) when its claim is superseded. The
 lease is held until the end is written: an end that cannot be written while Postgres is slow or
 away is written again, as long as the lease holds (up to :func:`end_retry_seconds`), rather than
@@ -35,13 +35,13 @@ from pydantic import ValidationError
 
 from services import ledger
 from services.contract import PAYLOADS, JobName, JobStatus, Payload
+from services.core.log_config import direct_logger
+from services.core.settings import Settings
 from services.jobs.context import JobContext
 from services.jobs.errors import is_transient
-from services.jobs.fencing import Fenced
 from services.jobs.metrics import JobRun
 from services.jobs.retries import RetryOverride, RetryPolicy, gave_up
-from services.log_config import direct_logger
-from services.settings import Settings
+from services.queue.fencing import Fenced
 
 log = logging.getLogger("afterword.jobs")
 events = direct_logger("jobs", "afterword.jobs")  # the two lines of every run, written directly

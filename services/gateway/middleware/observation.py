@@ -2,7 +2,7 @@
 
 For each HTTP request :class:`RequestObservationMiddleware`
 
-* picks the request id (``services.gateway.request_id``: the client's ``X-Request-ID`` when
+* picks the request id (``services.gateway.middleware.request_id``: the client's ``X-Request-ID`` when
   acceptable, else a new one), puts it in ``scope["state"]`` for the routes, binds it in
   structlog's context variables for every line the request logs, and sends it back in the
   ``X-Request-ID`` header of every response, errors included;
@@ -21,9 +21,9 @@ import time
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.core.log_config import direct_logger
 from services.gateway.metrics import METHODS, OTHER, GatewayMetrics, RouteTemplates, route_label
-from services.gateway.request_id import HEADER, internal_error, request_id_from
-from services.log_config import direct_logger
+from services.gateway.middleware.request_id import HEADER, internal_error, request_id_from
 
 
 class RequestObservationMiddleware:

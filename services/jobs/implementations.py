@@ -2,7 +2,7 @@
 
 Every side effect is keyed on the job id and recorded in ``job_effects``, so a run repeated after
 a crash does not send the email or write the line again. Before each effect the job checks that it
-still holds its lease (``services.jobs.fencing``): a run whose worker was paused or cut off past
+still holds its lease (``services.queue.fencing``): a run whose worker was paused or cut off past
 its lease, and whose job another worker took over, does nothing more.
 """
 
@@ -13,8 +13,8 @@ import asyncio
 from services import ledger
 from services.contract import CleanupTempFiles, JobName, SendEmail, UpdateUser, WriteLog
 from services.jobs.context import JobContext
-from services.jobs.registry import JobResult, job
-from services.jobs.temp_cleaner import remove_old_files
+from services.jobs.effects.temp_cleaner import remove_old_files
+from services.jobs.execution import JobResult, job
 
 
 async def _done_before(ctx: JobContext, effect: str) -> bool:

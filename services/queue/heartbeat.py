@@ -23,7 +23,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from services.throttled_log import ThrottledLog
+from services.core.throttled_log import ThrottledLog
 
 WORKERS_KEY = "afterword:workers"
 _INFO_PREFIX = "afterword:worker:"

@@ -15,10 +15,10 @@ from typing import Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from services import idempotency_keys
 from services.contract import JobName, JobStatus
-from services.idempotency_keys import KeyRecord
-from services.serialization import json_bytes
+from services.core.serialization import json_bytes
+from services.ledger import idempotency as idempotency_keys
+from services.ledger.idempotency import KeyRecord
 
 Executor = asyncpg.Connection | asyncpg.Pool | PoolConnectionProxy
 """Anything that runs a query: a pool, or a connection inside a transaction."""

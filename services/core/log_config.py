@@ -23,7 +23,7 @@ from typing import Any, Literal, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from services.serialization import json_bytes
+from services.core.serialization import json_bytes
 
 Service = Literal["gateway", "jobs"]
 

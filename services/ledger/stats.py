@@ -20,11 +20,11 @@ from datetime import UTC, datetime, timedelta
 
 from redis.asyncio import Redis
 
-from services import latency_histogram
 from services.contract import JobStatus
-from services.heartbeat import read_beats
-from services.latency_histogram import Histogram
 from services.ledger import Executor
+from services.ledger import latency_buckets as latency_histogram
+from services.ledger.latency_buckets import Histogram
+from services.queue.heartbeat import read_beats
 
 PERCENTILES = (0.5, 0.95, 0.99)
 
@@ -191,7 +191,7 @@ def window_of(figures: Sequence[MinuteFigures], *, pickups: Counter[int]) -> Win
     """The window made of ``figures``, one per minute, oldest first, and ``pickups``, their histograms merged.
 
     Its pickup percentiles come from that merge, within 1 % of ``percentile_cont`` over every
-    pickup (``services.latency_histogram``).
+    pickup (``services.ledger.latency_buckets``).
     """
     return Window(
         throughput=[Minute(minute=f.minute, succeeded=f.succeeded, failed=f.failed) for f in figures],

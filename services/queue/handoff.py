@@ -2,16 +2,16 @@
 
 Woken by the enqueue's message, a worker still has to claim the job (a round trip to Redis)
 before it can start it. A waiting worker with a free slot therefore *registers* in the queue's
-idle set (``services.queue.idle_workers_key``), and the enqueue script claims a job due now for
+idle set (``services.queue.enqueue.idle_workers_key``), and the enqueue script claims a job due now for
 the longest-waiting registered worker, exactly as the worker's own claim would (its
 ``arq:in-progress`` key with the worker's lease, its try counted, its abort flag read), and
 publishes it, fetched, on that worker's own channel. If nobody listens there (the worker is gone)
 it takes the next registration, and with none left it wakes the workers as before.
 
 A registration names its worker (the job's in-progress key gets the worker's token,
-``<worker id>:<ARQ try>``, as its own claim would set: ``services.jobs.fencing``) and the lease
+``<worker id>:<ARQ try>``, as its own claim would set: ``services.queue.fencing``) and the lease
 the enqueue sets. That lease is short (:data:`HOLD_MS`): the worker confirms it at once with a
-renewal (``services.jobs.leases``), and a job handed to a worker that never took it (paused, or
+renewal (``services.queue.leases``), and a job handed to a worker that never took it (paused, or
 cut off while Redis still counts its subscription) is free for another claim within moments, not
 after a whole lease. A registration is chosen only while it is fresh: a waiting worker makes it
 anew at each look, at least every poll delay, and one older than the age it states was left by a
@@ -32,8 +32,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from services.jobs.claim import score_ms
-from services.jobs.job_runner import Fetched
+from services.queue.claim import score_ms
+from services.queue.runner import Fetched
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def is_dropped(message: bytes) -> bool:
 
 
 def parse(message: bytes) -> Handoff:
-    """The hand-over in a message of the worker's channel (see ``services.queue``).
+    """The hand-over in a message of the worker's channel (see ``services.queue.enqueue``).
 
     Raises ValueError for a message the enqueue script did not write (anyone may publish there).
     """
@@ -109,5 +109,5 @@ class Registrations:
 
 
 def registration(*, lease_ms: int, aborts: bool, count: int, max_age_ms: int, worker_id: str, channel: str) -> str:
-    """A member of the idle set, as the enqueue script reads it (``services.queue``)."""
+    """A member of the idle set, as the enqueue script reads it (``services.queue.enqueue``)."""
     return f"{lease_ms}|{int(aborts)}|{count}|{max_age_ms}|{worker_id}|{channel}"

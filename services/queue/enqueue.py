@@ -8,14 +8,14 @@ its score, and its id added to the queue's sorted set scored by its run-at time 
 skipped, as ARQ skips it, when its job key or its result key (``arq:result:<id>``) exists.
 
 The same script hands a job due now to a waiting worker registered in the queue's idle set
-(:func:`idle_workers_key`, ``services.jobs.handoff``): it claims the job for that worker as the
+(:func:`idle_workers_key`, ``services.queue.handoff``): it claims the job for that worker as the
 worker's own claim would (the in-progress key set to the worker's token, for the registration's
 short hold), and publishes it on the worker's channel. A registration older than the age it
 states is never chosen: it is dropped, and its channel told. Values it cannot use there (an idle
 set, abort set or try counter of the wrong type, a registration that is not one) make it skip the
 hand-over or that value, never fail the enqueue. Jobs not handed over are
 announced on the queue's wake channel (:func:`wake_channel`), so a waiting worker
-(``services.jobs.wakeup``) starts at once instead of at its next poll; neither message costs an
+(``services.queue.worker``) starts at once instead of at its next poll; neither message costs an
 extra round trip.
 """
 

@@ -1,4 +1,4 @@
-"""Rewrite ``migrations/schema.sql``, the current schema in one file: ``python -m services.schema_dump``.
+"""Rewrite ``migrations/schema.sql``, the current schema in one file: ``python -m services.ledger.schema_dump``.
 
 The file holds what a database migrated from zero contains: tables, indexes, constraints,
 functions and triggers, as ``pg_dump --schema-only --no-owner --no-privileges`` prints them.
@@ -26,8 +26,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 
-from services.migrate import MIGRATIONS_DIR, SCHEMA_FILE_NAME, Migration, MigrationError, apply, discover
-from services.settings import Settings, load_settings
+from services.core.settings import Settings, load_settings
+from services.ledger.migrate import MIGRATIONS_DIR, SCHEMA_FILE_NAME, Migration, MigrationError, apply, discover
 
 SCHEMA_FILE = MIGRATIONS_DIR / SCHEMA_FILE_NAME
 PG_DUMP_SECONDS = 60.0
@@ -63,7 +63,7 @@ def header(migrations: list[Migration]) -> str:
     built_by = f"migrations {migrations[0].version} to {migrations[-1].version}" if migrations else "no migrations"
     return (
         f"-- The current schema: what {built_by} build in an empty database, as pg_dump prints it.\n"
-        "-- Written by `make schema` (python -m services.schema_dump); do not edit it by hand.\n"
+        "-- Written by `make schema` (python -m services.ledger.schema_dump); do not edit it by hand.\n"
         "-- For reading and review only: databases are built by the migrations (make migrate).\n\n"
     )
 

@@ -3,10 +3,10 @@
 The script reads the due job ids and claims as many as there is room for, setting ARQ's
 ``arq:in-progress:<id>`` key on each as ARQ's WATCH/MULTI does (a job running elsewhere is
 skipped) with the claim's token as its value (``<worker id>:<ARQ try>``, which fences the
-worker's later writes: ``services.jobs.fencing``), and does for each the commands ARQ's
+worker's later writes: ``services.queue.fencing``), and does for each the commands ARQ's
 ``run_job`` starts with: read the job, count the try, take it off the abort set. It also
 withdraws the worker's registration for hand-overs and makes a new one
-(``services.jobs.handoff``), and returns the score of the next deferred job.
+(``services.queue.handoff``), and returns the score of the next deferred job.
 
 Anyone who can write to Redis can leave a value of the wrong type where the script looks. Only
 the queue itself being unreadable stops the script, before it writes anything (it is read first);
@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from services.queue import Script
+from services.queue.enqueue import Script
 
 UNREADABLE_JOB = 1
 """Flag of a claimed job whose job key holds another type than a string."""
@@ -38,7 +38,7 @@ TRY_RECOUNTED = 2
 # (ms), how many ids to read, the in-progress key prefix, the job key prefix, the retry key prefix,
 # the retry key's TTL (s), the abort set ('' when aborts are off), the idle workers' set, the
 # registration to withdraw (''), the registration to make if room remains (''), the claim's token
-# prefix (the in-progress key holds it followed by the try: services.jobs.fencing). Returns, for each
+# prefix (the in-progress key holds it followed by the try: services.queue.fencing). Returns, for each
 # claimed job, its id, score, data (nil if expired or unreadable), try number, whether it was to
 # be aborted (ARQ's run_job reads these three first) and its flags; the score of the earliest job
 # not yet due (or nil); 1 if a due job that nobody runs was left for lack of room; 1 if the

@@ -1,10 +1,10 @@
-"""Apply ``migrations/NNNN_name.sql`` in order: ``python -m services.migrate``.
+"""Apply ``migrations/NNNN_name.sql`` in order: ``python -m services.ledger.migrate``.
 
 Each file runs in its own transaction under a Postgres advisory lock, so two migrators never
 race, and is recorded with its SHA-256. A file that changed after it was applied is refused,
 except for the comment-only rewordings listed in ``REWORDED``. The target database is created
 first when it does not exist yet. ``migrations/schema.sql`` is no migration: it shows the schema
-the migrations build (``python -m services.schema_dump`` rewrites it), and is never applied.
+the migrations build (``python -m services.ledger.schema_dump`` rewrites it), and is never applied.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import asyncpg
 
-from services.settings import Settings, load_settings
+from services.core.settings import Settings, load_settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _LOCK_KEY = 0x61667477  # "aftw": one advisory lock for every migrator of this schema

@@ -8,7 +8,7 @@ renewal period: a renewal that gets no answer has failed before the next one is 
 - Redis: the socket timeout of the worker's connections, and of their connecting
   (:func:`create_redis`); the wake-up subscription reads with it and pings a quiet connection;
 - Postgres: asyncpg's ``command_timeout`` for every statement and ``timeout`` for connecting
-  (``services.jobs.worker``).
+  (``services.jobs.setup``).
 
 A call that times out fails as a transient error (``services.jobs.errors``): the lease keeper
 stops counting on the lease, a job's end is written again while the lease holds, the main loop

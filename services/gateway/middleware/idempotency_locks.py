@@ -8,7 +8,7 @@ OOM, a lost host), Postgres ends the session and drops its locks, so the key is 
 not after a timeout. The connection sets TCP keepalives on the server's side, so that a gateway
 whose host vanished without closing the connection loses its locks within seconds.
 
-The locks are taken and given back in batches (``services.batching``): concurrent requests share
+The locks are taken and given back in batches (``services.core.batching``): concurrent requests share
 one round trip, in one statement that takes and gives back its locks in the order they were
 asked. A request that loses the lock's session midway (Postgres restarted) runs on: the key's row
 is written with its jobs or not at all (``services.ledger.insert_jobs``), so a second request that
@@ -25,8 +25,8 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from services.batching import Batcher
-from services.database import CONNECTION_ERRORS, connect
+from services.core.batching import Batcher
+from services.core.database import CONNECTION_ERRORS, connect
 
 log = logging.getLogger("afterword.gateway.idempotency")
 

@@ -1,7 +1,7 @@
 """Request ids: which one a request gets, and the 500 that carries it.
 
 The id is the client's ``X-Request-ID`` when that is printable and at most 200 characters, else
-a new uuid4 hex. ``services.gateway.observation`` gives it to every request: it is sent back in
+a new uuid4 hex. ``services.gateway.middleware.observation`` gives it to every request: it is sent back in
 the ``X-Request-ID`` response header of every response, errors included; it is bound in
 structlog's context variables for the log lines the request writes; and routes read it
 (``RequestIdDep``) to store it with the jobs the request creates.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from starlette.types import Send
 
-from services.identifiers import new_id
+from services.gateway.identifiers import new_id
 
 HEADER = b"x-request-id"
 MAX_LENGTH = 200

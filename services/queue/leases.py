@@ -6,15 +6,15 @@ before another worker may take it. While a job runs here, its key's TTL is cut t
 renewed every third of it; a dead worker stops renewing, the key expires, and any other worker
 polling the queue picks the job up (it is still in the queue's sorted set while it runs).
 
-The key's value is the claim's token (``<worker id>:<ARQ try>``, ``services.jobs.fencing``): a
+The key's value is the claim's token (``<worker id>:<ARQ try>``, ``services.queue.fencing``): a
 renewal is a script that pushes the expiry back only while the key still holds this worker's
 token. A lease is held from the claim until the job's end is written, ledger and Redis both
-(``services.jobs.job_runner`` releases it). It is lost when a renewal finds the key gone or held
+(``services.queue.runner`` releases it). It is lost when a renewal finds the key gone or held
 by another claim, or when a whole lease has passed (less a margin) since the worker last knew it
 held it: a worker cut off from Redis cannot renew, and another may take the job over once the key
 runs out. :attr:`LeaseKeeper.on_lost` is told, and the worker cancels the job's run.
 
-A job handed over by the enqueue (``services.jobs.handoff``) arrives with a key that lives only a
+A job handed over by the enqueue (``services.queue.handoff``) arrives with a key that lives only a
 short while: the worker confirms it at once with a renewal, and the job acts on nothing outside
 (:meth:`LeaseKeeper.check`) before that renewal said it holds the job.
 """
@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from arq.constants import in_progress_key_prefix, retry_key_prefix
 from redis.asyncio import Redis
 
-from services.jobs.fencing import Fenced
-from services.queue import RETRY_KEY_TTL_SECONDS, Script
+from services.queue.enqueue import RETRY_KEY_TTL_SECONDS, Script
+from services.queue.fencing import Fenced
 
 log = logging.getLogger("afterword.leases")
 
@@ -40,7 +40,7 @@ TRUSTED_SHARE = 0.9
 """Of a lease, the share the worker counts on from the moment it last knew it held it (clock drift)."""
 
 ARQ_TOKEN = "1"  # noqa: S105 (a lease's token, not a secret)
-"""The value ARQ's own poll gives an in-progress key (``arq services.jobs.worker.WorkerSettings``)."""
+"""The value ARQ's own poll gives an in-progress key (``arq services.jobs.setup.WorkerSettings``)."""
 
 # KEYS: in-progress keys. ARGV[1]: the lease (ms), then each key's token. Returns per key 1 if it
 # held the token (its expiry is pushed back to a whole lease), else 0 (gone, another claim's, or a key
@@ -130,7 +130,7 @@ class LeaseKeeper:
         """Lease ``job_id``: its in-progress key now expires unless renewed.
 
         A job taken by our worker's claim is leased already (no round trip); one that ARQ's own
-        poll took (``arq services.jobs.worker.WorkerSettings``, whose keys hold "1") has its key's
+        poll took (``arq services.jobs.setup.WorkerSettings``, whose keys hold "1") has its key's
         TTL cut here.
         """
         if job_id in self._held:
