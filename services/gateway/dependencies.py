@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import asyncpg
-from arq.connections import ArqRedis
 from fastapi import Depends, Path, Request
 
 from services.core.settings import Settings
@@ -21,6 +20,7 @@ from services.gateway.identifiers import is_id
 from services.gateway.live.job_events import JobEvents
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.settled_minutes import SettledMinutes
+from services.queue import QueueRedis
 
 
 async def _settings(request: Request) -> Settings:
@@ -33,8 +33,8 @@ async def _db(request: Request) -> asyncpg.Pool:
     return db
 
 
-async def _redis(request: Request) -> ArqRedis:
-    redis: ArqRedis = request.state.redis
+async def _redis(request: Request) -> QueueRedis:
+    redis: QueueRedis = request.state.redis
     return redis
 
 
@@ -51,7 +51,7 @@ async def _metrics(request: Request) -> GatewayMetrics:
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
 DbDep = Annotated[asyncpg.Pool, Depends(_db)]
-RedisDep = Annotated[ArqRedis, Depends(_redis)]
+RedisDep = Annotated[QueueRedis, Depends(_redis)]
 RequestIdDep = Annotated[str, Depends(_request_id)]
 MetricsDep = Annotated[GatewayMetrics, Depends(_metrics)]
 

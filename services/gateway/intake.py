@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
-from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
 from services import ledger
@@ -32,6 +31,7 @@ from services.core.batching import Batcher
 from services.gateway.errors import DATABASE_ERRORS, ServiceUnavailable, ledger_unavailable
 from services.gateway.metrics import GatewayMetrics
 from services.ledger.idempotency import KeyRecord
+from services.queue import QueueRedis
 from services.queue import enqueue as queue
 
 log = logging.getLogger("afterword.gateway")
@@ -55,7 +55,7 @@ class Intake:
     """
 
     def __init__(
-        self, *, db: asyncpg.Pool, redis: ArqRedis, metrics: GatewayMetrics, max_batch: int = MAX_BATCH
+        self, *, db: asyncpg.Pool, redis: QueueRedis, metrics: GatewayMetrics, max_batch: int = MAX_BATCH
     ) -> None:
         self._db = db
         self._redis = redis
@@ -111,7 +111,7 @@ class Intake:
         return written
 
 
-async def push(redis: ArqRedis, jobs: Sequence[ledger.NewJob]) -> int:
+async def push(redis: QueueRedis, jobs: Sequence[ledger.NewJob]) -> int:
     """Put recorded jobs on the ARQ queue in one round trip; return how many were queued.
 
     A job ARQ already knows (same id) is not queued twice. Redis errors are logged, not raised:

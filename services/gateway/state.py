@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 from typing import TypedDict
 
 import asyncpg
-from arq.connections import ArqRedis
 from fastapi import FastAPI
 from redis.asyncio import ConnectionPool
 
@@ -19,6 +18,7 @@ from services.gateway.live.job_events import JobEvents
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.middleware.idempotency_locks import KeyLocks
 from services.gateway.settled_minutes import SettledMinutes
+from services.queue import QueueRedis
 
 CLIENT_CHECK_MS = 1000
 """How often Postgres checks, during a gateway's statement, that the gateway is still connected."""
@@ -29,7 +29,7 @@ class State(TypedDict):
 
     settings: Settings
     db: asyncpg.Pool
-    redis: ArqRedis
+    redis: QueueRedis
     events: JobEvents
     metrics: GatewayMetrics
     intake: Intake
@@ -58,7 +58,7 @@ def lifespan_for(settings: Settings, *, metrics: GatewayMetrics | None = None): 
             # committing) jobs that wait on a lock for a request no one will answer.
             server_settings={"client_connection_check_interval": str(CLIENT_CHECK_MS)},
         )
-        redis = ArqRedis(
+        redis = QueueRedis(
             ConnectionPool.from_url(
                 str(settings.redis_url), socket_connect_timeout=2, socket_timeout=5, max_connections=64
             ),

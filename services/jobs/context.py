@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import TypedDict
 
 import asyncpg
-from arq.connections import ArqRedis
 
 from services.core.settings import Settings
 from services.jobs.attempts import AttemptBook
@@ -14,6 +13,7 @@ from services.jobs.effects.log_writer import LogWriter
 from services.jobs.effects.mailer import Mailer
 from services.jobs.effects.users import UserRepository
 from services.jobs.metrics import JobMetrics, MetricsServer
+from services.queue import QueueRedis
 from services.queue.heartbeat import Heartbeat
 from services.queue.leases import LeaseKeeper
 
@@ -21,7 +21,7 @@ from services.queue.leases import LeaseKeeper
 class WorkerContext(TypedDict):
     """The worker's ``ctx`` after ``on_startup``; closed again by ``on_shutdown``."""
 
-    redis: ArqRedis
+    redis: QueueRedis
     settings: Settings
     worker_id: str
     db: asyncpg.Pool

@@ -30,7 +30,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
 import structlog
-from arq import Retry
 from pydantic import ValidationError
 
 from services import ledger
@@ -41,6 +40,7 @@ from services.jobs.context import JobContext
 from services.jobs.errors import is_transient
 from services.jobs.metrics import JobRun
 from services.jobs.retries import RetryOverride, RetryPolicy, gave_up
+from services.queue import RetryLater
 from services.queue.fencing import Fenced
 
 log = logging.getLogger("afterword.jobs")
@@ -137,10 +137,10 @@ async def _run_tracked(
     policy = retry_policy(name, settings)
     last_try = policy.is_last(job_try)
 
-    def retry_later(cause: BaseException) -> Retry:
+    def retry_later(cause: BaseException) -> RetryLater:
         delay = policy.delay(job_try)
         log.info("job %s try %d: %s; retrying in %.1fs", job_id, job_try, _describe(cause), delay)
-        return Retry(defer=delay)
+        return RetryLater(defer=delay)
 
     try:
         started = await ctx["attempts"].start(job_id, job_try=job_try)  # batched with concurrent starts
@@ -221,7 +221,7 @@ async def _run_tracked(
         if not last_try:
             retry = retry_later(exc)
             due = datetime.now(UTC) + timedelta(milliseconds=retry.defer_score or 0)  # the job's run_at from now
-            with contextlib.suppress(Retry):  # not recorded: the next attempt's start says enough
+            with contextlib.suppress(RetryLater):  # not recorded: the next attempt's start says enough
                 await finish(JobStatus.retrying, error=_describe(exc), run_at=due)
             raise retry from exc
         spent = await _time_since_first_try(ctx, attempt=started.attempt)
@@ -306,5 +306,5 @@ async def _quietly(awaitable: Awaitable[None]) -> None:
         await awaitable
     except Fenced:
         pass  # another claim started the job since: the attempt is closed already
-    except Exception:  # Retry included: the worker is stopping, the next start records it
+    except Exception:  # RetryLater included: the worker is stopping, the next start records it
         log.exception("could not record the interrupted attempt")

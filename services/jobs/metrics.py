@@ -17,13 +17,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from arq import Retry
-from arq.constants import in_progress_key_prefix
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from redis.asyncio import Redis
 
 from services.contract import JobName
+from services.queue import RetryLater, inspection
 from services.queue.fencing import WRITES, Fenced
 
 log = logging.getLogger("afterword.jobs.metrics")
@@ -124,23 +123,9 @@ class JobMetrics:
 
     async def refresh_queue(self, redis: Redis, queue_name: str) -> None:
         """Read the queue gauges from the ARQ queue's sorted set."""
-        now_ms = time.time() * 1000
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(queue_name)
-            pipe.zrangebyscore(queue_name, "-inf", now_ms, start=0, num=OLDEST_SCAN, withscores=True)
-            depth, due = await pipe.execute()
-        self.queue_depth.set(depth)
-        oldest = 0.0
-        if due:
-            # ARQ keeps a running job in the set: the oldest waiting one is the first not in progress.
-            async with redis.pipeline(transaction=False) as pipe:
-                for job_id, _ in due:
-                    pipe.exists(in_progress_key_prefix + (job_id.decode() if isinstance(job_id, bytes) else job_id))
-                running = await pipe.execute()
-            waiting = next((score for (_, score), busy in zip(due, running, strict=True) if not busy), None)
-            if waiting is not None:
-                oldest = max(0.0, now_ms - waiting) / 1000
-        self.oldest_age.set(oldest)
+        found = await inspection.depth(redis, queue_name=queue_name, scan=OLDEST_SCAN)
+        self.queue_depth.set(found.entries)
+        self.oldest_age.set(found.oldest_waiting_seconds)
 
     def render(self) -> bytes:
         """Every metric in Prometheus' text exposition format."""
@@ -191,7 +176,7 @@ class JobRun:
             return FENCED
         if error is None:
             outcome = SUCCEEDED
-        elif isinstance(error, Retry):
+        elif isinstance(error, RetryLater):
             outcome = RETRYING
             self._metrics.retries.labels(name=self.name).inc()
         elif isinstance(error, asyncio.CancelledError):

@@ -1,8 +1,10 @@
-"""ARQ worker settings for the jobs service.
+"""The jobs service's set-up: what the worker runs, and the resources its jobs share.
 
-``worker_options(settings)`` builds the keyword arguments of :class:`arq.worker.Worker`;
-``python -m services.jobs`` uses it. ``arq services.jobs.setup.WorkerSettings`` works too: the
-class is built from the environment on first access, not at import.
+``worker_options(settings)`` builds the keyword arguments of the worker
+(``services.queue.worker.QueueWorker``): the job functions, the cron runs (the recovery sweep,
+the ledger's pruning, the purge of expired Idempotency-Keys, the temp-file cleaner), and
+``on_startup``/``on_shutdown``, which open and close the pools and the effects' resources.
+``python -m services.jobs`` uses it.
 """
 
 from __future__ import annotations
@@ -13,16 +15,11 @@ import socket
 import uuid
 from typing import Any, cast
 
-from arq import cron, func
-from arq.connections import RedisSettings
-from arq.constants import expires_extra_ms
-from arq.typing import WorkerCoroutine, WorkerSettingsBase
-
 import services.jobs.implementations  # noqa: F401  (registers the job implementations)
 from services.contract import JobName
 from services.core.database import create_pool
 from services.core.serialization import deserialize, serialize
-from services.core.settings import Settings, load_settings
+from services.core.settings import Settings
 from services.jobs import metrics as job_metrics
 from services.jobs.attempts import AttemptBook
 from services.jobs.context import WorkerContext
@@ -33,6 +30,7 @@ from services.jobs.execution import REGISTRY, SCHEDULED, end_retry_seconds, retr
 from services.jobs.sweeper import sweep
 from services.ledger import prune_ended
 from services.ledger.idempotency import purge_expired
+from services.queue import JOB_KEY_LIFETIME_SECONDS, RedisSettings, WorkerCoroutine, job_function, scheduled
 from services.queue.heartbeat import Heartbeat
 from services.queue.leases import LeaseKeeper
 from services.queue.timeouts import call_timeout
@@ -154,7 +152,7 @@ def check_retries_fit(settings: Settings) -> None:
     by a retry: a try due later fails as "job expired". The waits at their longest plus every
     try but the last running to its timeout must end before that.
     """
-    lifetime = expires_extra_ms / 1000
+    lifetime = JOB_KEY_LIFETIME_SECONDS
     for name in JobName:
         policy = retry_policy(name, settings)
         reach = policy.span()[1] + (policy.tries - 1) * settings.job_timeout_seconds
@@ -182,7 +180,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     # records it (trying again for a while to write its end), so ARQ never has to kill one unrecorded.
     backstop = settings.job_timeout_seconds + end_retry_seconds(settings) + 5
     functions = [
-        func(
+        job_function(
             cast(WorkerCoroutine, REGISTRY[name]),
             name=name.value,
             timeout=backstop,
@@ -192,16 +190,18 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     ]
     every = set(range(0, 60, settings.sweep_every_seconds))
     cron_jobs = [
-        cron(
+        scheduled(
             cast(WorkerCoroutine, SCHEDULED[JobName.cleanup_temp_files]), name=CRON_CLEANUP, second=0, timeout=backstop
         ),
-        cron(recovery_sweep, name=CRON_SWEEP, second=every, timeout=60, keep_result=0),
+        scheduled(recovery_sweep, name=CRON_SWEEP, second=every, timeout=60, keep_result=0),
         # Every minute (several workers: ARQ runs each tick once); one run deletes all that expired.
-        cron(purge_idempotency_keys, name=CRON_PURGE_KEYS, second=20, timeout=300, keep_result=0),
+        scheduled(purge_idempotency_keys, name=CRON_PURGE_KEYS, second=20, timeout=300, keep_result=0),
     ]
     if settings.job_retention_days > 0:  # every 10 minutes; several workers: ARQ runs each tick once
         prune_ticks = set(range(0, 60, 10))
-        cron_jobs.append(cron(prune_ledger, name=CRON_PRUNE, minute=prune_ticks, second=30, timeout=300, keep_result=0))
+        cron_jobs.append(
+            scheduled(prune_ledger, name=CRON_PRUNE, minute=prune_ticks, second=30, timeout=300, keep_result=0)
+        )
     return {
         "functions": functions,
         "cron_jobs": cron_jobs,
@@ -220,10 +220,3 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "job_completion_wait": settings.shutdown_grace_seconds,
         "ctx": {"settings": settings, "worker_id": new_worker_id()},
     }
-
-
-def __getattr__(name: str) -> type[WorkerSettingsBase]:
-    # `arq services.jobs.setup.WorkerSettings`: built on first access, from the environment.
-    if name == "WorkerSettings":
-        return cast(type[WorkerSettingsBase], type("WorkerSettings", (), worker_options(load_settings())))
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

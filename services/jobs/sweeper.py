@@ -21,15 +21,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from arq.connections import ArqRedis
-from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
-from arq.utils import to_unix_ms
-from redis.exceptions import ResponseError
 
 from services import ledger
 from services.contract import JobStatus
-from services.core.serialization import deserialize
 from services.core.throttled_log import ThrottledLog
+from services.queue import QueueRedis, control, inspection
 
 log = logging.getLogger("afterword.sweeper")
 _unreadable = ThrottledLog(log)  # jobs whose keys hold values of the wrong type: said once a minute
@@ -46,36 +42,28 @@ class SweepReport:
 
 
 async def sweep(
-    *, db: asyncpg.Pool, redis: ArqRedis, queue_name: str, idle_seconds: float, limit: int = 500
+    *, db: asyncpg.Pool, redis: QueueRedis, queue_name: str, idle_seconds: float, limit: int = 500
 ) -> SweepReport:
     """Reconcile unfinished ledger rows with what Redis knows; see the module docstring."""
     report = SweepReport()
     jobs = await ledger.unsettled(db, idle_seconds=idle_seconds, limit=limit)
     if not jobs:
         return report
-    async with redis.pipeline(transaction=False) as pipe:
-        for job in jobs:
-            pipe.get(result_key_prefix + job.id)
-            pipe.exists(in_progress_key_prefix + job.id)
-            pipe.exists(job_key_prefix + job.id)
-            pipe.zscore(queue_name, job.id)
-        answers = await pipe.execute(raise_on_error=False)  # a key of the wrong type fails its own answer
+    found = await inspection.look_up(redis, queue_name=queue_name, job_ids=[job.id for job in jobs])
     unreadable: dict[str, str] = {}
-    for index, job in enumerate(jobs):
+    for job, held in zip(jobs, found, strict=True):
         report.checked += 1
-        result, running, stored, score = answers[index * 4 : index * 4 + 4]
-        errors = [answer for answer in (result, running, stored, score) if isinstance(answer, ResponseError)]
-        if errors:
-            unreadable[job.id] = str(errors[0])
+        if held.unreadable is not None:
+            unreadable[job.id] = held.unreadable
             continue
-        if result is not None:
-            await _settle_from_result(db, job.id, result, report)
-        elif running:
+        if held.result is not None:
+            await _settle_from_result(db, job.id, held.result, report)
+        elif held.running:
             continue
-        elif stored and score is None:
-            await redis.zadd(queue_name, {job.id: to_unix_ms(job.run_at)})
+        elif held.stored and not held.queued:
+            await inspection.put_back(redis, queue_name=queue_name, job_id=job.id, due=job.run_at)
             report.restored.append(job.id)
-        elif not stored:
+        elif not held.stored:
             await _enqueue_again(redis, job, report)
     if unreadable:
         job_id, error = next(iter(unreadable.items()))
@@ -98,20 +86,19 @@ async def _settle_from_result(db: asyncpg.Pool, job_id: str, raw: bytes, report:
     value: Any = None
     error: str | None = None
     try:
-        result = deserialize(raw)
+        outcome = inspection.read_result(raw)
     except ValueError:
         status, error = JobStatus.failed, "unreadable result in Redis"
     else:
-        if result.get("s"):
-            status, value = JobStatus.succeeded, result.get("r")
+        if outcome.succeeded:
+            status, value = JobStatus.succeeded, outcome.value
         else:
-            status, error = JobStatus.failed, str(result.get("r"))
+            status, error = JobStatus.failed, str(outcome.value)
     if await ledger.settle(db, job_id=job_id, status=status, result=value, error=error):
         report.settled[job_id] = status
 
 
-async def _enqueue_again(redis: ArqRedis, job: ledger.JobRecord, report: SweepReport) -> None:
+async def _enqueue_again(redis: QueueRedis, job: ledger.JobRecord, report: SweepReport) -> None:
     run_at = job.run_at if job.run_at > datetime.now(UTC) else None
-    queued = await redis.enqueue_job(job.name, job.payload, _job_id=job.id, _defer_until=run_at)
-    if queued is not None:
+    if await control.enqueue_again(redis, name=job.name, payload=job.payload, job_id=job.id, defer_until=run_at):
         report.requeued.append(job.id)

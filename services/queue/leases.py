@@ -40,7 +40,7 @@ TRUSTED_SHARE = 0.9
 """Of a lease, the share the worker counts on from the moment it last knew it held it (clock drift)."""
 
 ARQ_TOKEN = "1"  # noqa: S105 (a lease's token, not a secret)
-"""The value ARQ's own poll gives an in-progress key (``arq services.jobs.setup.WorkerSettings``)."""
+"""The value ARQ's own poll gives an in-progress key (a stock ARQ worker on the same queue)."""
 
 # KEYS: in-progress keys. ARGV[1]: the lease (ms), then each key's token. Returns per key 1 if it
 # held the token (its expiry is pushed back to a whole lease), else 0 (gone, another claim's, or a key
@@ -130,7 +130,7 @@ class LeaseKeeper:
         """Lease ``job_id``: its in-progress key now expires unless renewed.
 
         A job taken by our worker's claim is leased already (no round trip); one that ARQ's own
-        poll took (``arq services.jobs.setup.WorkerSettings``, whose keys hold "1") has its key's
+        poll took (a stock ARQ worker on the same queue: its keys hold "1") has its key's
         TTL cut here.
         """
         if job_id in self._held:

@@ -42,7 +42,7 @@ import signal
 from dataclasses import dataclass
 from typing import Any
 
-from arq.constants import abort_jobs_ss, job_key_prefix, keep_cronjob_progress, retry_key_prefix
+from arq.constants import keep_cronjob_progress, retry_key_prefix
 from arq.cron import CronJob
 from arq.jobs import DeserializationError, SerializationError, deserialize_job_raw, serialize_result
 from arq.utils import ms_to_datetime, timestamp_ms
@@ -119,20 +119,6 @@ class ClaimedJobRunner(ArqWorker):
             error = None if not task.done() or task.cancelled() else task.exception()
             if error is not None:  # its end in Redis, say (Redis away): the lease runs out, it runs again
                 log.warning("closing: job %s ended with %s: %s", job_id, type(error).__name__, error)
-
-    async def run_job(self, job_id: str, score: int) -> None:
-        """ARQ's ``run_job``: fetch the job as ARQ does, then :meth:`run_claimed`."""
-        async with self.pool.pipeline(transaction=True) as pipe:
-            pipe.get(job_key_prefix + job_id)
-            pipe.incr(retry_key_prefix + job_id)
-            pipe.expire(retry_key_prefix + job_id, RETRY_KEY_TTL_SECONDS)
-            if self.allow_abort_jobs:
-                pipe.zrem(abort_jobs_ss, job_id)
-                data, job_try, _, abort = await pipe.execute()
-            else:
-                data, job_try, _ = await pipe.execute()
-                abort = False
-        await self.run_claimed(job_id, score, Fetched(data, int(job_try), bool(abort)))
 
     async def run_claimed(self, job_id: str, score: int, fetched: Fetched) -> None:
         """Run a claimed, fetched job; its lease and an attempt begun at its claim end with it."""

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import Annotated, Any
 
-from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
 from fastapi import APIRouter, Body, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
@@ -27,6 +25,7 @@ from services.gateway.schemas import (
     JobView,
     accepted_response,
 )
+from services.queue import control
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 log = logging.getLogger("afterword.gateway")
@@ -205,7 +204,7 @@ async def retry_job(job_id: JobIdDep, request: Request, db: DbDep, redis: RedisD
             raise NotFound(f"no job with id {job_id!r}")
         raise Conflict(f"job {job_id} is {current.status}; only failed or cancelled jobs can be retried")
     # ARQ refuses an id whose result it still keeps, and counts tries per id: start afresh.
-    await redis.delete(result_key_prefix + job_id, retry_key_prefix + job_id)
+    await control.forget_past_runs(redis, job_id)
     job = ledger.NewJob(
         id=record.id,
         name=JobName(record.name),
@@ -233,13 +232,7 @@ async def cancel_job(job_id: JobIdDep, db: DbDep, redis: RedisDep, settings: Set
     # The ledger now says cancelled, so no worker will start it; take it off the queue as well,
     # and abort it where it runs. Redis trouble here changes nothing for the outcome.
     try:
-        if await redis.exists(in_progress_key_prefix + job_id):
-            await redis.zadd(abort_jobs_ss, {job_id: int(time.time() * 1000)})
-        else:
-            async with redis.pipeline(transaction=True) as pipe:
-                pipe.zrem(settings.queue_name, job_id)
-                pipe.delete(job_key_prefix + job_id)
-                await pipe.execute()
+        await control.withdraw(redis, queue_name=settings.queue_name, job_id=job_id)
     except Exception as exc:
         log.warning("job %s cancelled in the ledger; Redis not updated: %s", job_id, exc)
     return await job_view(db, job_id)
