@@ -11,7 +11,7 @@ from services.gateway.middleware.body_limit import BodyLimitMiddleware
 from services.gateway.middleware.idempotency import IdempotencyMiddleware
 from services.gateway.middleware.observation import RequestObservationMiddleware
 from services.gateway.middleware.security_headers import SecurityHeadersMiddleware
-from services.gateway.routes import dashboard, docs, health, jobs, live, seed
+from services.gateway.routes import dashboard, docs, health, jobs, live, seed, stats
 from services.gateway.routes import metrics as metrics_route
 from services.gateway.state import lifespan_for
 
@@ -63,6 +63,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics_route.router)
     app.include_router(live.router)
+    app.include_router(stats.router)
     app.include_router(dashboard.router)
     app.mount(dashboard.STATIC_PATH, dashboard.static_files(), name="dashboard_static")
     app.include_router(docs.router)

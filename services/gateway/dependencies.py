@@ -14,9 +14,9 @@ import asyncpg
 from fastapi import Depends, Path, Request
 
 from services.core.settings import Settings
-from services.gateway.acceptance import Acceptance
 from services.gateway.errors import NotFound
 from services.gateway.identifiers import is_id
+from services.gateway.intake import Acceptance
 from services.gateway.live.job_events import JobEvents
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.settled_minutes import SettledMinutes

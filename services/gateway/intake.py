@@ -1,4 +1,10 @@
-"""The gateway's intake: the jobs of concurrent requests are recorded and queued together.
+"""The gateway's intake: accepted jobs are recorded in the ledger, then queued, across requests together.
+
+A route turns its validated :class:`Order` s into jobs with :func:`accept` (or
+:meth:`Acceptance.accept`, the request's own); they go to the request's :class:`JobSink`: the
+gateway's :class:`Intake`, or, for a request with an Idempotency-Key, the middleware's holder that
+commits them later with the key's response (``services.gateway.middleware.idempotency``). A job
+is acknowledged (202) only after its ledger row is committed.
 
 Every request hands its jobs to :meth:`Intake.submit` and waits; a request with an
 Idempotency-Key hands them to :meth:`Intake.record` with the key and its response. While one
@@ -21,14 +27,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import asyncpg
 from redis.exceptions import RedisError
 
 from services import ledger
-from services.contract import JobStatus
+from services.contract import JobName, JobStatus, Payload
 from services.core.batching import Batcher
 from services.gateway.errors import DATABASE_ERRORS, ServiceUnavailable, ledger_unavailable
+from services.gateway.identifiers import new_id
 from services.gateway.metrics import GatewayMetrics
 from services.ledger.idempotency import KeyRecord
 from services.queue import QueueRedis
@@ -134,3 +143,55 @@ async def push(redis: QueueRedis, jobs: Sequence[ledger.NewJob]) -> int:
         log.warning("redis unavailable; %d job(s) stay in the ledger for the sweep: %s", len(jobs), exc)
         return 0
     return sum(queued)
+
+
+class JobSink(Protocol):
+    """Where a request's accepted jobs go."""
+
+    async def submit(self, jobs: Sequence[ledger.NewJob]) -> None:
+        """Take ``jobs``; raise ServiceUnavailable when they cannot be recorded."""
+
+
+@dataclass(frozen=True)
+class Order:
+    """A job to accept: which one, its validated payload, and an optional delay."""
+
+    name: JobName
+    payload: Payload
+    defer_by: float | None = None
+
+
+async def accept(*, intake: JobSink, orders: Sequence[Order], request_id: str | None = None) -> list[ledger.NewJob]:
+    """Record ``orders`` in one transaction, then queue them; return the accepted jobs."""
+    now = datetime.now(UTC)
+    jobs = [
+        ledger.NewJob(
+            id=new_id(),
+            name=order.name,
+            payload=order.payload.model_dump(mode="json"),
+            status=JobStatus.deferred if order.defer_by else JobStatus.queued,
+            run_at=now + timedelta(seconds=order.defer_by or 0),
+            request_id=request_id,
+        )
+        for order in orders
+    ]
+    # Committed, then queued (in a batch shared with concurrent requests); ServiceUnavailable if
+    # Postgres is away. A request with an Idempotency-Key commits them after its route answered.
+    await intake.submit(jobs)
+    return jobs
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """What a route needs to accept jobs (``services.gateway.dependencies.acceptance`` makes it).
+
+    One object rather than two dependencies (intake, request id): FastAPI resolves each
+    dependency of each request, a sizeable cost on the 202 path.
+    """
+
+    intake: JobSink
+    request_id: str | None
+
+    async def accept(self, orders: Sequence[Order]) -> list[ledger.NewJob]:
+        """:func:`accept` ``orders`` for this request."""
+        return await accept(intake=self.intake, orders=orders, request_id=self.request_id)

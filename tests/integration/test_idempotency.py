@@ -26,8 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from services.contract import JobName, WriteLog
 from services.core.settings import Settings
-from services.gateway.acceptance import Order, accept
-from services.gateway.intake import Intake
+from services.gateway.intake import Intake, Order, accept
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.middleware.idempotency import IdempotencyMiddleware
 from services.gateway.middleware.idempotency_locks import KeyLocks, lock_id

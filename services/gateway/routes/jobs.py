@@ -12,9 +12,9 @@ from pydantic import ValidationError
 from services import ledger
 from services.contract import PAYLOADS, JobName, JobStatus
 from services.gateway import cursor as cursors
-from services.gateway.acceptance import Order, push
 from services.gateway.dependencies import DbDep, JobEventsDep, JobIdDep, RedisDep, SettingsDep, acceptance
 from services.gateway.errors import Conflict, NotFound
+from services.gateway.intake import Order, push
 from services.gateway.live.job_events import wait_until_final
 from services.gateway.schemas import (
     AttemptView,

@@ -1,31 +1,21 @@
-"""Live status: a job's status changes as Server-Sent Events, and the figures of the dashboard."""
+"""Live status: a job's status changes as Server-Sent Events."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
-from redis.exceptions import RedisError
 
 from services import ledger
 from services.contract import JobStatus
-from services.gateway.dependencies import DbDep, JobEventsDep, JobIdDep, RedisDep, SettingsDep, SettledMinutesDep
+from services.gateway.dependencies import DbDep, JobEventsDep, JobIdDep
 from services.gateway.errors import NotFound
 from services.gateway.live.job_events import Item, Subscription, follow
 from services.gateway.schemas import (
-    LatencyMinute,
-    Percentiles,
-    StatsView,
     StatusEvent,
-    ThroughputMinute,
-    WorkerView,
 )
-from services.ledger import stats
 
 router = APIRouter(tags=["live"])
 log = logging.getLogger("afterword.gateway")
@@ -107,48 +97,4 @@ async def job_status_events(job_id: JobIdDep, db: DbDep, events: JobEventsDep) -
         _event_stream(items),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
-
-
-@router.get("/stats", response_model=StatsView)
-async def job_stats(
-    db: DbDep,
-    redis: RedisDep,
-    settings: SettingsDep,
-    settled: SettledMinutesDep,
-    minutes: Annotated[
-        int, Query(ge=1, le=stats.MAX_WINDOW_MINUTES, description="The window of the per-minute figures.")
-    ] = 15,
-) -> StatsView:
-    """Queue depth, jobs per status, throughput and pickup latency per minute, and the live workers."""
-    by_status, window = await asyncio.gather(
-        stats.jobs_by_status(db, exact_limit=settings.stats_exact_count_limit),
-        settled.window(db, minutes=minutes),
-    )
-    per_minute, pickups = window.throughput, window.pickups
-    depth: int | None = None
-    alive: list[stats.Worker] = []
-    unreadable: list[str] = []
-    try:
-        depth = await stats.queue_depth(redis, queue_name=settings.queue_name)
-    except (RedisError, OSError) as exc:  # away, or the queue key is not a sorted set
-        log.warning("could not read the queue's depth for /stats: %s", type(exc).__name__)
-    try:
-        alive, unreadable = await stats.workers(redis, stale_after_seconds=settings.worker_stale_after_seconds)
-    except (RedisError, OSError) as exc:
-        log.warning("could not read the heartbeats for /stats: %s", type(exc).__name__)
-    return StatsView(
-        now=datetime.now(UTC),
-        minutes=minutes,
-        queue_depth=depth,
-        jobs_by_status=by_status.counts,
-        jobs_by_status_estimated=[status for status in JobStatus if status in by_status.estimated],
-        throughput=[ThroughputMinute(minute=m.minute, succeeded=m.succeeded, failed=m.failed) for m in per_minute],
-        pickup_latency_ms=Percentiles(p50=pickups.whole.p50, p95=pickups.whole.p95, p99=pickups.whole.p99),
-        pickup_latency_by_minute=[
-            LatencyMinute(minute=m.minute, p50=m.latency.p50, p95=m.latency.p95, p99=m.latency.p99)
-            for m in pickups.by_minute
-        ],
-        workers=[WorkerView(id=w.id, host=w.host, pid=w.pid, last_beat=w.last_beat) for w in alive],
-        unreadable_heartbeats=unreadable,
     )

@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Request, Response, status
 
 from services.contract import JobName, SendEmail, UpdateUser, WriteLog
-from services.gateway.acceptance import Order
 from services.gateway.dependencies import acceptance
+from services.gateway.intake import Order
 from services.gateway.routes.jobs import status_url
 from services.gateway.schemas import (
     Accepted,
