@@ -1,0 +1,6 @@
+"""What ``make run`` does, as ``python -m services.devstack``.
+
+- :mod:`.servers`: Postgres and Redis must answer; when a *default* URL does not, a private
+  development server is started under ``var/`` (:mod:`.postgres_server`, :mod:`.redis_server`,
+  both built on :mod:`.processes`) and stopped when ``make run`` ends.
+"""
