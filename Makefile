@@ -20,21 +20,10 @@ $(VENV)/.installed: pyproject.toml uv.lock
 	@touch $@
 
 run: install ## Migrate, then run gateway + jobs worker + SMTP catcher in the foreground (Ctrl-C stops all)
-	@$(BIN)/python -m services.preflight
-	@$(BIN)/python -m services.ledger.migrate
-	@# Real environment variables win over .env: honcho reads no env file (--env /dev/null) and the
-	@# services read .env themselves (pydantic-settings, where the environment wins). The SMTP
-	@# catcher's address and the printed port come from those same settings.
-	@# A fresh development API key, unless API_KEYS is set in the environment or in .env.
-	@effective=$$($(BIN)/python -c 'import shlex; from services.core.settings import load_settings; s = load_settings(); print(f"SMTP_HOST={shlex.quote(s.smtp_host)} SMTP_PORT={s.smtp_port} gateway_port={s.gateway_port}")') \
-		|| exit 2; eval "$$effective"; export SMTP_HOST SMTP_PORT; \
-	if [ -z "$${API_KEYS:-}" ] && ! grep -qsE '^[[:space:]]*(export[[:space:]]+)?API_KEYS=' .env; then \
-		API_KEYS=$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(24))'); export API_KEYS; \
-		echo "Development API key: $$API_KEYS"; \
-		echo "  export KEY=$$API_KEYS"; \
-		echo "  curl -X POST -H \"Authorization: Bearer \$$KEY\" http://127.0.0.1:$$gateway_port/process"; \
-	fi; \
-	exec $(BIN)/honcho --procfile Procfile.dev --env /dev/null start
+	@# services/devstack: Postgres and Redis must answer (a private server under var/ for a default
+	@# URL that does not), then the migrations, a development API key unless API_KEYS is set, and
+	@# Procfile.dev under honcho; the private servers stop when it ends.
+	@exec $(BIN)/python -m services.devstack
 
 migrate: install ## Apply migrations/*.sql to DATABASE_URL (creates the database if missing)
 	@$(BIN)/python -m services.ledger.migrate
@@ -43,7 +32,7 @@ schema: install ## Rewrite migrations/schema.sql from a throwaway database migra
 	@$(BIN)/python -m services.ledger.schema_dump
 
 check: install ## Say whether Postgres, Redis, SMTP and a worker are reachable
-	@$(BIN)/python -m services.preflight --workers
+	@$(BIN)/python -m services.devstack.preflight --workers
 
 lint: install ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check .

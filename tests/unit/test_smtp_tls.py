@@ -12,8 +12,8 @@ from typing import Literal
 import pytest
 from pydantic import SecretStr
 
-from services import preflight
 from services.core.settings import Settings
+from services.devstack import preflight
 from services.jobs.effects.mailer import Mailer
 from services.jobs.errors import PermanentError
 from tests.support.certificates import ServerCertificate, TestCertificates, make_certificates

@@ -1,8 +1,9 @@
-"""``python -m services.preflight``: say whether what the stack needs can be reached, and how to fix it.
+"""``python -m services.devstack.preflight``: say whether what the stack needs can be reached, and how to fix it.
 
-``make run`` calls it before starting anything; ``make check`` adds the SMTP server (a session
-opened as the worker opens one: TLS and AUTH as configured) and the workers' heartbeats. The exit
-status is 1 when something is down.
+It checks Postgres and Redis; ``make check`` adds the SMTP server (a session opened as the worker
+opens one: TLS and AUTH as configured) and the workers' heartbeats. The exit status is 1 when
+something is down. ``make run`` (:mod:`services.devstack`) probes Postgres and Redis with the
+same functions before it starts anything.
 """
 
 from __future__ import annotations
@@ -38,18 +39,28 @@ HOW_TO_START = {
 }
 
 
-async def _postgres(settings: Settings) -> None:
+async def postgres_answers(dsn: str) -> None:
+    """Return when the Postgres server of ``dsn`` lets its role in; raise why not."""
     # The server, not the database: `make migrate` creates the database when it is missing.
-    conn = await asyncpg.connect(settings.database_dsn, database="postgres", timeout=_TIMEOUT)
+    conn = await asyncpg.connect(dsn, database="postgres", timeout=_TIMEOUT)
     await conn.close()
 
 
-async def _redis(settings: Settings) -> None:
-    redis = Redis.from_url(str(settings.redis_url), socket_connect_timeout=_TIMEOUT)
+async def redis_answers(url: str) -> None:
+    """Return when the Redis of ``url`` answers PING; raise why not."""
+    redis = Redis.from_url(url, socket_connect_timeout=_TIMEOUT, socket_timeout=_TIMEOUT)
     try:
         await redis.ping()
     finally:
         await redis.aclose()
+
+
+async def _postgres(settings: Settings) -> None:
+    await postgres_answers(settings.database_dsn)
+
+
+async def _redis(settings: Settings) -> None:
+    await redis_answers(str(settings.redis_url))
 
 
 async def _smtp(settings: Settings) -> None:
@@ -94,7 +105,7 @@ async def preflight(settings: Settings, *, smtp: bool, workers: bool) -> bool:
 
 
 def main() -> None:
-    """Entry point of ``make run`` (Postgres and Redis) and ``make check`` (everything)."""
+    """Entry point of ``python -m services.devstack.preflight`` (Postgres and Redis) and ``make check`` (everything)."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workers", action="store_true", help="also check SMTP and worker heartbeats")
     args = parser.parse_args()
