@@ -36,7 +36,8 @@ from redis.exceptions import RedisError
 from services import ledger
 from services.contract import JobName, JobStatus, Payload
 from services.core.batching import Batcher
-from services.gateway.errors import DATABASE_ERRORS, ServiceUnavailable, ledger_unavailable
+from services.core.failures import POSTGRES_UNREACHABLE
+from services.gateway.errors import ServiceUnavailable, ledger_unavailable
 from services.gateway.identifiers import new_id
 from services.gateway.metrics import GatewayMetrics
 from services.ledger.idempotency import KeyRecord
@@ -110,7 +111,7 @@ class Intake:
                 # Queued before the connection goes back to the pool: the release stays off the
                 # path from acceptance to the job's start.
                 await push(self._redis, jobs)
-        except DATABASE_ERRORS as exc:
+        except POSTGRES_UNREACHABLE as exc:
             if not committed:
                 count = sum(len(submission.jobs) for submission in submissions)
                 log.warning("ledger unavailable, refusing %d job(s): %s", count, type(exc).__name__)

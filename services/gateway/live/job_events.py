@@ -41,7 +41,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from services import ledger
 from services.contract import JobStatus
-from services.gateway.errors import DATABASE_ERRORS
+from services.core.failures import POSTGRES_UNREACHABLE
 from services.ledger import StatusChange
 
 log = logging.getLogger("afterword.gateway.events")
@@ -308,7 +308,7 @@ async def next_change(db: ledger.Executor, subscription: Subscription, last: Sta
         if item is None:  # RESYNC
             try:
                 item = await subscription.read(db)
-            except DATABASE_ERRORS:
+            except POSTGRES_UNREACHABLE:
                 # Postgres is away (restarting, say): the waiter keeps waiting, and reads again
                 # every poll_seconds until it answers or the time is up.
                 subscription.owes_read = True
