@@ -1,4 +1,9 @@
-"""When a job that failed transiently is tried again, and when it is given up.
+"""Whether a failed try of a job is followed by another, how many a job gets, and when the next one is.
+
+:meth:`RetryPolicy.decide` is the one place that says it, once per failure (``services.jobs.execution``
+acts on its :class:`Decision`): a failure that will not pass (``services.jobs.errors.is_transient``
+says which) fails the job at once; a transient one is tried again after a wait, unless it was
+the last try.
 
 A job is tried at most ``tries`` times. After a transient failure of try ``n`` it waits a random
 time in the upper half of ``min(max_delay, base_delay * 2 ** (n - 1))`` (exponential backoff,
@@ -15,13 +20,45 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING
+
+from services.jobs.errors import is_transient
 
 if TYPE_CHECKING:
     from services.core.settings import Settings
 
 _MAX_EXPONENT = 1000
 """Doublings beyond this change nothing (any cap is reached) and would overflow a float."""
+
+
+class Verdict(StrEnum):
+    """What follows a failed try."""
+
+    RETRY = "retry"
+    """Transient, with tries left: the job is tried again after :attr:`Decision.delay`."""
+    GIVE_UP = "give up"
+    """Transient, but it was the last try: the job fails, saying so (:func:`gave_up`)."""
+    FAIL = "fail"
+    """Trying again will not help: the job fails at once."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The policy's answer to one failed try."""
+
+    verdict: Verdict
+    delay: float | None = None
+    """Seconds until the next try: set when the verdict is :attr:`Verdict.RETRY`, None otherwise."""
+
+    def __post_init__(self) -> None:
+        if (self.delay is not None) != (self.verdict is Verdict.RETRY):
+            raise ValueError(f"a {self.verdict} decision {'needs' if self.delay is None else 'has no'} delay")
+
+    @property
+    def retry(self) -> bool:
+        """True when the job is tried again."""
+        return self.verdict is Verdict.RETRY
 
 
 @dataclass(frozen=True)
@@ -48,6 +85,18 @@ class RetryPolicy:
             base_delay=settings.retry_base_delay_seconds,
             max_delay=settings.retry_max_delay_seconds,
         )
+
+    def decide(self, exc: BaseException, job_try: int) -> Decision:
+        """What follows try ``job_try`` (1 for the first) failing with ``exc``.
+
+        A permanent failure fails the job; a transient one is tried again after :meth:`delay`,
+        unless ``job_try`` was the last try (:meth:`is_last`).
+        """
+        if not is_transient(exc):
+            return Decision(Verdict.FAIL)
+        if self.is_last(job_try):
+            return Decision(Verdict.GIVE_UP)
+        return Decision(Verdict.RETRY, delay=self.delay(job_try))
 
     def is_last(self, job_try: int) -> bool:
         """True when try ``job_try`` may not be followed by another."""
