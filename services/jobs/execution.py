@@ -38,7 +38,7 @@ from services.core.log_config import direct_logger
 from services.core.settings import Settings
 from services.jobs.context import JobContext
 from services.jobs.metrics import JobRun
-from services.jobs.retries import Decision, RetryOverride, RetryPolicy, Verdict, gave_up
+from services.jobs.retries import Decision, RetryOverride, Verdict, declare, gave_up, retry_policy
 from services.queue import RetryLater
 from services.queue.fencing import Fenced
 
@@ -53,9 +53,6 @@ ArqCoroutine = Callable[..., Awaitable[JobResult | None]]
 REGISTRY: dict[JobName, ArqCoroutine] = {}
 """The coroutine ARQ runs for each job name, filled by :func:`job`."""
 
-RETRIES: dict[JobName, RetryOverride] = {}
-"""What each job declared of its own retry policy (:func:`job`); the settings give the rest."""
-
 SCHEDULED: dict[JobName, Callable[[dict[str, Any]], Awaitable[JobResult]]] = {}
 """The coroutine a cron entry runs for each job name: the job with its empty payload, no ledger row."""
 
@@ -69,11 +66,6 @@ END_RETRY_LEASES = 3
 def end_retry_seconds(settings: Settings) -> float:
     """How long a run keeps trying to write its end (Postgres slow or away) while it holds its lease."""
     return settings.lease_seconds * END_RETRY_LEASES
-
-
-def retry_policy(name: JobName, settings: Settings) -> RetryPolicy:
-    """How many tries ``name`` gets and how long it waits between them."""
-    return RETRIES.get(name, RetryOverride()).applied_to(RetryPolicy.from_settings(settings))
 
 
 def job(
@@ -91,7 +83,7 @@ def job(
     def register(implementation: Implementation[P]) -> Implementation[P]:
         if name in REGISTRY:
             raise RuntimeError(f"job {name} is registered twice")
-        RETRIES[name] = override
+        declare(name, override)
         model = cast(type[P], PAYLOADS[name])
 
         async def run(ctx: dict[str, Any], payload: dict[str, Any] | None = None) -> JobResult | None:

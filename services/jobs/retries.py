@@ -13,7 +13,9 @@ over how long (:func:`gave_up`).
 
 The settings ``JOB_MAX_TRIES``, ``RETRY_BASE_DELAY_SECONDS`` and ``RETRY_MAX_DELAY_SECONDS``
 give every job's policy; a job declared with its own ``tries``, ``base_delay`` or ``max_delay``
-(``services.jobs.execution.job``) keeps those.
+(``services.jobs.execution.job``) keeps those: :func:`retry_policy` is a job's policy. ARQ is
+given the same number of tries (``services.jobs.setup``), and :func:`check_retries_fit` refuses a
+policy whose last try could come after ARQ has forgotten the job.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from services.contract import JobName
 from services.jobs.errors import is_transient
+from services.queue import JOB_KEY_LIFETIME_SECONDS
 
 if TYPE_CHECKING:
     from services.core.settings import Settings
@@ -144,6 +148,39 @@ class RetryOverride:
             base_delay=policy.base_delay if self.base_delay is None else self.base_delay,
             max_delay=policy.max_delay if self.max_delay is None else self.max_delay,
         )
+
+
+RETRIES: dict[JobName, RetryOverride] = {}
+"""What each job declared of its own retry policy (:func:`declare`); the settings give the rest."""
+
+
+def declare(name: JobName, override: RetryOverride) -> None:
+    """Record what job ``name`` declares of its own policy (``services.jobs.execution.job`` does)."""
+    RETRIES[name] = override
+
+
+def retry_policy(name: JobName, settings: Settings) -> RetryPolicy:
+    """How many tries ``name`` gets and how long it waits between them."""
+    return RETRIES.get(name, RetryOverride()).applied_to(RetryPolicy.from_settings(settings))
+
+
+def check_retries_fit(settings: Settings) -> None:
+    """Refuse a retry policy whose last try could come after ARQ has forgotten the job.
+
+    ARQ's job key lives for a day after the job was due (``expires_extra_ms``) and is not renewed
+    by a retry: a try due later fails as "job expired". The waits at their longest plus every
+    try but the last running to its timeout must end before that.
+    """
+    lifetime = JOB_KEY_LIFETIME_SECONDS
+    for name in JobName:
+        policy = retry_policy(name, settings)
+        reach = policy.span()[1] + (policy.tries - 1) * settings.job_timeout_seconds
+        if reach >= lifetime:
+            raise ValueError(
+                f"the retries of {name} could last {reach / 3600:.1f} h, but ARQ forgets a job "
+                f"{lifetime / 3600:.0f} h after it was due: lower JOB_MAX_TRIES, RETRY_MAX_DELAY_SECONDS "
+                "or the job's own tries/max_delay"
+            )
 
 
 def gave_up(*, tries: int, seconds: float, error: str) -> str:
