@@ -12,13 +12,13 @@ A connection whose protocol got out of step with the server raises asyncpg's
 when Postgres stops while a statement waits on a lock, MagicStack/asyncpg#1069) on every use after;
 without the reset query nothing would notice, and the pool would hand it out again and again. Our
 connections (:class:`Connection`) close themselves when a statement raises it, so the pool replaces
-them, and the error counts as a connection failure (:data:`CONNECTION_ERRORS`).
+them, and the error counts as a connection failure (``services.core.failures``).
 
 A connection that cannot be made fails with :class:`DatabaseUnreachable` (a ``ConnectionError``)
 whatever the socket said: asyncio raises a plain ``OSError("Multiple exceptions: ...")`` when a
 host name has several addresses and each refused, and a missing Unix socket is a
 ``FileNotFoundError``; both mean Postgres cannot be reached, and the services answer that with
-503 (``services.gateway.errors.DATABASE_ERRORS``), never 500.
+503 (``services.core.failures.POSTGRES_UNREACHABLE``), never 500.
 """
 
 from __future__ import annotations
@@ -29,25 +29,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import asyncpg
-
-POSTGRES_GONE: tuple[type[Exception], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
-    asyncpg.InternalClientError,  # a connection out of step with the server (see the module docstring)
-    # Refused at connection time: the database named does not exist (not created yet, or
-    # dropped), or the role or its password is refused. Nothing the request or the job did.
-    asyncpg.InvalidCatalogNameError,
-    asyncpg.InvalidAuthorizationSpecificationError,
-)
-"""asyncpg's errors that mean Postgres or the connection to it is gone, or refuses us: the workers
-retry the job (``services.jobs.errors``), the gateway answers 503 (``services.gateway.errors``)."""
-
-CONNECTION_ERRORS: tuple[type[Exception], ...] = (OSError, TimeoutError, *POSTGRES_GONE)
-"""A batched write failing with these fails for every caller of the batch (no point trying them one by one)."""
 
 R = TypeVar("R")
 

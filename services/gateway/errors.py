@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,16 +13,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from services.core.database import POSTGRES_GONE
-
-DATABASE_ERRORS: tuple[type[Exception], ...] = (
-    # Connection failures only: a plain OSError (a missing file, say) is a bug, not an outage.
-    ConnectionError,
-    socket.gaierror,
-    TimeoutError,
-    *POSTGRES_GONE,
-)
-"""Errors that mean Postgres cannot be reached: answered with 503, never 500."""
+from services.core.failures import POSTGRES_UNREACHABLE
 
 LEDGER_UNAVAILABLE = "the jobs ledger (Postgres) is unavailable"
 
@@ -42,7 +32,7 @@ def why_unavailable(exc: BaseException) -> str | None:
 
 
 def ledger_unavailable(exc: BaseException) -> str:
-    """What a 503 says when Postgres failed with ``exc`` (one of :data:`DATABASE_ERRORS`)."""
+    """What a 503 says when Postgres failed with ``exc`` (one of ``services.core.failures.POSTGRES_UNREACHABLE``)."""
     reason = why_unavailable(exc)
     return LEDGER_UNAVAILABLE if reason is None else f"{LEDGER_UNAVAILABLE}: {reason}"
 
@@ -126,5 +116,5 @@ def install(app: FastAPI) -> None:
     """Register the handlers of the gateway's errors on ``app``."""
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(GatewayError, _handle)
-    for error in DATABASE_ERRORS:
+    for error in POSTGRES_UNREACHABLE:
         app.add_exception_handler(error, _database_down)

@@ -31,12 +31,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import asyncpg
-from redis.exceptions import RedisError
 
 from services import ledger
 from services.contract import JobName, JobStatus, Payload
 from services.core.batching import Batcher
-from services.gateway.errors import DATABASE_ERRORS, ServiceUnavailable, ledger_unavailable
+from services.core.failures import POSTGRES_UNREACHABLE, REDIS_FAILED
+from services.gateway.errors import ServiceUnavailable, ledger_unavailable
 from services.gateway.identifiers import new_id
 from services.gateway.metrics import GatewayMetrics
 from services.ledger.idempotency import KeyRecord
@@ -110,7 +110,7 @@ class Intake:
                 # Queued before the connection goes back to the pool: the release stays off the
                 # path from acceptance to the job's start.
                 await push(self._redis, jobs)
-        except DATABASE_ERRORS as exc:
+        except POSTGRES_UNREACHABLE as exc:
             if not committed:
                 count = sum(len(submission.jobs) for submission in submissions)
                 log.warning("ledger unavailable, refusing %d job(s): %s", count, type(exc).__name__)
@@ -139,7 +139,7 @@ async def push(redis: QueueRedis, jobs: Sequence[ledger.NewJob]) -> int:
         queued = await queue.enqueue(
             redis, entries, queue_name=redis.default_queue_name, serializer=redis.job_serializer
         )
-    except (RedisError, OSError) as exc:
+    except REDIS_FAILED as exc:
         log.warning("redis unavailable; %d job(s) stay in the ledger for the sweep: %s", len(jobs), exc)
         return 0
     return sum(queued)

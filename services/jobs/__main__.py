@@ -19,8 +19,8 @@ import time
 from types import FrameType
 
 import uvloop
-from redis.exceptions import RedisError
 
+from services.core.failures import REDIS_FAILED
 from services.core.heap import freeze_startup_heap
 from services.core.log_config import configure_logging
 from services.core.settings import Settings, load_settings
@@ -28,10 +28,6 @@ from services.jobs.setup import worker_options
 from services.queue.worker import Worker
 
 log = logging.getLogger("afterword.jobs")
-
-_REDIS_TROUBLE = (RedisError, ConnectionError, OSError)
-"""What ends an ARQ worker that a new one may overcome: Redis away, or a Redis error the worker did not expect
-(it copes with keys of the wrong type itself, ``services.queue.worker``)."""
 
 
 class _SignalsBetweenWorkers:
@@ -71,7 +67,9 @@ def run(settings: Settings) -> None:
             try:
                 worker.run()
                 return  # stopped by a signal
-            except _REDIS_TROUBLE as exc:
+            # Redis away, or a Redis error the worker did not expect (it copes with keys of the
+            # wrong type itself, services.queue.worker): a new worker may overcome either.
+            except REDIS_FAILED as exc:
                 between.listen()  # the loop is done listening: a signal from now on is ours
                 stopping = worker.stopped_by is not None
                 log.warning(

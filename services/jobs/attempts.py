@@ -31,7 +31,7 @@ import asyncpg
 from services import ledger
 from services.contract import JobStatus
 from services.core.batching import Batcher
-from services.core.database import CONNECTION_ERRORS
+from services.core.failures import POSTGRES_CONNECTION_LOST
 from services.queue.fencing import Fenced
 
 log = logging.getLogger("afterword.jobs")
@@ -59,7 +59,7 @@ class AttemptBook:
         self._db = db
         self._worker_id = worker_id
         self._book: Batcher[Operation, Written] = Batcher(
-            self._write, fail_together=CONNECTION_ERRORS, name="attempt-book"
+            self._write, fail_together=POSTGRES_CONNECTION_LOST, name="attempt-book"
         )
         self._early: dict[str, asyncio.Future[Written]] = {}
         self._noted: dict[str, list[ledger.Effect]] = {}

@@ -2,18 +2,14 @@
 
 A job raises :class:`TransientError` for trouble that may pass (a server away, a 4xx SMTP reply,
 a timeout) and :class:`PermanentError` for trouble that will not (a 5xx SMTP reply, bad data).
-Exceptions raised by the libraries we call are classified by :func:`is_transient`. How long a
-job waits before its next try, and how many it gets, is ``services.jobs.retries``.
+Any other exception is classified by :func:`is_transient`, through ``services.core.failures``
+(which says which libraries' errors may pass). Whether a failed try is followed by another, how
+many a job gets and how long it waits is ``services.jobs.retries``.
 """
 
 from __future__ import annotations
 
-import asyncio
-
-import asyncpg
-import redis.exceptions
-
-from services.core.database import POSTGRES_GONE
+from services.core import failures
 
 
 class JobError(Exception):
@@ -28,22 +24,13 @@ class PermanentError(JobError):
     """Trying again will not help: the job fails at once."""
 
 
-_TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
-    TransientError,
-    TimeoutError,
-    asyncio.TimeoutError,
-    ConnectionError,
-    OSError,
-    *POSTGRES_GONE,
-    asyncpg.exceptions.SerializationError,
-    asyncpg.exceptions.DeadlockDetectedError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-)
-
-
 def is_transient(exc: BaseException) -> bool:
-    """True when ``exc`` is worth another try."""
+    """True when a job that failed with ``exc`` is worth another try.
+
+    A :class:`PermanentError` never is, even one that is also an ``OSError``; a
+    :class:`TransientError` always is; any other exception is, when ``services.core.failures``
+    says it may pass.
+    """
     if isinstance(exc, PermanentError):
         return False
-    return isinstance(exc, _TRANSIENT_TYPES)
+    return isinstance(exc, TransientError) or failures.is_transient(exc)

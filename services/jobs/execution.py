@@ -37,9 +37,8 @@ from services.contract import PAYLOADS, JobName, JobStatus, Payload
 from services.core.log_config import direct_logger
 from services.core.settings import Settings
 from services.jobs.context import JobContext
-from services.jobs.errors import is_transient
 from services.jobs.metrics import JobRun
-from services.jobs.retries import RetryOverride, RetryPolicy, gave_up
+from services.jobs.retries import Decision, RetryOverride, Verdict, declare, gave_up, retry_policy
 from services.queue import RetryLater
 from services.queue.fencing import Fenced
 
@@ -54,9 +53,6 @@ ArqCoroutine = Callable[..., Awaitable[JobResult | None]]
 REGISTRY: dict[JobName, ArqCoroutine] = {}
 """The coroutine ARQ runs for each job name, filled by :func:`job`."""
 
-RETRIES: dict[JobName, RetryOverride] = {}
-"""What each job declared of its own retry policy (:func:`job`); the settings give the rest."""
-
 SCHEDULED: dict[JobName, Callable[[dict[str, Any]], Awaitable[JobResult]]] = {}
 """The coroutine a cron entry runs for each job name: the job with its empty payload, no ledger row."""
 
@@ -70,11 +66,6 @@ END_RETRY_LEASES = 3
 def end_retry_seconds(settings: Settings) -> float:
     """How long a run keeps trying to write its end (Postgres slow or away) while it holds its lease."""
     return settings.lease_seconds * END_RETRY_LEASES
-
-
-def retry_policy(name: JobName, settings: Settings) -> RetryPolicy:
-    """How many tries ``name`` gets and how long it waits between them."""
-    return RETRIES.get(name, RetryOverride()).applied_to(RetryPolicy.from_settings(settings))
 
 
 def job(
@@ -92,7 +83,7 @@ def job(
     def register(implementation: Implementation[P]) -> Implementation[P]:
         if name in REGISTRY:
             raise RuntimeError(f"job {name} is registered twice")
-        RETRIES[name] = override
+        declare(name, override)
         model = cast(type[P], PAYLOADS[name])
 
         async def run(ctx: dict[str, Any], payload: dict[str, Any] | None = None) -> JobResult | None:
@@ -134,19 +125,18 @@ async def _run_tracked(
 ) -> JobResult | None:
     settings = ctx["settings"]
     job_id, job_try = ctx["job_id"], ctx["job_try"]
-    policy = retry_policy(name, settings)
-    last_try = policy.is_last(job_try)
+    policy = retry_policy(name, settings)  # consulted once per failure: policy.decide
 
-    def retry_later(cause: BaseException) -> RetryLater:
-        delay = policy.delay(job_try)
-        log.info("job %s try %d: %s; retrying in %.1fs", job_id, job_try, _describe(cause), delay)
-        return RetryLater(defer=delay)
+    def retry_later(cause: BaseException, decision: Decision) -> RetryLater:
+        log.info("job %s try %d: %s; retrying in %.1fs", job_id, job_try, _describe(cause), decision.delay)
+        return RetryLater(defer=decision.delay)
 
     try:
         started = await ctx["attempts"].start(job_id, job_try=job_try)  # batched with concurrent starts
     except Exception as exc:
-        if is_transient(exc) and not last_try:
-            raise retry_later(exc) from exc
+        decision = policy.decide(exc, job_try)
+        if decision.retry:
+            raise retry_later(exc, decision) from exc
         raise
     if started.previous is None:  # not accepted by the gateway: planted in Redis
         observed.refuse()
@@ -184,15 +174,16 @@ async def _run_tracked(
             except Fenced:
                 raise
             except Exception as exc:
-                if not is_transient(exc):
+                decision = policy.decide(exc, job_try)
+                if decision.verdict is Verdict.FAIL:
                     raise
                 if again and ctx["leases"].holds(job_id) and time.monotonic() + pause < deadline:
                     log.warning("job %s: could not write its end (%s); trying again", job_id, _describe(exc))
                     await asyncio.sleep(pause)
                     pause = min(pause * 2, settings.lease_seconds / 3)
                     continue
-                if not last_try:
-                    raise retry_later(exc) from exc
+                if decision.retry:
+                    raise retry_later(exc, decision) from exc
                 raise
 
     try:
@@ -215,16 +206,17 @@ async def _run_tracked(
         await finish(JobStatus.failed, error=f"invalid payload: {exc.errors(include_url=False)}")
         raise
     except Exception as exc:
-        if not is_transient(exc):
+        decision = policy.decide(exc, job_try)
+        if decision.verdict is Verdict.FAIL:
             await finish(JobStatus.failed, error=_describe(exc))
             raise
-        if not last_try:
-            retry = retry_later(exc)
+        if decision.retry:
+            retry = retry_later(exc, decision)
             due = datetime.now(UTC) + timedelta(milliseconds=retry.defer_score or 0)  # the job's run_at from now
             with contextlib.suppress(RetryLater):  # not recorded: the next attempt's start says enough
                 await finish(JobStatus.retrying, error=_describe(exc), run_at=due)
             raise retry from exc
-        spent = await _time_since_first_try(ctx, attempt=started.attempt)
+        spent = await _time_since_first_try(ctx, attempt=started.attempt)  # Verdict.GIVE_UP
         await finish(JobStatus.failed, error=gave_up(tries=job_try, seconds=spent, error=_describe(exc)))
         raise
     await finish(JobStatus.succeeded, result=result)  # the lease is held until the end is written

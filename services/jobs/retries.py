@@ -1,4 +1,9 @@
-"""When a job that failed transiently is tried again, and when it is given up.
+"""Whether a failed try of a job is followed by another, how many a job gets, and when the next one is.
+
+:meth:`RetryPolicy.decide` is the one place that says it, once per failure (``services.jobs.execution``
+acts on its :class:`Decision`): a failure that will not pass (``services.jobs.errors.is_transient``
+says which) fails the job at once; a transient one is tried again after a wait, unless it was
+the last try.
 
 A job is tried at most ``tries`` times. After a transient failure of try ``n`` it waits a random
 time in the upper half of ``min(max_delay, base_delay * 2 ** (n - 1))`` (exponential backoff,
@@ -8,20 +13,56 @@ over how long (:func:`gave_up`).
 
 The settings ``JOB_MAX_TRIES``, ``RETRY_BASE_DELAY_SECONDS`` and ``RETRY_MAX_DELAY_SECONDS``
 give every job's policy; a job declared with its own ``tries``, ``base_delay`` or ``max_delay``
-(``services.jobs.execution.job``) keeps those.
+(``services.jobs.execution.job``) keeps those: :func:`retry_policy` is a job's policy. ARQ is
+given the same number of tries (``services.jobs.setup``), and :func:`check_retries_fit` refuses a
+policy whose last try could come after ARQ has forgotten the job.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING
+
+from services.contract import JobName
+from services.jobs.errors import is_transient
+from services.queue import JOB_KEY_LIFETIME_SECONDS
 
 if TYPE_CHECKING:
     from services.core.settings import Settings
 
 _MAX_EXPONENT = 1000
 """Doublings beyond this change nothing (any cap is reached) and would overflow a float."""
+
+
+class Verdict(StrEnum):
+    """What follows a failed try."""
+
+    RETRY = "retry"
+    """Transient, with tries left: the job is tried again after :attr:`Decision.delay`."""
+    GIVE_UP = "give up"
+    """Transient, but it was the last try: the job fails, saying so (:func:`gave_up`)."""
+    FAIL = "fail"
+    """Trying again will not help: the job fails at once."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The policy's answer to one failed try."""
+
+    verdict: Verdict
+    delay: float | None = None
+    """Seconds until the next try: set when the verdict is :attr:`Verdict.RETRY`, None otherwise."""
+
+    def __post_init__(self) -> None:
+        if (self.delay is not None) != (self.verdict is Verdict.RETRY):
+            raise ValueError(f"a {self.verdict} decision {'needs' if self.delay is None else 'has no'} delay")
+
+    @property
+    def retry(self) -> bool:
+        """True when the job is tried again."""
+        return self.verdict is Verdict.RETRY
 
 
 @dataclass(frozen=True)
@@ -48,6 +89,18 @@ class RetryPolicy:
             base_delay=settings.retry_base_delay_seconds,
             max_delay=settings.retry_max_delay_seconds,
         )
+
+    def decide(self, exc: BaseException, job_try: int) -> Decision:
+        """What follows try ``job_try`` (1 for the first) failing with ``exc``.
+
+        A permanent failure fails the job; a transient one is tried again after :meth:`delay`,
+        unless ``job_try`` was the last try (:meth:`is_last`).
+        """
+        if not is_transient(exc):
+            return Decision(Verdict.FAIL)
+        if self.is_last(job_try):
+            return Decision(Verdict.GIVE_UP)
+        return Decision(Verdict.RETRY, delay=self.delay(job_try))
 
     def is_last(self, job_try: int) -> bool:
         """True when try ``job_try`` may not be followed by another."""
@@ -95,6 +148,39 @@ class RetryOverride:
             base_delay=policy.base_delay if self.base_delay is None else self.base_delay,
             max_delay=policy.max_delay if self.max_delay is None else self.max_delay,
         )
+
+
+RETRIES: dict[JobName, RetryOverride] = {}
+"""What each job declared of its own retry policy (:func:`declare`); the settings give the rest."""
+
+
+def declare(name: JobName, override: RetryOverride) -> None:
+    """Record what job ``name`` declares of its own policy (``services.jobs.execution.job`` does)."""
+    RETRIES[name] = override
+
+
+def retry_policy(name: JobName, settings: Settings) -> RetryPolicy:
+    """How many tries ``name`` gets and how long it waits between them."""
+    return RETRIES.get(name, RetryOverride()).applied_to(RetryPolicy.from_settings(settings))
+
+
+def check_retries_fit(settings: Settings) -> None:
+    """Refuse a retry policy whose last try could come after ARQ has forgotten the job.
+
+    ARQ's job key lives for a day after the job was due (``expires_extra_ms``) and is not renewed
+    by a retry: a try due later fails as "job expired". The waits at their longest plus every
+    try but the last running to its timeout must end before that.
+    """
+    lifetime = JOB_KEY_LIFETIME_SECONDS
+    for name in JobName:
+        policy = retry_policy(name, settings)
+        reach = policy.span()[1] + (policy.tries - 1) * settings.job_timeout_seconds
+        if reach >= lifetime:
+            raise ValueError(
+                f"the retries of {name} could last {reach / 3600:.1f} h, but ARQ forgets a job "
+                f"{lifetime / 3600:.0f} h after it was due: lower JOB_MAX_TRIES, RETRY_MAX_DELAY_SECONDS "
+                "or the job's own tries/max_delay"
+            )
 
 
 def gave_up(*, tries: int, seconds: float, error: str) -> str:

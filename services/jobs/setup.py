@@ -26,11 +26,12 @@ from services.jobs.context import WorkerContext
 from services.jobs.effects.log_writer import LogWriter
 from services.jobs.effects.mailer import Mailer
 from services.jobs.effects.users import UserRepository
-from services.jobs.execution import REGISTRY, SCHEDULED, end_retry_seconds, retry_policy
+from services.jobs.execution import REGISTRY, SCHEDULED, end_retry_seconds
+from services.jobs.retries import check_retries_fit, retry_policy
 from services.jobs.sweeper import sweep
 from services.ledger import prune_ended
 from services.ledger.idempotency import purge_expired
-from services.queue import JOB_KEY_LIFETIME_SECONDS, RedisSettings, WorkerCoroutine, job_function, scheduled
+from services.queue import RedisSettings, WorkerCoroutine, job_function, scheduled
 from services.queue.heartbeat import Heartbeat
 from services.queue.leases import LeaseKeeper
 from services.queue.timeouts import call_timeout
@@ -143,25 +144,6 @@ async def prune_ledger(ctx: dict[str, Any]) -> dict[str, int]:
     if pruned:
         log.info("pruned %d job(s) that ended more than %g day(s) ago", pruned, days)
     return {"pruned": pruned}
-
-
-def check_retries_fit(settings: Settings) -> None:
-    """Refuse a retry policy whose last try could come after ARQ has forgotten the job.
-
-    ARQ's job key lives for a day after the job was due (``expires_extra_ms``) and is not renewed
-    by a retry: a try due later fails as "job expired". The waits at their longest plus every
-    try but the last running to its timeout must end before that.
-    """
-    lifetime = JOB_KEY_LIFETIME_SECONDS
-    for name in JobName:
-        policy = retry_policy(name, settings)
-        reach = policy.span()[1] + (policy.tries - 1) * settings.job_timeout_seconds
-        if reach >= lifetime:
-            raise ValueError(
-                f"the retries of {name} could last {reach / 3600:.1f} h, but ARQ forgets a job "
-                f"{lifetime / 3600:.0f} h after it was due: lower JOB_MAX_TRIES, RETRY_MAX_DELAY_SECONDS "
-                "or the job's own tries/max_delay"
-            )
 
 
 async def purge_idempotency_keys(ctx: dict[str, Any]) -> dict[str, int]:

@@ -7,6 +7,7 @@ of their own rather than the session's, which the integration stack's worker swe
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -405,3 +406,35 @@ async def test_the_read_waits_for_a_change_that_did_not_see_the_watch(hub: JobEv
 
     assert change is not None
     assert change.status is JobStatus.in_progress
+
+
+async def test_a_listening_connection_out_of_step_is_a_lost_connection(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # asyncpg's InternalClientError ("cannot switch to state 11", seen when Postgres stops while a
+    # statement waits on a lock) is a connection failure like any other: one warning for the
+    # streak, then reconnection, not an error with its traceback at every attempt.
+    events = JobEvents("postgresql://unused", reconnect_seconds=0.01)
+    attempts = 0
+    reconnected = asyncio.Event()
+
+    async def listen(failures: int) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts <= 2:
+            raise asyncpg.InternalClientError("cannot switch to state 11; another operation (2) is in progress")
+        reconnected.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(events, "_listen", listen)
+    with caplog.at_level(logging.INFO, logger="afterword.gateway.events"):
+        await events.start()
+        try:
+            await asyncio.wait_for(reconnected.wait(), 5)
+        finally:
+            await events.stop()
+
+    records = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "afterword.gateway.events"]
+    assert records == [
+        (logging.WARNING, "job status listener cannot reach Postgres, retrying every 0 s: InternalClientError")
+    ]

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import pytest
+import redis.exceptions
+from pydantic import BaseModel, ValidationError
 
 from services.core.settings import Settings
-from services.jobs.retries import RetryOverride, RetryPolicy, duration, gave_up
+from services.jobs.errors import PermanentError, TransientError
+from services.jobs.retries import Decision, RetryOverride, RetryPolicy, Verdict, duration, gave_up
 
 HALF_AN_HOUR = 30 * 60
 
@@ -106,3 +110,85 @@ def test_gave_up_says_how_many_tries_over_how_long_and_why() -> None:
 
     assert gave_up(tries=13, seconds=2540, error=error) == f"gave up after 13 tries over 42m 20s: {error}"
     assert gave_up(tries=1, seconds=0.25, error="OSError") == "gave up after 1 try over 0.2s: OSError"
+
+
+def _invalid_payload() -> ValidationError:
+    class Payload(BaseModel):
+        email: str
+
+    try:
+        Payload.model_validate({})
+    except ValidationError as exc:
+        return exc
+    raise AssertionError("an empty payload was valid")
+
+
+TRANSIENT = [
+    TransientError("SMTP 451 try again later"),
+    ConnectionRefusedError(111, "Connection refused"),
+    TimeoutError(),
+    asyncpg.CannotConnectNowError("the database system is starting up"),
+    asyncpg.exceptions.DeadlockDetectedError("deadlock detected"),
+    redis.exceptions.ConnectionError("Connection closed by server."),
+]
+PERMANENT = [
+    PermanentError("SMTP 550 no such user"),
+    ValueError("bad data"),
+    RuntimeError("bug"),
+    asyncpg.exceptions.UniqueViolationError("duplicate key value violates unique constraint"),
+    redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"),
+    _invalid_payload(),
+]
+
+
+@pytest.mark.parametrize("exc", TRANSIENT, ids=lambda exc: type(exc).__name__)
+@pytest.mark.parametrize(("job_try", "ceiling"), [(1, 1.0), (2, 2.0), (3, 4.0), (4, 5.0)])
+def test_a_transient_failure_with_tries_left_is_tried_again_after_its_backoff(
+    exc: BaseException, job_try: int, ceiling: float
+) -> None:
+    policy = RetryPolicy(tries=5, base_delay=1.0, max_delay=5.0)
+
+    decision = policy.decide(exc, job_try)
+
+    assert decision.verdict is Verdict.RETRY
+    assert decision.retry
+    assert decision.delay is not None
+    assert ceiling / 2 <= decision.delay <= ceiling
+
+
+@pytest.mark.parametrize("exc", TRANSIENT, ids=lambda exc: type(exc).__name__)
+@pytest.mark.parametrize("job_try", [5, 6])  # ARQ may start a try past the count (a crash re-run)
+def test_a_transient_failure_of_the_last_try_gives_up(exc: BaseException, job_try: int) -> None:
+    decision = RetryPolicy(tries=5, base_delay=1.0, max_delay=5.0).decide(exc, job_try)
+
+    assert decision == Decision(Verdict.GIVE_UP)
+    assert not decision.retry
+
+
+@pytest.mark.parametrize("exc", PERMANENT, ids=lambda exc: type(exc).__name__)
+@pytest.mark.parametrize("job_try", [1, 4, 5])
+def test_a_permanent_failure_fails_at_once_whatever_the_try(exc: BaseException, job_try: int) -> None:
+    decision = RetryPolicy(tries=5, base_delay=1.0, max_delay=5.0).decide(exc, job_try)
+
+    assert decision == Decision(Verdict.FAIL)
+    assert not decision.retry
+
+
+def test_a_permanent_error_that_is_also_a_connection_error_fails_at_once() -> None:
+    class Refused(PermanentError, ConnectionError):
+        pass
+
+    assert RetryPolicy(tries=5, base_delay=1.0, max_delay=5.0).decide(Refused("550"), 1) == Decision(Verdict.FAIL)
+
+
+def test_a_single_try_is_never_retried() -> None:
+    assert RetryPolicy(tries=1, base_delay=1.0, max_delay=5.0).decide(TimeoutError(), 1) == Decision(Verdict.GIVE_UP)
+
+
+def test_a_decision_has_a_delay_exactly_when_it_retries() -> None:
+    with pytest.raises(ValueError, match="needs"):
+        Decision(Verdict.RETRY)
+    with pytest.raises(ValueError, match="has no"):
+        Decision(Verdict.FAIL, delay=1.0)
+    with pytest.raises(ValueError, match="has no"):
+        Decision(Verdict.GIVE_UP, delay=1.0)

@@ -15,14 +15,14 @@ from services.contract import JobName, JobStatus
 from services.core.serialization import deserialize, serialize
 from services.core.settings import Settings
 from services.jobs import execution as registry
-from services.jobs.execution import REGISTRY, SCHEDULED, retry_policy
+from services.jobs import retries
+from services.jobs.execution import REGISTRY, SCHEDULED
 from services.jobs.metrics import JobMetrics
-from services.jobs.retries import RetryPolicy
+from services.jobs.retries import RetryPolicy, check_retries_fit, retry_policy
 from services.jobs.setup import (
     CRON_CLEANUP,
     CRON_PRUNE,
     CRON_PURGE_KEYS,
-    check_retries_fit,
     new_worker_id,
     on_shutdown,
     on_startup,
@@ -76,7 +76,7 @@ def test_max_tries_follow_the_setting_unless_a_job_caps_them(options: dict[str, 
 
 def test_a_job_declares_its_own_tries_and_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(registry, "REGISTRY", {})
-    monkeypatch.setattr(registry, "RETRIES", {})
+    monkeypatch.setattr(retries, "RETRIES", {})
     settings = Settings(_env_file=None, job_max_tries=7, retry_base_delay_seconds=2, retry_max_delay_seconds=60)
 
     @registry.job(JobName.send_email, tries=20, max_delay=900)

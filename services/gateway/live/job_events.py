@@ -41,7 +41,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from services import ledger
 from services.contract import JobStatus
-from services.gateway.errors import DATABASE_ERRORS
+from services.core.failures import POSTGRES_CONNECTION_FAILED, POSTGRES_UNREACHABLE
 from services.ledger import StatusChange
 
 log = logging.getLogger("afterword.gateway.events")
@@ -62,8 +62,6 @@ _SWEEP_WATCHES = (
     "DELETE FROM job_watchers w WHERE NOT EXISTS (SELECT FROM pg_stat_activity a WHERE a.pid = w.listener_pid)"
 )
 """Delete the watches of listening connections that no longer exist."""
-
-_LISTENER_ERRORS: tuple[type[Exception], ...] = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 def parse(payload: str) -> StatusChange:
@@ -228,7 +226,7 @@ class JobEvents:
                 failures = 0
             except asyncio.CancelledError:
                 raise
-            except _LISTENER_ERRORS as exc:
+            except POSTGRES_CONNECTION_FAILED as exc:
                 if not failures:
                     log.warning(
                         "job status listener cannot reach Postgres, retrying every %.0f s: %s",
@@ -308,7 +306,7 @@ async def next_change(db: ledger.Executor, subscription: Subscription, last: Sta
         if item is None:  # RESYNC
             try:
                 item = await subscription.read(db)
-            except DATABASE_ERRORS:
+            except POSTGRES_UNREACHABLE:
                 # Postgres is away (restarting, say): the waiter keeps waiting, and reads again
                 # every poll_seconds until it answers or the time is up.
                 subscription.owes_read = True

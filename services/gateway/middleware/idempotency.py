@@ -39,9 +39,10 @@ import asyncpg
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.core.failures import POSTGRES_FAILED
 from services.core.settings import Settings
 from services.gateway import auth
-from services.gateway.errors import DATABASE_ERRORS, ServiceUnavailable
+from services.gateway.errors import ServiceUnavailable
 from services.gateway.intake import Intake
 from services.gateway.middleware.idempotency_locks import KeyLocks, lock_id
 from services.ledger import NewJob
@@ -56,7 +57,6 @@ NO_API_KEY_SCOPE = ""
 """The scope of every key when the gateway runs without API keys."""
 
 _VALID_KEY = re.compile(r"[\x20-\x7e]{1,255}")
-_STORE_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, asyncpg.PostgresError)
 
 
 @dataclass
@@ -138,7 +138,7 @@ class IdempotencyMiddleware:
         lock = lock_id(request.key_scope, key)
         try:
             held = await locks.acquire(lock)
-        except _STORE_ERRORS as exc:
+        except POSTGRES_FAILED as exc:
             log.warning("idempotency keys unavailable, refusing the request: %s", type(exc).__name__)
             await _send(send, _unavailable())
             return
@@ -160,7 +160,7 @@ class IdempotencyMiddleware:
         db: asyncpg.Pool = state["db"]
         try:
             stored = await idempotency_keys.look_up(db, scope=request.key_scope, key=request.key)
-        except _STORE_ERRORS as exc:
+        except POSTGRES_FAILED as exc:
             log.warning("idempotency keys unavailable, refusing the request: %s", type(exc).__name__)
             return _unavailable()
         if stored is not None:
@@ -188,7 +188,7 @@ class IdempotencyMiddleware:
         # session was lost): its answer stands, and nothing of this one was written.
         try:
             stored = await idempotency_keys.look_up(db, scope=request.key_scope, key=request.key)
-        except _STORE_ERRORS as exc:
+        except POSTGRES_FAILED as exc:
             log.warning("idempotency keys unavailable after a conflict: %s", type(exc).__name__)
             return _unavailable()
         if stored is None:

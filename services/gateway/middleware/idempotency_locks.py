@@ -26,7 +26,8 @@ from collections.abc import Sequence
 import asyncpg
 
 from services.core.batching import Batcher
-from services.core.database import CONNECTION_ERRORS, connect
+from services.core.database import connect
+from services.core.failures import POSTGRES_CONNECTION_LOST
 
 log = logging.getLogger("afterword.gateway.idempotency")
 
@@ -114,7 +115,7 @@ class KeyLocks:
             return await _apply(connection, takes, ids)
         except Exception as exc:
             self._drop(connection)
-            if fresh or not isinstance(exc, CONNECTION_ERRORS):
+            if fresh or not isinstance(exc, POSTGRES_CONNECTION_LOST):
                 raise
             # The session went away while idle (Postgres restarted, say): it holds nothing any
             # more. The batch runs again on a new one, which fails the batch if it fails too.

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import asyncpg
 from fastapi import APIRouter, Response
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from services.core.failures import POSTGRES_FAILED
 from services.gateway.dependencies import DbDep, MetricsDep
-from services.gateway.errors import DATABASE_ERRORS
 from services.ledger import idempotency as idempotency_keys
 
 router = APIRouter()
@@ -18,7 +17,6 @@ log = logging.getLogger("afterword.gateway")
 
 READ_TIMEOUT_SECONDS = 2.0
 """The scrape answers without the figures read from Postgres when they take longer."""
-_READ_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, asyncpg.PostgresError)
 
 
 @router.get("/metrics", include_in_schema=False)
@@ -31,6 +29,6 @@ async def metrics(gateway_metrics: MetricsDep, db: DbDep) -> Response:
     try:
         async with asyncio.timeout(READ_TIMEOUT_SECONDS):
             gateway_metrics.idempotency_table(await idempotency_keys.table_size(db))
-    except _READ_ERRORS as exc:
+    except POSTGRES_FAILED as exc:
         log.warning("could not read the Idempotency-Key table's size: %s", type(exc).__name__)
     return Response(gateway_metrics.render(), media_type=CONTENT_TYPE_PLAIN_0_0_4)

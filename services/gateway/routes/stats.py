@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from redis.exceptions import RedisError
 
 from services.contract import JobStatus
+from services.core.failures import REDIS_FAILED
 from services.gateway.dependencies import DbDep, RedisDep, SettingsDep, SettledMinutesDep
 from services.gateway.schemas import LatencyMinute, Percentiles, StatsView, ThroughputMinute, WorkerView
 from services.ledger import stats
@@ -44,11 +44,11 @@ async def job_stats(
     unreadable: list[str] = []
     try:
         depth = await stats.queue_depth(redis, queue_name=settings.queue_name)
-    except (RedisError, OSError) as exc:  # away, or the queue key is not a sorted set
+    except REDIS_FAILED as exc:  # away, or the queue key is not a sorted set
         log.warning("could not read the queue's depth for /stats: %s", type(exc).__name__)
     try:
         alive, unreadable = await stats.workers(redis, stale_after_seconds=settings.worker_stale_after_seconds)
-    except (RedisError, OSError) as exc:
+    except REDIS_FAILED as exc:
         log.warning("could not read the heartbeats for /stats: %s", type(exc).__name__)
     return StatsView(
         now=datetime.now(UTC),

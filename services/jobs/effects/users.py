@@ -18,7 +18,7 @@ from typing import TypeVar
 import asyncpg
 
 from services.core.batching import Batcher
-from services.core.database import CONNECTION_ERRORS
+from services.core.failures import POSTGRES_CONNECTION_LOST
 
 
 @dataclass(frozen=True)
@@ -51,10 +51,10 @@ class UserRepository:
     def __init__(self, db: asyncpg.Pool | asyncpg.Connection) -> None:
         self._db = db
         self._upserts: Batcher[tuple[str, str], bool] = Batcher(
-            self._upsert_many, fail_together=CONNECTION_ERRORS, name="users-upsert"
+            self._upsert_many, fail_together=POSTGRES_CONNECTION_LOST, name="users-upsert"
         )
         self._welcomes: Batcher[tuple[str], bool] = Batcher(
-            self._welcome_many, fail_together=CONNECTION_ERRORS, name="users-welcome"
+            self._welcome_many, fail_together=POSTGRES_CONNECTION_LOST, name="users-welcome"
         )
 
     async def upsert(self, *, email: str, name: str) -> bool:
