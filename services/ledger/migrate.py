@@ -20,7 +20,7 @@ import asyncpg
 
 from services.core.settings import Settings, load_settings
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 _LOCK_KEY = 0x61667477  # "aftw": one advisory lock for every migrator of this schema
 _FILE_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 SCHEMA_FILE_NAME = "schema.sql"
