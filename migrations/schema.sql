@@ -1,5 +1,5 @@
 -- The current schema: what migrations 0001 to 0011 build in an empty database, as pg_dump prints it.
--- Written by `make schema` (python -m services.schema_dump); do not edit it by hand.
+-- Written by `make schema` (python -m services.ledger.schema_dump); do not edit it by hand.
 -- For reading and review only: databases are built by the migrations (make migrate).
 
 CREATE FUNCTION public.afterword_job_counts(p_statuses text[], p_exact_limit bigint) RETURNS TABLE(status text, jobs bigint, estimated boolean)
