@@ -21,8 +21,8 @@ from datetime import UTC, datetime, timedelta
 from redis.asyncio import Redis
 
 from services.contract import JobStatus
-from services.ledger import Executor
 from services.ledger import latency_buckets as latency_histogram
+from services.ledger.executor import Executor
 from services.ledger.latency_buckets import Histogram
 from services.queue.heartbeat import read_beats
 

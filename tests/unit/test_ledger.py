@@ -17,6 +17,7 @@ import pytest
 from services import ledger
 from services.contract import JobName, JobStatus
 from services.ledger import NewJob
+from services.ledger import jobs as ledger_jobs
 from tests.support.ledger_jobs import insert_job, new_job
 
 
@@ -668,7 +669,7 @@ async def test_prune_ended_deletes_jobs_ended_long_ago_with_their_attempts_and_e
 async def test_prune_ended_goes_in_batches_and_the_next_call_goes_on(
     conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ledger, "PRUNE_BATCH", 2)
+    monkeypatch.setattr(ledger_jobs, "PRUNE_BATCH", 2)
     old = [await _ended(conn, JobStatus.succeeded, days_ago=400 + i) for i in range(5)]
 
     first = await ledger.prune_ended(conn, ended_before_seconds=365 * 86400, max_batches=2)
