@@ -63,7 +63,7 @@ async def time_since_attempt_started(db: Executor, *, job_id: str, attempt: int)
 
 @dataclass(frozen=True)
 class Started:
-    """What :func:`start_attempt` found: the status before this start, and this attempt's number.
+    """What a start found (:func:`keep_books`): the status before this start, and this attempt's number.
 
     ``request_id`` is the one stored with the job; ``crash_rerun`` is True when this start closed
     an attempt that a dead worker had left open. ``superseded_by`` is set when the start was
@@ -95,28 +95,6 @@ class Start:
     job_try: int | None = None
 
 
-async def start_attempt(db: Executor, *, job_id: str, worker: str, job_try: int | None = None) -> Started:
-    """Mark a job in progress and open its next attempt, in one round trip.
-
-    An attempt left open by a worker that died is closed as ``interrupted`` first. For a job the
-    ledger does not know (one the gateway never accepted) ``previous`` is None and nothing is
-    written; for a job already in a final state nothing is written either. The caller must run
-    neither (``may_run`` is False). With ``job_try`` (ARQ's try number of the claim) a start
-    behind the running attempt's claim is refused (``superseded_by``) and writes nothing.
-    """
-    books = await keep_books(db, worker=worker, starts=[Start(job_id, job_try)])
-    return books.started[0]
-
-
-async def start_attempts(db: Executor, *, job_ids: Sequence[str], worker: str) -> list[Started]:
-    """:func:`start_attempt` for several jobs in one statement (one commit); results in order.
-
-    Each job's statements run server-side under its row's lock (migration 0004,
-    ``afterword_start_attempt``); the rows are locked in id order.
-    """
-    return await write_bookkeeping(db, worker=worker, starts=job_ids)
-
-
 def _started(row: asyncpg.Record) -> Started:
     if row["previous"] is None:
         return Started(previous=None, attempt=0)
@@ -144,36 +122,6 @@ class Finish:
     result: Any = None
     error: str | None = None
     run_at: datetime | None = None
-
-
-async def finish_attempt(
-    db: Executor,
-    *,
-    job_id: str,
-    attempt: int,
-    status: JobStatus,
-    result: Any = None,
-    error: str | None = None,
-    run_at: datetime | None = None,
-) -> bool:
-    """Record how an attempt ended and the job's resulting status, in one statement.
-
-    ``status`` is the job's new status: ``succeeded``/``failed`` end it, ``retrying`` means ARQ
-    will run it again (at ``run_at``, which the job's row then holds), ``queued`` means it was
-    interrupted and handed back. A job already final (cancelled meanwhile) keeps its status; its
-    attempt is then recorded as ``cancelled``.
-
-    Fenced: the end is written only while ``attempt`` is the job's current, open attempt. Returns
-    False when it was refused (a later attempt started, or the attempt was closed already with
-    another outcome): then nothing changed. The same end written twice is written once, and True.
-    """
-    refused = await finish_attempts(db, [Finish(job_id, attempt, status, result, error, run_at)])
-    return not refused
-
-
-async def finish_attempts(db: Executor, finishes: Sequence[Finish]) -> list[tuple[str, int]]:
-    """:func:`finish_attempt` for several attempts in one statement (one commit); the refused ends' (job, attempt)."""
-    return (await keep_books(db, finishes=finishes)).refused_ends
 
 
 def _finish_ctes(first: int) -> str:
@@ -261,10 +209,24 @@ async def keep_books(
     One round trip and one commit for all of them; the starts' results come back in the order
     of ``starts`` (a job id alone is a start with no try number). A job's start may not share a
     statement with its effects or its end (they follow it); its effects and its end may (they
-    write different tables). :func:`start_attempts`, :func:`record_effect` and
-    :func:`finish_attempts` are this with one kind of write. Ends, and effects that name their
-    attempt, are fenced: those whose attempt is no longer the job's current one are refused and
-    listed in the result.
+    write different tables). Ends, and effects that name their attempt, are fenced: those whose
+    attempt is no longer the job's current one are refused and listed in the result.
+
+    A start marks its job in progress and opens its next attempt, server-side under the job row's
+    lock (``afterword_start_attempt``; the rows are locked in id order). An attempt left open by a
+    worker that died is closed as ``interrupted`` first. For a job the ledger does not know (one
+    the gateway never accepted) ``previous`` is None and nothing is written; for a job already in
+    a final state nothing is written either: the caller must run neither (``may_run`` is False).
+    With a try number, a start behind the running attempt's claim is refused (``superseded_by``)
+    and writes nothing.
+
+    An end (:class:`Finish`) records how the attempt ended and the job's resulting status:
+    ``succeeded``/``failed`` end the job, ``retrying`` means ARQ will run it again (at ``run_at``,
+    which the job's row then holds), ``queued`` means it was interrupted and handed back. A job
+    already final (cancelled meanwhile) keeps its status; its attempt is then recorded as
+    ``cancelled``. An end is written only while its attempt is the job's current, open one; it is
+    refused when a later attempt started or the attempt was closed already with another outcome.
+    The same end written twice is written once, and not refused.
     """
     ctes: list[str] = []
     selects: list[str] = []
@@ -302,14 +264,3 @@ async def keep_books(
         refused_ends=[(row["id"], row["attempt"]) for row in rows if row["kind"] == "end"],
         refused_effects=[(row["id"], row["previous"]) for row in rows if row["kind"] == "effect"],
     )
-
-
-async def record_effect(
-    db: Executor, *, job_id: str, effect: str, detail: dict[str, Any], attempt: int | None = None
-) -> bool:
-    """Remember that this job did this side effect; with ``attempt``, only while it is the job's current one.
-
-    Returns False when it was refused (a later attempt started): then nothing was written.
-    """
-    books = await keep_books(db, effects=[Effect(job_id, effect, detail, attempt)])
-    return not books.refused_effects
