@@ -40,7 +40,7 @@ from services.ledger.attempts import (
     write_bookkeeping,
 )
 from services.ledger.effects import Effect, effect_done
-from services.ledger.events import StatusChange, status_of, watch_status
+from services.ledger.events import StatusChange, parse_notification, status_of, sweep_watches, unwatch, watch_status
 from services.ledger.executor import Executor
 from services.ledger.jobs import (
     PRUNE_BATCH,
@@ -73,12 +73,15 @@ __all__ = [
     "insert_jobs",
     "keep_books",
     "list_jobs",
+    "parse_notification",
     "prune_ended",
     "requeue_for_retry",
     "settle",
     "status_of",
+    "sweep_watches",
     "time_since_attempt_started",
     "unsettled",
+    "unwatch",
     "watch_status",
     "write_bookkeeping",
 ]

@@ -17,15 +17,14 @@ import pytest
 from services import ledger
 from services.contract import JobName, JobStatus
 from services.gateway.live.job_events import (
-    CHANNEL,
     LISTENER_NAME,
     JobEvents,
     follow,
     next_change,
-    parse,
     wait_until_final,
 )
 from services.ledger import NewJob, StatusChange
+from services.ledger.events import CHANNEL, parse_notification
 from tests.support.database import create_database, drop_database
 from tests.support.ledger_jobs import finish_attempt, start_attempt
 
@@ -78,7 +77,7 @@ async def _current(pool: asyncpg.Pool, job_id: str) -> StatusChange:
 
 
 def test_parse_reads_the_trigger_payload() -> None:
-    change = parse(
+    change = parse_notification(
         '{"id": "abc", "status": "retrying", "tries": 2, "error": "451", "at": "2026-11-23T19:26:58.302863+00:00"}'
     )
 
@@ -282,7 +281,7 @@ async def heard(events_dsn: str) -> AsyncIterator[list[StatusChange]]:
     """Every notification on the channel, from a listening connection of the test's own."""
     changes: list[StatusChange] = []
     connection = await asyncpg.connect(events_dsn)
-    await connection.add_listener(CHANNEL, lambda *args: changes.append(parse(str(args[-1]))))
+    await connection.add_listener(CHANNEL, lambda *args: changes.append(parse_notification(str(args[-1]))))
     try:
         yield changes
     finally:
