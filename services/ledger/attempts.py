@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 
 from services.contract import JobStatus
+from services.ledger import statuses
 from services.ledger.effects import REFUSED_EFFECTS, Effect, effect_arguments, effect_ctes
 from services.ledger.executor import Executor
 
@@ -124,6 +125,15 @@ class Finish:
     run_at: datetime | None = None
 
 
+INTERRUPTED = "interrupted"
+"""An attempt's outcome when it ended without an outcome of its own: its end handed the job back
+(the job's status ``queued``), or the next start closed it after its worker died (as
+``afterword_start_attempt`` does, migration 0011). Every other outcome is the job's status."""
+
+_IN_PROGRESS = statuses.literal(JobStatus.in_progress)
+_CANCELLED = statuses.literal(JobStatus.cancelled)
+
+
 def _finish_ctes(first: int) -> str:
     # Fenced by attempt: the job's row changes only while the attempt is its current one (``tries``)
     # and the job runs; the attempt's row only while it is open and current. The conditions are on
@@ -137,12 +147,12 @@ def _finish_ctes(first: int) -> str:
         "), job AS ("
         "  UPDATE jobs j SET status = i.status, result = i.result, error = i.error, updated_at = clock_timestamp(), "
         "  finished_at = CASE WHEN i.final THEN clock_timestamp() ELSE NULL END, run_at = COALESCE(i.run_at, j.run_at) "
-        "  FROM input i WHERE j.id = i.id AND j.tries = i.try AND j.status = 'in_progress' "
+        f"  FROM input i WHERE j.id = i.id AND j.tries = i.try AND j.status = {_IN_PROGRESS} "
         "  AND EXISTS (SELECT 1 FROM job_attempts o WHERE o.job_id = i.id AND o.try = i.try AND o.outcome IS NULL) "
         "  RETURNING j.id"
         "), attempt AS ("
         "  UPDATE job_attempts a SET finished_at = clock_timestamp(), error = i.error, "
-        "  outcome = CASE WHEN i.id IN (SELECT id FROM job) THEN i.outcome ELSE 'cancelled' END "
+        f"  outcome = CASE WHEN i.id IN (SELECT id FROM job) THEN i.outcome ELSE {_CANCELLED} END "
         "  FROM input i JOIN jobs c ON c.id = i.id "
         "  WHERE a.job_id = i.id AND a.try = i.try AND a.outcome IS NULL AND c.tries = i.try "
         "  RETURNING a.job_id, a.try"
@@ -165,7 +175,7 @@ def _finish_arguments(finishes: Sequence[Finish]) -> list[Any]:
         [f.job_id for f in finishes],
         [f.attempt for f in finishes],
         [f.status.value for f in finishes],
-        ["interrupted" if f.status is JobStatus.queued else f.status.value for f in finishes],
+        [INTERRUPTED if f.status is JobStatus.queued else f.status.value for f in finishes],
         [None if f.result is None else json.dumps(f.result, default=str) for f in finishes],
         [f.error for f in finishes],
         [f.status.is_final for f in finishes],

@@ -20,6 +20,7 @@ import asyncpg
 from services.contract import JobName, JobStatus
 from services.core.serialization import json_bytes
 from services.ledger import idempotency as idempotency_keys
+from services.ledger import statuses
 from services.ledger.executor import Executor
 from services.ledger.idempotency import KeyRecord
 
@@ -122,6 +123,9 @@ async def insert_jobs(
 
 _NEW_JOBS = "(id, name, payload, status, run_at, request_id)"
 _NEW_JOB_ARRAYS = "$1::text[], $2::text[], $3::jsonb[], $4::text[], $5::timestamptz[], $6::text[]"
+_QUEUED = statuses.literal(JobStatus.queued)
+_RETRYABLE = statuses.listed((JobStatus.failed, JobStatus.cancelled))
+"""What ``POST /jobs/{id}/retry`` puts back to ``queued``."""
 
 
 async def get_job(db: Executor, job_id: str) -> JobRecord | None:
@@ -138,7 +142,7 @@ async def settle(db: Executor, *, job_id: str, status: JobStatus, result: Any = 
     changed = await db.fetchval(
         "UPDATE jobs SET status = $2, result = COALESCE($3, result), error = $4, updated_at = clock_timestamp(), "
         "finished_at = CASE WHEN $5 THEN clock_timestamp() ELSE finished_at END "
-        "WHERE id = $1 AND status NOT IN ('succeeded', 'failed', 'cancelled') RETURNING 1",
+        f"WHERE id = $1 AND status NOT IN ({statuses.FINAL}) RETURNING 1",
         job_id,
         status.value,
         None if result is None else json.dumps(result, default=str),
@@ -159,9 +163,9 @@ async def settle(db: Executor, *, job_id: str, status: JobStatus, result: Any = 
 async def requeue_for_retry(db: Executor, *, job_id: str) -> JobRecord | None:
     """Put a failed or cancelled job back to ``queued`` (POST /jobs/{id}/retry); None if it is not one."""
     row = await db.fetchrow(
-        "UPDATE jobs SET status = 'queued', error = NULL, result = NULL, finished_at = NULL, "
+        f"UPDATE jobs SET status = {_QUEUED}, error = NULL, result = NULL, finished_at = NULL, "
         "run_at = clock_timestamp(), updated_at = clock_timestamp() "
-        f"WHERE id = $1 AND status IN ('failed', 'cancelled') RETURNING {_JOB_COLUMNS}",
+        f"WHERE id = $1 AND status IN ({_RETRYABLE}) RETURNING {_JOB_COLUMNS}",
         job_id,
     )
     return None if row is None else _record(row)
@@ -171,7 +175,7 @@ async def unsettled(db: Executor, *, idle_seconds: float, limit: int = 500) -> l
     """Jobs not yet ended whose row has not changed for ``idle_seconds`` (what the sweep checks)."""
     rows = await db.fetch(
         f"SELECT {_JOB_COLUMNS} FROM jobs "
-        "WHERE status IN ('queued', 'deferred', 'retrying', 'in_progress') "
+        f"WHERE status IN ({statuses.UNFINISHED}) "
         "AND updated_at < clock_timestamp() - make_interval(secs => $1) "
         "ORDER BY updated_at LIMIT $2",
         idle_seconds,
@@ -220,7 +224,7 @@ async def prune_ended(db: Executor, *, ended_before_seconds: float, max_batches:
         deleted = await db.fetchval(
             "WITH doomed AS ("
             "  SELECT id FROM jobs WHERE finished_at < clock_timestamp() - make_interval(secs => $1) "
-            "  AND status IN ('succeeded', 'failed', 'cancelled') "
+            f"  AND status IN ({statuses.FINAL}) "
             "  ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED"
             "), effects AS (DELETE FROM job_effects e USING doomed d WHERE e.job_id = d.id), "
             "gone AS (DELETE FROM jobs j USING doomed d WHERE j.id = d.id RETURNING 1) "
