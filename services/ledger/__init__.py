@@ -7,8 +7,9 @@ Every statement about the ledger's tables is in this package, one module per tab
 * ``jobs`` (:mod:`~services.ledger.jobs`): written by the gateway (:func:`insert_jobs`, the cancel
   and retry routes), by the worker through its attempts, and by the recovery sweep and the
   pruning cron (:func:`settle`, :func:`prune_ended`);
-* ``job_attempts`` (:mod:`~services.ledger.attempts`): written by the worker only, starts,
-  effects and ends of a batch of jobs in one statement (:func:`keep_books`);
+* ``job_attempts`` (:mod:`~services.ledger.attempts`): written by the worker, the starts,
+  effects and ends of a batch of jobs in one statement (:func:`keep_books`); :func:`settle`
+  closes the open attempt of a job it ends;
 * ``job_effects`` (:mod:`~services.ledger.effects`): the side effects each job did, written with
   its attempts, read by a re-run before it repeats one (:func:`effect_done`);
 * ``idempotency_keys`` (:mod:`~services.ledger.idempotency`): written by the gateway in the
@@ -17,9 +18,10 @@ Every statement about the ledger's tables is in this package, one module per tab
   routes wait for, which make Postgres announce their status changes.
 
 The figures of ``GET /stats`` are read in :mod:`~services.ledger.stats`. Statuses are
-:class:`services.contract.JobStatus`'s, never spelled out. The targets of the jobs' effects are
-no part of the ledger: the example application's ``users`` table is written by
-``services/jobs/effects/users.py``.
+:class:`services.contract.JobStatus`'s, never spelled out: statements name them through
+:mod:`~services.ledger.statuses` (``tests/unit/test_status_literals.py`` checks). The targets
+of the jobs' effects are no part of the ledger: the example application's ``users`` table is
+written by ``services/jobs/effects/users.py``.
 
 The schema is built by the migrations, ``migrations/NNNN_name.sql``, applied in order by
 :mod:`services.ledger.migrate` (``make migrate``); ``migrations/schema.sql`` shows the schema
