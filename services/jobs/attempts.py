@@ -93,7 +93,11 @@ class AttemptBook:
         return self._early[job_id]
 
     async def start(self, job_id: str, *, job_try: int | None = None) -> ledger.Started:
-        """:func:`services.ledger.start_attempt` for this worker, in a batch (or the one :meth:`begin` sent)."""
+        """Start the job's next attempt for this worker, in a batch (or the one :meth:`begin` sent).
+
+        A start's result, as :func:`services.ledger.keep_books` gives it: whether the job may run,
+        and its attempt's number.
+        """
         early = self._early.pop(job_id, None)
         started = await (
             asyncio.shield(early) if early is not None else self._book.submit(ledger.Start(job_id, job_try))
@@ -136,7 +140,7 @@ class AttemptBook:
         error: str | None = None,
         run_at: datetime | None = None,
     ) -> None:
-        """:func:`services.ledger.finish_attempt`, in a batch, with the effects noted for the job.
+        """End the attempt with the job's new status, in a batch, with the effects noted for the job.
 
         Raises :class:`Fenced` when the end was refused (``attempt`` is no longer the job's current,
         open one): then nothing was written, the noted effects neither. If the write fails, the
@@ -159,7 +163,7 @@ class AttemptBook:
     async def record_effect(
         self, *, job_id: str, effect: str, detail: dict[str, Any], attempt: int | None = None
     ) -> None:
-        """:func:`services.ledger.record_effect`, in a batch: returns once it is committed.
+        """Record that the job did ``effect`` (``job_effects``), in a batch: returns once it is committed.
 
         With ``attempt`` it is fenced: :class:`Fenced` is raised when that attempt is no longer the
         job's current one (nothing was written).

@@ -21,13 +21,17 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from redis.asyncio import Redis
 
-from services.contract import JobName
+from services.contract import JobName, JobStatus
+from services.ledger import attempts as ledger_attempts
 from services.queue import RetryLater, inspection
 from services.queue.fencing import WRITES, Fenced
 
 log = logging.getLogger("afterword.jobs.metrics")
 
-SUCCEEDED, FAILED, RETRYING, INTERRUPTED = "succeeded", "failed", "retrying", "interrupted"
+SUCCEEDED, FAILED, RETRYING = JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.retrying.value
+"""A run's outcome: the job's status after the run, as the ledger records it..."""
+INTERRUPTED = ledger_attempts.INTERRUPTED
+"""...or, for a run cut short (the worker stopped, the job was aborted), its attempt's outcome in the ledger."""
 OUTCOMES = (SUCCEEDED, FAILED, RETRYING, INTERRUPTED)
 SKIPPED = "skipped"
 """A run that found its job already ended and did nothing: logged, not counted."""

@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from services.ledger import Executor  # services.ledger imports this module
+from services.ledger.executor import Executor
 
 KEEP_SECONDS = 24 * 3600.0
 """How long a key and its response are kept (the README promises 24 hours)."""

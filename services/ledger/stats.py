@@ -21,8 +21,9 @@ from datetime import UTC, datetime, timedelta
 from redis.asyncio import Redis
 
 from services.contract import JobStatus
-from services.ledger import Executor
 from services.ledger import latency_buckets as latency_histogram
+from services.ledger import statuses
+from services.ledger.executor import Executor
 from services.ledger.latency_buckets import Histogram
 from services.queue.heartbeat import read_beats
 
@@ -68,12 +69,12 @@ class Worker:
 MAX_WINDOW_MINUTES = 1440
 """The longest window ``GET /stats`` gives figures for: a day."""
 
-_ENDED = """
+_ENDED = f"""
 SELECT date_trunc('minute', finished_at) AS minute,
-       count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
-       count(*) FILTER (WHERE status = 'failed') AS failed
+       count(*) FILTER (WHERE status = {statuses.literal(JobStatus.succeeded)}) AS succeeded_jobs,
+       count(*) FILTER (WHERE status = {statuses.literal(JobStatus.failed)}) AS failed_jobs
 FROM jobs
-WHERE finished_at >= $1 AND finished_at < $2 AND status IN ('succeeded', 'failed')
+WHERE finished_at >= $1 AND finished_at < $2 AND status IN ({statuses.listed((JobStatus.succeeded, JobStatus.failed))})
 GROUP BY 1
 """
 
@@ -120,8 +121,8 @@ async def jobs_by_status(db: Executor, *, exact_limit: int) -> StatusCounts:
     (through the status index); a larger one gets the planner's estimate, from the statistics
     that autovacuum keeps (``migrations/0006_job_counts.sql``), and is named in ``estimated``.
     """
-    statuses = [status.value for status in JobStatus]
-    rows = await db.fetch("SELECT * FROM afterword_job_counts($1::text[], $2)", statuses, exact_limit)
+    every = [status.value for status in JobStatus]
+    rows = await db.fetch("SELECT * FROM afterword_job_counts($1::text[], $2)", every, exact_limit)
     by_status = {JobStatus(row["status"]): row for row in rows}
     return StatusCounts(
         counts={status: int(by_status[status]["jobs"]) for status in JobStatus},
@@ -178,8 +179,8 @@ async def minute_figures(db: Executor, first: datetime, end: datetime) -> list[M
         figures.append(
             MinuteFigures(
                 minute=minute,
-                succeeded=counts["succeeded"] if counts else 0,
-                failed=counts["failed"] if counts else 0,
+                succeeded=counts["succeeded_jobs"] if counts else 0,
+                failed=counts["failed_jobs"] if counts else 0,
                 latency=_latency(pickups["percentiles"] if pickups else None),
                 pickups=Histogram.of(pickups["buckets"], pickups["counts"]) if pickups else Histogram.of([], []),
             )

@@ -1,4 +1,9 @@
-"""Jobs written straight into the ledger, for the tests of the ledger and of the worker's bookkeeping."""
+"""Jobs written straight into the ledger, for the tests of the ledger and of the worker's bookkeeping.
+
+The worker writes attempts and effects only in batches (``services.jobs.attempts`` calls
+:func:`services.ledger.keep_books`); :func:`start_attempt`, :func:`finish_attempt` and
+:func:`record_effect` send one such write alone, through the same statement.
+"""
 
 from __future__ import annotations
 
@@ -35,3 +40,34 @@ async def insert_job(
     job = new_job(status, request_id=request_id)
     await ledger.insert_jobs(db, [job])
     return job.id
+
+
+async def start_attempt(db: ledger.Executor, *, job_id: str, worker: str, job_try: int | None = None) -> ledger.Started:
+    """Start ``job_id``'s next attempt for ``worker`` (with ARQ's try ``job_try``, which fences it)."""
+    books = await ledger.keep_books(db, worker=worker, starts=[ledger.Start(job_id, job_try)])
+    (started,) = books.started
+    return started
+
+
+async def finish_attempt(
+    db: ledger.Executor,
+    *,
+    job_id: str,
+    attempt: int,
+    status: JobStatus,
+    result: Any = None,
+    error: str | None = None,
+    run_at: datetime | None = None,
+) -> bool:
+    """End ``attempt`` with the job's new ``status``; False when the end was refused (fenced)."""
+    finish = ledger.Finish(job_id, attempt, status, result, error, run_at)
+    books = await ledger.keep_books(db, finishes=[finish])
+    return not books.refused_ends
+
+
+async def record_effect(
+    db: ledger.Executor, *, job_id: str, effect: str, detail: dict[str, Any], attempt: int | None = None
+) -> bool:
+    """Record the job's ``effect`` (fenced by ``attempt`` when given); False when it was refused."""
+    books = await ledger.keep_books(db, effects=[ledger.Effect(job_id, effect, detail, attempt)])
+    return not books.refused_effects

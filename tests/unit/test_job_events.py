@@ -18,16 +18,16 @@ import pytest
 from services import ledger
 from services.contract import JobName, JobStatus
 from services.gateway.live.job_events import (
-    CHANNEL,
     LISTENER_NAME,
     JobEvents,
     follow,
     next_change,
-    parse,
     wait_until_final,
 )
 from services.ledger import NewJob, StatusChange
+from services.ledger.events import CHANNEL, parse_notification
 from tests.support.database import create_database, drop_database
+from tests.support.ledger_jobs import finish_attempt, start_attempt
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ async def _current(pool: asyncpg.Pool, job_id: str) -> StatusChange:
 
 
 def test_parse_reads_the_trigger_payload() -> None:
-    change = parse(
+    change = parse_notification(
         '{"id": "abc", "status": "retrying", "tries": 2, "error": "451", "at": "2026-11-23T19:26:58.302863+00:00"}'
     )
 
@@ -100,8 +100,8 @@ async def test_each_committed_status_reaches_the_subscribers_of_that_job_in_orde
     with hub.subscribe(job_id) as subscription:
         assert await subscription.read(pool) is None, "no such job yet; the watch is registered all the same"
         await _new_job(pool, job_id=job_id)
-        started = await ledger.start_attempt(pool, job_id=job_id, worker="w1")
-        await ledger.finish_attempt(pool, job_id=job_id, attempt=started.attempt, status=JobStatus.failed, error="boom")
+        started = await start_attempt(pool, job_id=job_id, worker="w1")
+        await finish_attempt(pool, job_id=job_id, attempt=started.attempt, status=JobStatus.failed, error="boom")
 
         changes = [await asyncio.wait_for(subscription.queue.get(), 5) for _ in range(2)]
         await asyncio.sleep(0.2)
@@ -124,7 +124,7 @@ async def test_next_change_skips_a_notification_older_than_what_was_read(hub: Jo
     job_id = await _new_job(pool)
     with hub.subscribe(job_id) as subscription:
         await subscription.read(pool)
-        await ledger.start_attempt(pool, job_id=job_id, worker="w1")
+        await start_attempt(pool, job_id=job_id, worker="w1")
         await asyncio.sleep(0.3)  # its notification is queued by now
         current = await _current(pool, job_id)  # ...and the read shows the same change
 
@@ -136,8 +136,8 @@ async def test_wait_until_final_returns_when_the_job_ends(hub: JobEvents, pool: 
 
     async def finish_soon() -> None:
         await asyncio.sleep(0.3)
-        started = await ledger.start_attempt(pool, job_id=job_id, worker="w1")
-        await ledger.finish_attempt(pool, job_id=job_id, attempt=started.attempt, status=JobStatus.succeeded)
+        started = await start_attempt(pool, job_id=job_id, worker="w1")
+        await finish_attempt(pool, job_id=job_id, attempt=started.attempt, status=JobStatus.succeeded)
 
     task = asyncio.create_task(finish_soon())
     await asyncio.wait_for(wait_until_final(pool, hub, job_id, seconds=10), 5)
@@ -173,8 +173,8 @@ async def test_follow_yields_every_status_then_stops_and_unsubscribes(hub: JobEv
 
     consumer = asyncio.create_task(consume())
     await asyncio.sleep(0.5)  # a quiet spell or two: keep-alives, not statuses
-    started = await ledger.start_attempt(pool, job_id=job_id, worker="w1")
-    await ledger.finish_attempt(pool, job_id=job_id, attempt=started.attempt, status=JobStatus.succeeded)
+    started = await start_attempt(pool, job_id=job_id, worker="w1")
+    await finish_attempt(pool, job_id=job_id, attempt=started.attempt, status=JobStatus.succeeded)
     await asyncio.wait_for(consumer, 5)
 
     assert seen == [JobStatus.deferred, JobStatus.in_progress, JobStatus.succeeded]
@@ -231,7 +231,7 @@ async def test_while_the_listener_is_down_waiters_read_the_ledger(events_dsn: st
             await _kill_listener(pool)
             await _until_down(events)
 
-            await ledger.start_attempt(pool, job_id=job_id, worker="w1")  # nobody hears of it
+            await start_attempt(pool, job_id=job_id, worker="w1")  # nobody hears of it
             change = await next_change(pool, subscription, last, within=3)
 
         assert change is not None
@@ -256,7 +256,7 @@ async def test_the_hub_reconnects_after_losing_its_connection(hub: JobEvents, po
         assert await subscription.read(pool) == last
         hub.poll_seconds = 60  # from here on only a notification can bring the change in time
 
-        await ledger.start_attempt(pool, job_id=job_id, worker="w1")
+        await start_attempt(pool, job_id=job_id, worker="w1")
         change = await asyncio.wait_for(subscription.queue.get(), 5)
 
     assert change is not None
@@ -282,7 +282,7 @@ async def heard(events_dsn: str) -> AsyncIterator[list[StatusChange]]:
     """Every notification on the channel, from a listening connection of the test's own."""
     changes: list[StatusChange] = []
     connection = await asyncpg.connect(events_dsn)
-    await connection.add_listener(CHANNEL, lambda *args: changes.append(parse(str(args[-1]))))
+    await connection.add_listener(CHANNEL, lambda *args: changes.append(parse_notification(str(args[-1]))))
     try:
         yield changes
     finally:
@@ -319,8 +319,8 @@ async def test_only_the_changes_of_watched_jobs_are_announced(
         await subscription.read(pool)
         assert await _watches(pool, watched) == 1
         for job_id in (unwatched, watched):
-            started = await ledger.start_attempt(pool, job_id=job_id, worker="w1")
-            await ledger.finish_attempt(pool, job_id=job_id, attempt=started.attempt, status=JobStatus.succeeded)
+            started = await start_attempt(pool, job_id=job_id, worker="w1")
+            await finish_attempt(pool, job_id=job_id, attempt=started.attempt, status=JobStatus.succeeded)
         await _until_heard(heard, 2)
 
     assert [(c.id, c.status) for c in heard] == [(watched, JobStatus.in_progress), (watched, JobStatus.succeeded)]
@@ -333,7 +333,7 @@ async def test_the_changes_of_one_statement_are_announced_in_the_order_they_were
     subscriptions = [hub.subscribe(job_id) for job_id in jobs]
     for subscription in subscriptions:
         await subscription.read(pool)
-    starts = [await ledger.start_attempt(pool, job_id=job_id, worker="w1") for job_id in jobs]
+    starts = [await start_attempt(pool, job_id=job_id, worker="w1") for job_id in jobs]
     await _until_heard(heard, len(jobs))
     heard.clear()
 
@@ -341,7 +341,7 @@ async def test_the_changes_of_one_statement_are_announced_in_the_order_they_were
         ledger.Finish(job_id, started.attempt, JobStatus.failed, error=f"boom {job_id}")
         for job_id, started in zip(reversed(jobs), reversed(starts), strict=True)
     ]
-    await ledger.finish_attempts(pool, finishes)  # one UPDATE of eight rows
+    await ledger.keep_books(pool, finishes=finishes)  # one UPDATE of eight rows
     await _until_heard(heard, len(jobs))
     for subscription in subscriptions:
         subscription.close()

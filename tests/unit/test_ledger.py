@@ -1,7 +1,8 @@
 """The jobs ledger against the session's migrated database.
 
-``start_attempt``/``finish_attempt`` take a pool and commit their own transaction, so their tests
-use the pool and a fresh job id each; the rest run in the rolled-back ``conn``.
+Attempts are started and ended through ``keep_books``, the worker's one bookkeeping statement
+(``tests.support.ledger_jobs`` sends one write alone). Those tests use the pool, each write
+committing on its own, and a fresh job id each; the rest run in the rolled-back ``conn``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import pytest
 from services import ledger
 from services.contract import JobName, JobStatus
 from services.ledger import NewJob
-from tests.support.ledger_jobs import insert_job, new_job
+from services.ledger import jobs as ledger_jobs
+from tests.support.ledger_jobs import finish_attempt, insert_job, new_job, record_effect, start_attempt
 
 
 async def _record(db: ledger.Executor, job_id: str) -> ledger.JobRecord:
@@ -81,13 +83,13 @@ async def test_insert_of_an_existing_id_is_refused(conn: asyncpg.Connection) -> 
         await ledger.insert_jobs(conn, [job])
 
 
-# start_attempt
+# starting an attempt
 
 
 async def test_start_attempt_moves_a_queued_job_in_progress(db_pool: asyncpg.Pool) -> None:
     job_id = await insert_job(db_pool)
 
-    started = await ledger.start_attempt(db_pool, job_id=job_id, worker="w1")
+    started = await start_attempt(db_pool, job_id=job_id, worker="w1")
 
     assert started == ledger.Started(previous=JobStatus.queued, attempt=1)
     assert started.may_run is True
@@ -110,7 +112,7 @@ async def test_start_attempt_moves_a_queued_job_in_progress(db_pool: asyncpg.Poo
 async def test_start_attempt_of_a_waiting_job(db_pool: asyncpg.Pool, status: JobStatus) -> None:
     job_id = await insert_job(db_pool, status)
 
-    started = await ledger.start_attempt(db_pool, job_id=job_id, worker="w1")
+    started = await start_attempt(db_pool, job_id=job_id, worker="w1")
 
     assert started == ledger.Started(previous=status, attempt=1)
     assert (await _record(db_pool, job_id)).status is JobStatus.in_progress
@@ -119,7 +121,7 @@ async def test_start_attempt_of_a_waiting_job(db_pool: asyncpg.Pool, status: Job
 async def test_start_attempt_of_unknown_job_writes_nothing(db_pool: asyncpg.Pool) -> None:
     job_id = uuid.uuid4().hex
 
-    started = await ledger.start_attempt(db_pool, job_id=job_id, worker="w1")
+    started = await start_attempt(db_pool, job_id=job_id, worker="w1")
 
     assert started == ledger.Started(previous=None, attempt=0)
     assert started.may_run is False  # the gateway never accepted it: planted in Redis
@@ -130,14 +132,12 @@ async def test_start_attempt_of_unknown_job_writes_nothing(db_pool: asyncpg.Pool
 @pytest.mark.parametrize("final", [JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled])
 async def test_start_attempt_leaves_a_final_job_alone(db_pool: asyncpg.Pool, final: JobStatus) -> None:
     job_id = await insert_job(db_pool)
-    first = await ledger.start_attempt(db_pool, job_id=job_id, worker="w1")
-    await ledger.finish_attempt(
-        db_pool, job_id=job_id, attempt=first.attempt, status=final, result={"ok": 1}, error="e"
-    )
+    first = await start_attempt(db_pool, job_id=job_id, worker="w1")
+    await finish_attempt(db_pool, job_id=job_id, attempt=first.attempt, status=final, result={"ok": 1}, error="e")
     before = await _record(db_pool, job_id)
     attempts_before = await ledger.get_attempts(db_pool, job_id)
 
-    started = await ledger.start_attempt(db_pool, job_id=job_id, worker="w2")
+    started = await start_attempt(db_pool, job_id=job_id, worker="w2")
 
     assert started == ledger.Started(previous=final, attempt=0)
     assert started.may_run is False
@@ -147,12 +147,10 @@ async def test_start_attempt_leaves_a_final_job_alone(db_pool: asyncpg.Pool, fin
 
 async def test_start_attempt_after_a_retry_opens_the_next_attempt(db_pool: asyncpg.Pool) -> None:
     job_id = await insert_job(db_pool)
-    first = await ledger.start_attempt(db_pool, job_id=job_id, worker="w1")
-    await ledger.finish_attempt(
-        db_pool, job_id=job_id, attempt=first.attempt, status=JobStatus.retrying, error="SMTP 451"
-    )
+    first = await start_attempt(db_pool, job_id=job_id, worker="w1")
+    await finish_attempt(db_pool, job_id=job_id, attempt=first.attempt, status=JobStatus.retrying, error="SMTP 451")
 
-    second = await ledger.start_attempt(db_pool, job_id=job_id, worker="w2")
+    second = await start_attempt(db_pool, job_id=job_id, worker="w2")
 
     assert second == ledger.Started(previous=JobStatus.retrying, attempt=2)
     record = await _record(db_pool, job_id)
@@ -166,14 +164,14 @@ async def test_start_attempt_after_a_retry_opens_the_next_attempt(db_pool: async
 
 async def test_each_attempt_records_the_due_time_it_started_against(db_pool: asyncpg.Pool) -> None:
     job_id = await insert_job(db_pool)
-    first = await ledger.start_attempt(db_pool, job_id=job_id, worker="w1")
-    await ledger.finish_attempt(db_pool, job_id=job_id, attempt=first.attempt, status=JobStatus.failed, error="e")
+    first = await start_attempt(db_pool, job_id=job_id, worker="w1")
+    await finish_attempt(db_pool, job_id=job_id, attempt=first.attempt, status=JobStatus.failed, error="e")
     first_due = (await _record(db_pool, job_id)).run_at
     rerun = await ledger.requeue_for_retry(db_pool, job_id=job_id)  # POST /jobs/{id}/retry: a new run_at
     assert rerun is not None
     assert rerun.run_at > first_due
 
-    await ledger.start_attempt(db_pool, job_id=job_id, worker="w2")
+    await start_attempt(db_pool, job_id=job_id, worker="w2")
 
     due = await db_pool.fetch("SELECT try, due_at FROM job_attempts WHERE job_id = $1 ORDER BY try", job_id)
     assert [(row["try"], row["due_at"]) for row in due] == [(1, first_due), (2, rerun.run_at)]
@@ -181,9 +179,9 @@ async def test_each_attempt_records_the_due_time_it_started_against(db_pool: asy
 
 async def test_start_attempt_closes_an_attempt_a_dead_worker_left_open(db_pool: asyncpg.Pool) -> None:
     job_id = await insert_job(db_pool)
-    await ledger.start_attempt(db_pool, job_id=job_id, worker="dead")
+    await start_attempt(db_pool, job_id=job_id, worker="dead")
 
-    started = await ledger.start_attempt(db_pool, job_id=job_id, worker="alive")
+    started = await start_attempt(db_pool, job_id=job_id, worker="alive")
 
     assert started == ledger.Started(previous=JobStatus.in_progress, attempt=2, crash_rerun=True)
     first, second = await ledger.get_attempts(db_pool, job_id)
@@ -196,7 +194,7 @@ async def test_start_attempt_closes_an_attempt_a_dead_worker_left_open(db_pool: 
 async def test_concurrent_starts_get_distinct_attempts(db_pool: asyncpg.Pool) -> None:
     job_id = await insert_job(db_pool)
 
-    results = await asyncio.gather(*(ledger.start_attempt(db_pool, job_id=job_id, worker=f"w{i}") for i in range(5)))
+    results = await asyncio.gather(*(start_attempt(db_pool, job_id=job_id, worker=f"w{i}") for i in range(5)))
 
     assert sorted(r.attempt for r in results) == [1, 2, 3, 4, 5]
     attempts = await ledger.get_attempts(db_pool, job_id)
@@ -205,12 +203,12 @@ async def test_concurrent_starts_get_distinct_attempts(db_pool: asyncpg.Pool) ->
     assert (await _record(db_pool, job_id)).tries == 5
 
 
-# finish_attempt
+# ending an attempt
 
 
 async def _started(pool: asyncpg.Pool) -> tuple[str, int]:
     job_id = await insert_job(pool)
-    started = await ledger.start_attempt(pool, job_id=job_id, worker="w1")
+    started = await start_attempt(pool, job_id=job_id, worker="w1")
     return job_id, started.attempt
 
 
@@ -218,7 +216,7 @@ async def test_finish_succeeded(db_pool: asyncpg.Pool) -> None:
     job_id, attempt = await _started(db_pool)
     at = datetime(2024, 1, 1, tzinfo=UTC)
 
-    await ledger.finish_attempt(
+    await finish_attempt(
         db_pool,
         job_id=job_id,
         attempt=attempt,
@@ -241,7 +239,7 @@ async def test_finish_succeeded(db_pool: asyncpg.Pool) -> None:
 async def test_finish_failed(db_pool: asyncpg.Pool) -> None:
     job_id, attempt = await _started(db_pool)
 
-    await ledger.finish_attempt(
+    await finish_attempt(
         db_pool, job_id=job_id, attempt=attempt, status=JobStatus.failed, error="PermanentError: SMTP 550"
     )
 
@@ -256,7 +254,7 @@ async def test_finish_failed(db_pool: asyncpg.Pool) -> None:
 async def test_finish_retrying_is_not_final(db_pool: asyncpg.Pool) -> None:
     job_id, attempt = await _started(db_pool)
 
-    await ledger.finish_attempt(db_pool, job_id=job_id, attempt=attempt, status=JobStatus.retrying, error="SMTP 451")
+    await finish_attempt(db_pool, job_id=job_id, attempt=attempt, status=JobStatus.retrying, error="SMTP 451")
 
     record = await _record(db_pool, job_id)
     assert (record.status, record.error, record.finished_at) == (JobStatus.retrying, "SMTP 451", None)
@@ -272,22 +270,22 @@ async def test_a_retry_s_due_time_becomes_the_job_s_run_at_and_its_next_attempt_
     first_due = (await _record(db_pool, job_id)).run_at
     next_try = datetime.now(UTC) + timedelta(minutes=10)
 
-    await ledger.finish_attempt(
+    await finish_attempt(
         db_pool, job_id=job_id, attempt=attempt, status=JobStatus.retrying, error="SMTP 451", run_at=next_try
     )
 
     assert (await _record(db_pool, job_id)).run_at == next_try
-    second = await ledger.start_attempt(db_pool, job_id=job_id, worker="w1")
+    second = await start_attempt(db_pool, job_id=job_id, worker="w1")
     due = await db_pool.fetch("SELECT try, due_at FROM job_attempts WHERE job_id = $1 ORDER BY try", job_id)
     assert [(row["try"], row["due_at"]) for row in due] == [(1, first_due), (2, next_try)]
-    await ledger.finish_attempt(db_pool, job_id=job_id, attempt=second.attempt, status=JobStatus.succeeded)
+    await finish_attempt(db_pool, job_id=job_id, attempt=second.attempt, status=JobStatus.succeeded)
     assert (await _record(db_pool, job_id)).run_at == next_try, "an end without a due time keeps the job's"
 
 
 async def test_finish_queued_records_an_interrupted_attempt(db_pool: asyncpg.Pool) -> None:
     job_id, attempt = await _started(db_pool)
 
-    await ledger.finish_attempt(db_pool, job_id=job_id, attempt=attempt, status=JobStatus.queued, error="stopped")
+    await finish_attempt(db_pool, job_id=job_id, attempt=attempt, status=JobStatus.queued, error="stopped")
 
     record = await _record(db_pool, job_id)
     assert (record.status, record.finished_at) == (JobStatus.queued, None)
@@ -309,9 +307,7 @@ async def test_finish_never_overwrites_a_final_job(db_pool: asyncpg.Pool, final:
         )
     before = await _record(db_pool, job_id)
 
-    await ledger.finish_attempt(
-        db_pool, job_id=job_id, attempt=attempt, status=late, result={"late": True}, error="late"
-    )
+    await finish_attempt(db_pool, job_id=job_id, attempt=attempt, status=late, result={"late": True}, error="late")
 
     assert await _record(db_pool, job_id) == before
     [row] = await ledger.get_attempts(db_pool, job_id)
@@ -335,12 +331,10 @@ async def test_get_attempts_is_ordered_by_try(conn: asyncpg.Connection) -> None:
 async def test_a_whole_life_with_retries(db_pool: asyncpg.Pool) -> None:
     job_id = await insert_job(db_pool)
     for _ in range(2):
-        started = await ledger.start_attempt(db_pool, job_id=job_id, worker="w")
-        await ledger.finish_attempt(
-            db_pool, job_id=job_id, attempt=started.attempt, status=JobStatus.retrying, error="x"
-        )
-    started = await ledger.start_attempt(db_pool, job_id=job_id, worker="w")
-    await ledger.finish_attempt(db_pool, job_id=job_id, attempt=started.attempt, status=JobStatus.succeeded)
+        started = await start_attempt(db_pool, job_id=job_id, worker="w")
+        await finish_attempt(db_pool, job_id=job_id, attempt=started.attempt, status=JobStatus.retrying, error="x")
+    started = await start_attempt(db_pool, job_id=job_id, worker="w")
+    await finish_attempt(db_pool, job_id=job_id, attempt=started.attempt, status=JobStatus.succeeded)
 
     record = await _record(db_pool, job_id)
     assert (record.status, record.tries, record.error, record.result) == (JobStatus.succeeded, 3, None, None)
@@ -396,14 +390,14 @@ async def test_settle_of_an_unknown_job_is_false(conn: asyncpg.Connection) -> No
 
 async def test_requeue_for_retry_of_a_failed_job(db_pool: asyncpg.Pool) -> None:
     job_id, attempt = await _started(db_pool)
-    await ledger.finish_attempt(db_pool, job_id=job_id, attempt=attempt, status=JobStatus.failed, error="boom")
+    await finish_attempt(db_pool, job_id=job_id, attempt=attempt, status=JobStatus.failed, error="boom")
 
     record = await ledger.requeue_for_retry(db_pool, job_id=job_id)
 
     assert record is not None
     assert (record.status, record.error, record.result, record.finished_at) == (JobStatus.queued, None, None, None)
     assert await _record(db_pool, job_id) == record
-    started = await ledger.start_attempt(db_pool, job_id=job_id, worker="w2")
+    started = await start_attempt(db_pool, job_id=job_id, worker="w2")
     assert started == ledger.Started(previous=JobStatus.queued, attempt=2)
 
 
@@ -473,7 +467,7 @@ async def test_effect_done_after_record_effect(conn: asyncpg.Connection) -> None
     job_id = uuid.uuid4().hex
 
     assert await ledger.effect_done(conn, job_id=job_id, effect="email") is False
-    await ledger.record_effect(conn, job_id=job_id, effect="email", detail={"message_id": "<a@b>"})
+    await record_effect(conn, job_id=job_id, effect="email", detail={"message_id": "<a@b>"})
 
     assert await ledger.effect_done(conn, job_id=job_id, effect="email") is True
     assert await ledger.effect_done(conn, job_id=job_id, effect="log_line") is False
@@ -482,9 +476,9 @@ async def test_effect_done_after_record_effect(conn: asyncpg.Connection) -> None
 
 async def test_record_effect_twice_keeps_the_first(conn: asyncpg.Connection) -> None:
     job_id = uuid.uuid4().hex
-    await ledger.record_effect(conn, job_id=job_id, effect="email", detail={"n": 1})
+    await record_effect(conn, job_id=job_id, effect="email", detail={"n": 1})
 
-    await ledger.record_effect(conn, job_id=job_id, effect="email", detail={"n": 2})
+    await record_effect(conn, job_id=job_id, effect="email", detail={"n": 2})
 
     rows = await conn.fetch("SELECT detail FROM job_effects WHERE job_id = $1", job_id)
     assert [r["detail"] for r in rows] == ['{"n": 1}']
@@ -492,7 +486,7 @@ async def test_record_effect_twice_keeps_the_first(conn: asyncpg.Connection) -> 
 
 async def test_write_bookkeeping_records_several_effects_in_one_statement(conn: asyncpg.Connection) -> None:
     first, second = uuid.uuid4().hex, uuid.uuid4().hex
-    await ledger.record_effect(conn, job_id=first, effect="email", detail={"n": 0})
+    await record_effect(conn, job_id=first, effect="email", detail={"n": 0})
 
     await ledger.write_bookkeeping(
         conn,
@@ -516,13 +510,13 @@ async def test_write_bookkeeping_records_several_effects_in_one_statement(conn: 
     }
 
 
-# start_attempts / finish_attempts: several jobs in one statement
+# write_bookkeeping / keep_books: several jobs in one statement
 
 
 async def test_write_bookkeeping_starts_records_and_finishes_in_one_statement(db_pool: asyncpg.Pool) -> None:
     running, ending, fresh, other = [await insert_job(db_pool) for _ in range(4)]
-    (first,) = await ledger.start_attempts(db_pool, job_ids=[running], worker="w1")
-    (second,) = await ledger.start_attempts(db_pool, job_ids=[ending], worker="w1")
+    (first,) = await ledger.write_bookkeeping(db_pool, worker="w1", starts=[running])
+    (second,) = await ledger.write_bookkeeping(db_pool, worker="w1", starts=[ending])
     unknown = uuid.uuid4().hex
 
     started = await ledger.write_bookkeeping(
@@ -550,7 +544,7 @@ async def test_write_bookkeeping_starts_records_and_finishes_in_one_statement(db
 
 async def test_write_bookkeeping_with_nothing_to_start(db_pool: asyncpg.Pool) -> None:
     job_id = await insert_job(db_pool)
-    (started,) = await ledger.start_attempts(db_pool, job_ids=[job_id], worker="w1")
+    (started,) = await ledger.write_bookkeeping(db_pool, worker="w1", starts=[job_id])
 
     assert (
         await ledger.write_bookkeeping(
@@ -563,13 +557,13 @@ async def test_write_bookkeeping_with_nothing_to_start(db_pool: asyncpg.Pool) ->
     assert (job.status, job.error) == (JobStatus.failed, "boom")
 
 
-async def test_start_attempts_starts_each_job_and_answers_in_the_order_asked(db_pool: asyncpg.Pool) -> None:
+async def test_starts_of_several_jobs_answer_in_the_order_asked(db_pool: asyncpg.Pool) -> None:
     queued, retrying = await insert_job(db_pool), await insert_job(db_pool, JobStatus.retrying)
     done = await insert_job(db_pool)
     await ledger.settle(db_pool, job_id=done, status=JobStatus.succeeded)
     unknown = uuid.uuid4().hex
 
-    started = await ledger.start_attempts(db_pool, job_ids=[retrying, unknown, done, queued], worker="w1")
+    started = await ledger.write_bookkeeping(db_pool, worker="w1", starts=[retrying, unknown, done, queued])
 
     assert [s.previous for s in started] == [JobStatus.retrying, None, JobStatus.succeeded, JobStatus.queued]
     assert [s.attempt for s in started] == [1, 0, 0, 1]
@@ -580,14 +574,14 @@ async def test_start_attempts_starts_each_job_and_answers_in_the_order_asked(db_
     assert (await _record(db_pool, done)).status is JobStatus.succeeded
 
 
-async def test_finish_attempts_ends_each_attempt_with_its_own_outcome(db_pool: asyncpg.Pool) -> None:
+async def test_ends_of_several_attempts_each_get_their_own_outcome(db_pool: asyncpg.Pool) -> None:
     ok, broken, cancelled = await insert_job(db_pool), await insert_job(db_pool), await insert_job(db_pool)
-    await ledger.start_attempts(db_pool, job_ids=[ok, broken, cancelled], worker="w1")
+    await ledger.write_bookkeeping(db_pool, worker="w1", starts=[ok, broken, cancelled])
     await ledger.settle(db_pool, job_id=cancelled, status=JobStatus.cancelled, error="cancelled by request")
 
-    refused = await ledger.finish_attempts(
+    books = await ledger.keep_books(
         db_pool,
-        [
+        finishes=[
             ledger.Finish(ok, 1, JobStatus.succeeded, result={"written_now": True}),
             ledger.Finish(broken, 1, JobStatus.failed, error="ValueError: no"),
             ledger.Finish(cancelled, 1, JobStatus.succeeded, result={"late": True}),
@@ -606,7 +600,7 @@ async def test_finish_attempts_ends_each_attempt_with_its_own_outcome(db_pool: a
         broken: [("failed", "ValueError: no")],
         cancelled: [("cancelled", "cancelled by request")],  # closed by the cancel: the late end changes nothing
     }
-    assert refused == [(cancelled, 1)]
+    assert books.refused_ends == [(cancelled, 1)]
 
 
 # prune_ended
@@ -668,7 +662,7 @@ async def test_prune_ended_deletes_jobs_ended_long_ago_with_their_attempts_and_e
 async def test_prune_ended_goes_in_batches_and_the_next_call_goes_on(
     conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ledger, "PRUNE_BATCH", 2)
+    monkeypatch.setattr(ledger_jobs, "PRUNE_BATCH", 2)
     old = [await _ended(conn, JobStatus.succeeded, days_ago=400 + i) for i in range(5)]
 
     first = await ledger.prune_ended(conn, ended_before_seconds=365 * 86400, max_batches=2)

@@ -14,7 +14,7 @@ import asyncpg
 
 from services import ledger
 from services.contract import JobStatus
-from tests.support.ledger_jobs import insert_job
+from tests.support.ledger_jobs import finish_attempt, insert_job, record_effect, start_attempt
 
 
 async def _record(db: ledger.Executor, job_id: str) -> ledger.JobRecord:
@@ -30,8 +30,8 @@ async def _attempts(db: ledger.Executor, job_id: str) -> list[tuple[int, str, st
 async def _taken_over(db: asyncpg.Pool) -> tuple[str, ledger.Started, ledger.Started]:
     """A job started by w1 (ARQ try 1) and taken over by w2 (try 2) after w1's lease ran out."""
     job_id = await insert_job(db)
-    first = await ledger.start_attempt(db, job_id=job_id, worker="w1", job_try=1)
-    second = await ledger.start_attempt(db, job_id=job_id, worker="w2", job_try=2)
+    first = await start_attempt(db, job_id=job_id, worker="w1", job_try=1)
+    second = await start_attempt(db, job_id=job_id, worker="w2", job_try=2)
     assert (first.attempt, second.attempt, second.crash_rerun) == (1, 2, True)
     return job_id, first, second
 
@@ -41,7 +41,7 @@ async def test_the_late_end_of_a_superseded_attempt_changes_nothing(db_pool: asy
     before = await _record(db_pool, job_id)
     attempts_before = await _attempts(db_pool, job_id)
 
-    written = await ledger.finish_attempt(
+    written = await finish_attempt(
         db_pool, job_id=job_id, attempt=first.attempt, status=JobStatus.retrying, error="late", run_at=None
     )
 
@@ -53,14 +53,12 @@ async def test_the_late_end_of_a_superseded_attempt_changes_nothing(db_pool: asy
 
 async def test_a_late_end_after_the_live_attempt_ended_keeps_its_outcome(db_pool: asyncpg.Pool) -> None:
     job_id, first, second = await _taken_over(db_pool)
-    assert await ledger.finish_attempt(
+    assert await finish_attempt(
         db_pool, job_id=job_id, attempt=second.attempt, status=JobStatus.succeeded, result={"by": "w2"}
     )
     before = await _record(db_pool, job_id)
 
-    written = await ledger.finish_attempt(
-        db_pool, job_id=job_id, attempt=first.attempt, status=JobStatus.failed, error="late"
-    )
+    written = await finish_attempt(db_pool, job_id=job_id, attempt=first.attempt, status=JobStatus.failed, error="late")
 
     assert written is False
     assert await _record(db_pool, job_id) == before
@@ -71,10 +69,10 @@ async def test_a_late_end_after_the_live_attempt_ended_keeps_its_outcome(db_pool
 async def test_the_same_end_written_again_is_taken_as_written(db_pool: asyncpg.Pool) -> None:
     """A worker that timed out on its end writes it again: the second write finds it there."""
     job_id = await insert_job(db_pool)
-    started = await ledger.start_attempt(db_pool, job_id=job_id, worker="w1", job_try=1)
+    started = await start_attempt(db_pool, job_id=job_id, worker="w1", job_try=1)
 
     for _ in range(2):
-        assert await ledger.finish_attempt(
+        assert await finish_attempt(
             db_pool, job_id=job_id, attempt=started.attempt, status=JobStatus.succeeded, result={"n": 1}
         )
 
@@ -84,10 +82,10 @@ async def test_the_same_end_written_again_is_taken_as_written(db_pool: asyncpg.P
 
 async def test_an_end_never_rewrites_an_attempt_already_closed(db_pool: asyncpg.Pool) -> None:
     job_id = await insert_job(db_pool)
-    started = await ledger.start_attempt(db_pool, job_id=job_id, worker="w1", job_try=1)
+    started = await start_attempt(db_pool, job_id=job_id, worker="w1", job_try=1)
     await ledger.settle(db_pool, job_id=job_id, status=JobStatus.cancelled, error="cancelled by request")
 
-    written = await ledger.finish_attempt(
+    written = await finish_attempt(
         db_pool, job_id=job_id, attempt=started.attempt, status=JobStatus.succeeded, result={"late": True}
     )
 
@@ -98,10 +96,10 @@ async def test_an_end_never_rewrites_an_attempt_already_closed(db_pool: asyncpg.
 async def test_a_start_behind_the_running_attempt_is_refused(db_pool: asyncpg.Pool) -> None:
     """A claim's start that reaches the ledger after a later claim's start (delayed, paused) opens nothing."""
     job_id = await insert_job(db_pool)
-    await ledger.start_attempt(db_pool, job_id=job_id, worker="live", job_try=2)
+    await start_attempt(db_pool, job_id=job_id, worker="live", job_try=2)
     before = await _record(db_pool, job_id)
 
-    late = await ledger.start_attempt(db_pool, job_id=job_id, worker="stale", job_try=1)
+    late = await start_attempt(db_pool, job_id=job_id, worker="stale", job_try=1)
 
     assert (late.attempt, late.superseded_by, late.may_run) == (0, 2, False)
     assert await _record(db_pool, job_id) == before
@@ -110,10 +108,10 @@ async def test_a_start_behind_the_running_attempt_is_refused(db_pool: asyncpg.Po
 
 async def test_a_start_behind_a_retry_of_the_live_attempt_is_refused(db_pool: asyncpg.Pool) -> None:
     job_id = await insert_job(db_pool)
-    live = await ledger.start_attempt(db_pool, job_id=job_id, worker="live", job_try=2)
-    await ledger.finish_attempt(db_pool, job_id=job_id, attempt=live.attempt, status=JobStatus.retrying, error="451")
+    live = await start_attempt(db_pool, job_id=job_id, worker="live", job_try=2)
+    await finish_attempt(db_pool, job_id=job_id, attempt=live.attempt, status=JobStatus.retrying, error="451")
 
-    late = await ledger.start_attempt(db_pool, job_id=job_id, worker="stale", job_try=2)
+    late = await start_attempt(db_pool, job_id=job_id, worker="stale", job_try=2)
 
     assert (late.attempt, late.superseded_by, late.may_run) == (0, 2, False)
     assert (await _record(db_pool, job_id)).status is JobStatus.retrying
@@ -126,20 +124,20 @@ async def test_a_start_after_a_reset_of_the_try_count_goes_on_once_the_count_is_
     The first claim is refused and says which try it must get past; the next one starts.
     """
     job_id = await insert_job(db_pool)
-    await ledger.start_attempt(db_pool, job_id=job_id, worker="gone", job_try=3)
+    await start_attempt(db_pool, job_id=job_id, worker="gone", job_try=3)
 
-    refused = await ledger.start_attempt(db_pool, job_id=job_id, worker="w", job_try=1)
+    refused = await start_attempt(db_pool, job_id=job_id, worker="w", job_try=1)
     assert refused.superseded_by == 3
-    started = await ledger.start_attempt(db_pool, job_id=job_id, worker="w", job_try=refused.superseded_by + 1)
+    started = await start_attempt(db_pool, job_id=job_id, worker="w", job_try=refused.superseded_by + 1)
 
     assert (started.attempt, started.crash_rerun, started.may_run, started.superseded_by) == (2, True, True, None)
 
 
 async def test_a_start_without_a_try_number_closes_the_open_attempt_as_before(db_pool: asyncpg.Pool) -> None:
     job_id = await insert_job(db_pool)
-    await ledger.start_attempt(db_pool, job_id=job_id, worker="w1", job_try=5)
+    await start_attempt(db_pool, job_id=job_id, worker="w1", job_try=5)
 
-    started = await ledger.start_attempt(db_pool, job_id=job_id, worker="w2")
+    started = await start_attempt(db_pool, job_id=job_id, worker="w2")
 
     assert (started.attempt, started.crash_rerun) == (2, True)
 
@@ -147,15 +145,11 @@ async def test_a_start_without_a_try_number_closes_the_open_attempt_as_before(db
 async def test_an_effect_of_a_superseded_attempt_is_not_recorded(db_pool: asyncpg.Pool) -> None:
     job_id, first, second = await _taken_over(db_pool)
 
-    refused = await ledger.record_effect(
-        db_pool, job_id=job_id, effect="email", detail={"by": "w1"}, attempt=first.attempt
-    )
+    refused = await record_effect(db_pool, job_id=job_id, effect="email", detail={"by": "w1"}, attempt=first.attempt)
     assert refused is False
     assert not await ledger.effect_done(db_pool, job_id=job_id, effect="email")
 
-    assert await ledger.record_effect(
-        db_pool, job_id=job_id, effect="email", detail={"by": "w2"}, attempt=second.attempt
-    )
+    assert await record_effect(db_pool, job_id=job_id, effect="email", detail={"by": "w2"}, attempt=second.attempt)
     assert await ledger.effect_done(db_pool, job_id=job_id, effect="email")
 
 
@@ -176,7 +170,7 @@ async def test_effects_noted_with_a_refused_end_are_refused_with_it(db_pool: asy
 async def test_a_fenced_end_in_a_batch_leaves_the_others_written(db_pool: asyncpg.Pool) -> None:
     stale_job, first, _ = await _taken_over(db_pool)
     fresh_job = await insert_job(db_pool)
-    fresh = await ledger.start_attempt(db_pool, job_id=fresh_job, worker="w1", job_try=1)
+    fresh = await start_attempt(db_pool, job_id=fresh_job, worker="w1", job_try=1)
     unknown = uuid.uuid4().hex
 
     books = await ledger.keep_books(

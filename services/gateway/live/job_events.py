@@ -5,7 +5,8 @@ trigger of ``migrations/0008_notify_watched_jobs_only.sql``), with the job's id,
 error and the time of the change. The gateway's lifespan starts one :class:`JobEvents` hub, which
 holds the only listening connection of the process and hands each notification to the in-process
 subscribers of that job: the long-polls of ``GET /jobs/{id}?wait=N`` and the streams of
-``GET /jobs/{id}/events``.
+``GET /jobs/{id}/events``. The statements it runs (reads, watches) and the reading of a
+notification are the ledger's, in ``services.ledger.events``; this module holds the connection.
 
 Only watched jobs are announced: a transaction that notifies holds an instance-wide lock through
 its commit, which would serialize every worker's commits. A waiter subscribes, then reads the job
@@ -29,25 +30,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 from collections.abc import AsyncIterator
-from datetime import datetime
-from typing import Any
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from services import ledger
-from services.contract import JobStatus
 from services.core.failures import POSTGRES_CONNECTION_FAILED, POSTGRES_UNREACHABLE
 from services.ledger import StatusChange
+from services.ledger import events as ledger_events
+from services.ledger.events import CHANNEL
 
 log = logging.getLogger("afterword.gateway.events")
-
-CHANNEL = "afterword_job_status"
-"""The Postgres notification channel of the jobs table's status trigger."""
 
 LISTENER_NAME = "afterword-gateway-listener"
 """The ``application_name`` of the listening connection, as ``pg_stat_activity`` shows it."""
@@ -58,22 +54,6 @@ RESYNC = None
 Item = StatusChange | None
 """What a subscription's queue receives: a change, or :data:`RESYNC`."""
 
-_SWEEP_WATCHES = (
-    "DELETE FROM job_watchers w WHERE NOT EXISTS (SELECT FROM pg_stat_activity a WHERE a.pid = w.listener_pid)"
-)
-"""Delete the watches of listening connections that no longer exist."""
-
-
-def parse(payload: str) -> StatusChange:
-    """The change a notification of :data:`CHANNEL` carries (ValueError/KeyError when malformed)."""
-    data: dict[str, Any] = json.loads(payload)
-    return StatusChange(
-        id=str(data["id"]),
-        status=JobStatus(data["status"]),
-        tries=int(data["tries"]),
-        error=data.get("error"),
-        at=datetime.fromisoformat(data["at"]),
-    )
 
 
 class Subscription:
@@ -206,7 +186,7 @@ class JobEvents:
         if not self._subscriptions:  # nobody waits on any job: most notifications, under load
             return
         try:
-            change = parse(str(payload))
+            change = ledger_events.parse_notification(str(payload))
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring a malformed %s notification: %s", CHANNEL, exc)
             return
@@ -263,15 +243,13 @@ class JobEvents:
                 if self._unwatched:
                     unwatched, self._unwatched = list(self._unwatched), set()
                     try:
-                        await connection.execute(
-                            "DELETE FROM job_watchers WHERE watch_id = ANY($1)", unwatched, timeout=5
-                        )
+                        await ledger_events.unwatch(connection, unwatched, timeout_seconds=5)
                     except BaseException:
                         self._unwatched.update(unwatched)
                         raise
                 # A connection that died without a word only shows when used.
                 if loop.time() >= next_check:
-                    await connection.execute(_SWEEP_WATCHES, timeout=5)
+                    await ledger_events.sweep_watches(connection, timeout_seconds=5)
                     next_check = loop.time() + self._check_seconds
                 self._wake.clear()
                 if not lost.is_set() and not self._unwatched:
