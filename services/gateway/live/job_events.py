@@ -55,7 +55,6 @@ Item = StatusChange | None
 """What a subscription's queue receives: a change, or :data:`RESYNC`."""
 
 
-
 class Subscription:
     """One waiter's interest in one job; :meth:`close` (or leaving the ``with`` block) ends it."""
 
