@@ -1,15 +1,22 @@
-"""The contract between the gateway and the jobs service.
+"""The jobs: every job the gateway accepts and the worker runs is defined here, once.
 
-Job names and one payload model per job are defined here, once. The gateway validates requests
-against these models and enqueues ``payload.model_dump(mode="json")``; the worker validates the
-same dict again before it runs a job. Neither side spells a job name as a bare string.
+A job is its name (:class:`JobName`), its payload model (a :class:`Payload`) and its
+:class:`JobDefinition`: where its implementation is, and its options (tries, timeout, backoff,
+which errors are permanent, how long its record is kept, an example for the API docs). The
+gateway reads this module only: it validates requests against the payload models and enqueues
+``payload.model_dump(mode="json")``, and never imports an implementation. The worker imports each
+definition's implementation at start-up (``services.jobs.loading``) and stops, naming the job,
+when a job is defined without an implementation or implemented without a definition.
+``docs/jobs.md`` walks through adding one.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
 
@@ -90,13 +97,99 @@ class CleanupTempFiles(Payload):
     """Remove files older than the configured age from the configured temp directory."""
 
 
-PAYLOADS: dict[JobName, type[Payload]] = {
-    JobName.send_email: SendEmail,
-    JobName.write_log: WriteLog,
-    JobName.update_user: UpdateUser,
-    JobName.cleanup_temp_files: CleanupTempFiles,
-}
-"""The payload model of each job, the one place that pairs a name with its data."""
+@dataclass(frozen=True)
+class JobDefinition:
+    """One job: its payload model, where its implementation is, and its options.
+
+    Each option left ``None`` is the setting's: ``JOB_MAX_TRIES``, ``JOB_TIMEOUT_SECONDS``,
+    ``RETRY_BASE_DELAY_SECONDS``, ``RETRY_MAX_DELAY_SECONDS``, ``JOB_RETENTION_DAYS``.
+    """
+
+    name: JobName
+    payload: type[Payload]
+    implementation: str
+    """``"package.module:function"``: an ``async def`` or a plain ``def`` (run in a thread pool),
+    taking ``(ctx, payload)`` and marked ``@implements(<name>)`` (``services.jobs.loading``)."""
+    tries: int | None = None
+    """How many times the job is tried at most (transient errors are retried until then)."""
+    timeout: float | None = None
+    """Seconds one try may run; the try fails with a transient timeout after that."""
+    base_delay: float | None = None
+    """Seconds before the second try; each later one waits twice as long, up to ``max_delay``."""
+    max_delay: float | None = None
+    """The longest wait between two tries, in seconds."""
+    permanent: tuple[str, ...] = ()
+    """Exceptions (``"package.module:Class"``) that fail the job at once, never retried."""
+    keep_days: float | None = None
+    """Days an ended job's record is kept (0: forever)."""
+    summary: str = ""
+    """One line for the API docs' example."""
+    example: Mapping[str, Any] = field(default_factory=dict)
+    """A payload for the API docs' example, valid for ``payload``."""
+    defer_by: float | None = None
+    """The example's ``defer_by``, if it shows one."""
+
+    def __post_init__(self) -> None:
+        if ":" not in self.implementation:
+            raise ValueError(f"job {self.name}: implementation must be 'package.module:function'")
+        for path in self.permanent:
+            if ":" not in path:
+                raise ValueError(f"job {self.name}: permanent error {path!r} must be 'package.module:Class'")
+        for option in ("tries", "timeout", "base_delay", "max_delay", "keep_days"):
+            value = getattr(self, option)
+            if (value is not None and value < 0) or (option in ("tries", "timeout") and value == 0):
+                raise ValueError(f"job {self.name}: {option} must be positive")
+        if self.example:
+            self.payload.model_validate(self.example)  # an example that does not validate is a bug
+
+
+def _catalog(*definitions: JobDefinition) -> dict[JobName, JobDefinition]:
+    by_name = {definition.name: definition for definition in definitions}
+    if len(by_name) != len(definitions):
+        raise ValueError("a job is defined twice")
+    missing = [name.value for name in JobName if name not in by_name]
+    if missing:
+        raise ValueError(f"job(s) named in JobName without a JobDefinition: {', '.join(missing)}")
+    return by_name
+
+
+_IMPLEMENTATIONS = "services.jobs.implementations.builtin"
+
+JOBS: dict[JobName, JobDefinition] = _catalog(
+    JobDefinition(
+        JobName.send_email,
+        SendEmail,
+        f"{_IMPLEMENTATIONS}:send_email",
+        summary="Send an email",
+        example={"to": "ada@example.com", "subject": "Hi", "body": "Hello!"},
+    ),
+    JobDefinition(
+        JobName.write_log,
+        WriteLog,
+        f"{_IMPLEMENTATIONS}:write_log",
+        summary="Write a log line, in 30 s",
+        example={"message": "hello"},
+        defer_by=30,
+    ),
+    JobDefinition(
+        JobName.update_user,
+        UpdateUser,
+        f"{_IMPLEMENTATIONS}:update_user",
+        summary="Create or update a user",
+        example={"email": "ada@example.com", "name": "Ada"},
+    ),
+    JobDefinition(
+        JobName.cleanup_temp_files,
+        CleanupTempFiles,
+        f"{_IMPLEMENTATIONS}:cleanup_temp_files",
+        tries=1,
+        summary="Clean the temp directory now",
+    ),
+)
+"""Every job, by name: the one place that pairs a name with its payload, implementation and options."""
+
+PAYLOADS: dict[JobName, type[Payload]] = {name: definition.payload for name, definition in JOBS.items()}
+"""The payload model of each job."""
 
 
 class JobStatus(StrEnum):

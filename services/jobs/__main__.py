@@ -24,6 +24,8 @@ from services.core.failures import REDIS_FAILED
 from services.core.heap import freeze_startup_heap
 from services.core.log_config import configure_logging
 from services.core.settings import Settings, load_settings
+from services.jobs.execution import install
+from services.jobs.loading import JobCatalogError, load
 from services.jobs.setup import worker_options
 from services.queue.worker import Worker
 
@@ -95,6 +97,11 @@ def main() -> None:
     settings = load_settings()
     configure_logging("jobs")  # JSON lines on stdout, ARQ's own records included
     log.info("jobs worker starting (pid %d)", os.getpid())
+    try:
+        install(load())  # every job's implementation, checked against its definition
+    except JobCatalogError as exc:
+        log.error("the jobs worker cannot start: %s", exc)
+        raise SystemExit(2) from None
     freeze_startup_heap()  # the job code is imported: keep it out of the collector's way
     run(settings)
 

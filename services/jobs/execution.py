@@ -1,4 +1,4 @@
-"""The one decorator that turns a job implementation into the coroutine ARQ runs.
+"""What turns a job implementation into the coroutine ARQ runs (:func:`register`).
 
 The wrapper validates the payload against the contract, records the attempt in the jobs ledger,
 bounds the run with the job timeout, and turns the outcome into a ledger status: transient errors
@@ -23,22 +23,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
+import anyio.to_thread
 import structlog
 from pydantic import ValidationError
 
 from services import ledger
-from services.contract import PAYLOADS, JobName, JobStatus, Payload
+from services.contract import JobName, JobStatus, Payload
 from services.core.log_config import direct_logger
 from services.core.settings import Settings
 from services.jobs.context import JobContext
+from services.jobs.loading import Loaded
 from services.jobs.metrics import JobRun
-from services.jobs.retries import Decision, RetryOverride, Verdict, declare, gave_up, retry_policy
+from services.jobs.retries import Decision, RetryOverride, Verdict, declare, gave_up, job_timeout, retry_policy
 from services.queue import RetryLater
 from services.queue.fencing import Fenced
 
@@ -51,7 +55,7 @@ Implementation = Callable[[JobContext, P], Awaitable[JobResult]]
 ArqCoroutine = Callable[..., Awaitable[JobResult | None]]
 
 REGISTRY: dict[JobName, ArqCoroutine] = {}
-"""The coroutine ARQ runs for each job name, filled by :func:`job`."""
+"""The coroutine ARQ runs for each job name, filled by :func:`register`."""
 
 SCHEDULED: dict[JobName, Callable[[dict[str, Any]], Awaitable[JobResult]]] = {}
 """The coroutine a cron entry runs for each job name: the job with its empty payload, no ledger row."""
@@ -68,46 +72,64 @@ def end_retry_seconds(settings: Settings) -> float:
     return settings.lease_seconds * END_RETRY_LEASES
 
 
-def job(
-    name: JobName, *, tries: int | None = None, base_delay: float | None = None, max_delay: float | None = None
-) -> Callable[[Implementation[P]], Implementation[P]]:
-    """Register ``implementation`` as the job ``name``; the implementation itself is returned.
+def register(loaded: Loaded) -> None:
+    """Make a loaded job runnable: its coroutine for ARQ (:data:`REGISTRY`), for cron (:data:`SCHEDULED`), its policy.
 
-    ``tries`` caps the tries of this job (transient errors are retried until then);
-    ``base_delay`` and ``max_delay`` (seconds) set its backoff (``services.jobs.retries``). Each
-    one left out is the setting's (``JOB_MAX_TRIES``, ``RETRY_BASE_DELAY_SECONDS``,
-    ``RETRY_MAX_DELAY_SECONDS``).
+    A plain ``def`` runs in a worker thread (as FastAPI runs a plain ``def`` endpoint), so that it
+    does not hold up the other jobs; its timeout stops waiting for it, not the thread itself.
     """
-    override = RetryOverride(tries=tries, base_delay=base_delay, max_delay=max_delay)
+    definition = loaded.definition
+    name = definition.name
+    if name in REGISTRY:
+        raise RuntimeError(f"job {name} is registered twice")
+    declare(
+        name,
+        RetryOverride(
+            tries=definition.tries,
+            base_delay=definition.base_delay,
+            max_delay=definition.max_delay,
+            permanent=loaded.permanent,
+        ),
+        timeout=definition.timeout,
+    )
+    model = definition.payload
+    implementation = _as_coroutine(loaded.function)
 
-    def register(implementation: Implementation[P]) -> Implementation[P]:
-        if name in REGISTRY:
-            raise RuntimeError(f"job {name} is registered twice")
-        declare(name, override)
-        model = cast(type[P], PAYLOADS[name])
+    async def run(ctx: dict[str, Any], payload: dict[str, Any] | None = None) -> JobResult | None:
+        context = cast(JobContext, ctx)
+        with _observed(context, name) as observed:
+            return await _run_tracked(context, name, model, implementation, payload or {}, observed)
 
-        async def run(ctx: dict[str, Any], payload: dict[str, Any] | None = None) -> JobResult | None:
-            context = cast(JobContext, ctx)
-            with _observed(context, name) as observed:
-                return await _run_tracked(context, name, model, implementation, payload or {}, observed)
+    async def scheduled(ctx: dict[str, Any]) -> JobResult:
+        context = cast(JobContext, ctx)
+        with _observed(context, name) as observed:
+            context["attempt"] = 0  # no ledger row, no attempts
+            events.info("job started", job_try=context["job_try"], attempt=0, pickup_ms=_ms(observed.pickup_seconds))
+            data = model.model_validate({})
+            async with asyncio.timeout(job_timeout(name, context["settings"])):
+                return await implementation(context, data)
 
-        async def scheduled(ctx: dict[str, Any]) -> JobResult:
-            context = cast(JobContext, ctx)
-            with _observed(context, name) as observed:
-                context["attempt"] = 0  # no ledger row, no attempts
-                events.info(
-                    "job started", job_try=context["job_try"], attempt=0, pickup_ms=_ms(observed.pickup_seconds)
-                )
-                data = model.model_validate({})
-                async with asyncio.timeout(context["settings"].job_timeout_seconds):
-                    return await implementation(context, data)
+    run.__qualname__ = run.__name__ = scheduled.__qualname__ = scheduled.__name__ = name.value
+    REGISTRY[name] = run
+    SCHEDULED[name] = scheduled
 
-        run.__qualname__ = run.__name__ = scheduled.__qualname__ = scheduled.__name__ = name.value
-        REGISTRY[name] = run
-        SCHEDULED[name] = scheduled
-        return implementation
 
-    return register
+def install(jobs: Mapping[JobName, Loaded]) -> None:
+    """:func:`register` every loaded job not registered yet (the worker's set-up calls it once)."""
+    for name, loaded in jobs.items():
+        if name not in REGISTRY:
+            register(loaded)
+
+
+def _as_coroutine(function: Callable[..., Any]) -> Implementation[Any]:
+    if inspect.iscoroutinefunction(function):
+        return cast(Implementation[Any], function)
+
+    async def in_a_thread(ctx: JobContext, payload: Any) -> JobResult:
+        result: JobResult = await anyio.to_thread.run_sync(functools.partial(function, ctx, payload))
+        return result
+
+    return in_a_thread
 
 
 def _describe(exc: BaseException) -> str:
@@ -189,7 +211,7 @@ async def _run_tracked(
     try:
         await ctx["leases"].check(job_id, before="run")  # the lease may have run out while the start was on its way
         data = model.model_validate(payload)
-        async with asyncio.timeout(settings.job_timeout_seconds):
+        async with asyncio.timeout(job_timeout(name, settings)):
             result = await implementation(ctx, data)
     except asyncio.CancelledError:
         # Shutdown or abort: ARQ hands the job back (or the gateway already cancelled it). A run

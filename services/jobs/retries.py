@@ -12,8 +12,9 @@ runs. The last try's failure fails the job, with an error that says how many tri
 over how long (:func:`gave_up`).
 
 The settings ``JOB_MAX_TRIES``, ``RETRY_BASE_DELAY_SECONDS`` and ``RETRY_MAX_DELAY_SECONDS``
-give every job's policy; a job declared with its own ``tries``, ``base_delay`` or ``max_delay``
-(``services.jobs.execution.job``) keeps those: :func:`retry_policy` is a job's policy. ARQ is
+give every job's policy; a job defined with its own ``tries``, ``base_delay``, ``max_delay`` or
+``permanent`` errors (its ``JobDefinition`` in ``services.contract``) keeps those:
+:func:`retry_policy` is a job's policy. ARQ is
 given the same number of tries (``services.jobs.setup``), and :func:`check_retries_fit` refuses a
 policy whose last try could come after ARQ has forgotten the job.
 """
@@ -74,6 +75,8 @@ class RetryPolicy:
     """Seconds: the ceiling of the first wait, doubled for each wait after it."""
     max_delay: float
     """Seconds: no wait's ceiling is longer."""
+    permanent: tuple[type[BaseException], ...] = ()
+    """Errors of this job that fail it at once, whatever they are otherwise."""
 
     def __post_init__(self) -> None:
         if self.tries < 1:
@@ -96,7 +99,7 @@ class RetryPolicy:
         A permanent failure fails the job; a transient one is tried again after :meth:`delay`,
         unless ``job_try`` was the last try (:meth:`is_last`).
         """
-        if not is_transient(exc):
+        if isinstance(exc, self.permanent) or not is_transient(exc):
             return Decision(Verdict.FAIL)
         if self.is_last(job_try):
             return Decision(Verdict.GIVE_UP)
@@ -133,6 +136,7 @@ class RetryOverride:
     tries: int | None = None
     base_delay: float | None = None
     max_delay: float | None = None
+    permanent: tuple[type[BaseException], ...] = ()
 
     def __post_init__(self) -> None:
         if self.tries is not None and self.tries < 1:
@@ -147,6 +151,7 @@ class RetryOverride:
             tries=policy.tries if self.tries is None else self.tries,
             base_delay=policy.base_delay if self.base_delay is None else self.base_delay,
             max_delay=policy.max_delay if self.max_delay is None else self.max_delay,
+            permanent=(*policy.permanent, *self.permanent),
         )
 
 
@@ -154,14 +159,27 @@ RETRIES: dict[JobName, RetryOverride] = {}
 """What each job declared of its own retry policy (:func:`declare`); the settings give the rest."""
 
 
-def declare(name: JobName, override: RetryOverride) -> None:
-    """Record what job ``name`` declares of its own policy (``services.jobs.execution.job`` does)."""
+def declare(name: JobName, override: RetryOverride, *, timeout: float | None = None) -> None:
+    """Record what job ``name`` defines of its own policy (``services.jobs.execution.register`` does)."""
     RETRIES[name] = override
+    if timeout is None:
+        TIMEOUTS.pop(name, None)
+    else:
+        TIMEOUTS[name] = timeout
 
 
 def retry_policy(name: JobName, settings: Settings) -> RetryPolicy:
     """How many tries ``name`` gets and how long it waits between them."""
     return RETRIES.get(name, RetryOverride()).applied_to(RetryPolicy.from_settings(settings))
+
+
+TIMEOUTS: dict[JobName, float] = {}
+"""The jobs defined with a timeout of their own (:func:`declare`); the others have the setting's."""
+
+
+def job_timeout(name: JobName, settings: Settings) -> float:
+    """Seconds one try of ``name`` may run."""
+    return TIMEOUTS.get(name, settings.job_timeout_seconds)
 
 
 def check_retries_fit(settings: Settings) -> None:
@@ -174,7 +192,7 @@ def check_retries_fit(settings: Settings) -> None:
     lifetime = JOB_KEY_LIFETIME_SECONDS
     for name in JobName:
         policy = retry_policy(name, settings)
-        reach = policy.span()[1] + (policy.tries - 1) * settings.job_timeout_seconds
+        reach = policy.span()[1] + (policy.tries - 1) * job_timeout(name, settings)
         if reach >= lifetime:
             raise ValueError(
                 f"the retries of {name} could last {reach / 3600:.1f} h, but ARQ forgets a job "

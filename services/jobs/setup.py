@@ -15,8 +15,7 @@ import socket
 import uuid
 from typing import Any, cast
 
-import services.jobs.implementations  # noqa: F401  (registers the job implementations)
-from services.contract import JobName
+from services.contract import JOBS, JobName
 from services.core.database import create_pool
 from services.core.serialization import deserialize, serialize
 from services.core.settings import Settings
@@ -26,8 +25,9 @@ from services.jobs.context import WorkerContext
 from services.jobs.effects.log_writer import LogWriter
 from services.jobs.effects.mailer import Mailer
 from services.jobs.effects.users import UserRepository
-from services.jobs.execution import REGISTRY, SCHEDULED, end_retry_seconds
-from services.jobs.retries import check_retries_fit, retry_policy
+from services.jobs.execution import REGISTRY, SCHEDULED, end_retry_seconds, install
+from services.jobs.loading import load
+from services.jobs.retries import check_retries_fit, job_timeout, retry_policy
 from services.jobs.sweeper import sweep
 from services.ledger import prune_ended
 from services.ledger.idempotency import purge_expired
@@ -137,13 +137,25 @@ async def recovery_sweep(ctx: dict[str, Any]) -> dict[str, int]:
 
 
 async def prune_ledger(ctx: dict[str, Any]) -> dict[str, int]:
-    """Cron: delete the jobs that ended more than ``JOB_RETENTION_DAYS`` ago from the ledger."""
+    """Cron: delete the jobs that ended longer ago than they are kept (``keep_days``, else ``JOB_RETENTION_DAYS``)."""
     context = cast(WorkerContext, ctx)
-    days = context["settings"].job_retention_days
-    pruned = await prune_ended(context["db"], ended_before_seconds=days * 86400)
-    if pruned:
-        log.info("pruned %d job(s) that ended more than %g day(s) ago", pruned, days)
+    pruned = 0
+    for names, days in retention(context["settings"]):
+        if days > 0:
+            gone = await prune_ended(context["db"], ended_before_seconds=days * 86400, names=names)
+            if gone:
+                log.info("pruned %d %s job(s) that ended more than %g day(s) ago", gone, "/".join(names), days)
+            pruned += gone
     return {"pruned": pruned}
+
+
+def retention(settings: Settings) -> list[tuple[list[str], float]]:
+    """The jobs' names grouped by how many days an ended job is kept (0: forever)."""
+    groups: dict[float, list[str]] = {}
+    for name, definition in JOBS.items():
+        days = settings.job_retention_days if definition.keep_days is None else definition.keep_days
+        groups.setdefault(days, []).append(name.value)
+    return [(names, days) for days, names in sorted(groups.items())]
 
 
 async def purge_idempotency_keys(ctx: dict[str, Any]) -> dict[str, int]:
@@ -156,16 +168,25 @@ async def purge_idempotency_keys(ctx: dict[str, Any]) -> dict[str, int]:
 
 
 def worker_options(settings: Settings) -> dict[str, Any]:
-    """The keyword arguments of ``arq.worker.Worker`` for these settings."""
+    """The keyword arguments of the worker for these settings.
+
+    Every job's implementation is loaded first (``services.jobs.loading``): a job defined without
+    one, or implemented without a definition, raises ``JobCatalogError`` naming it.
+    """
+    install(load())
     check_retries_fit(settings)
-    # ARQ's own timeout is a backstop: the job wrapper stops a job at job_timeout_seconds and
-    # records it (trying again for a while to write its end), so ARQ never has to kill one unrecorded.
-    backstop = settings.job_timeout_seconds + end_retry_seconds(settings) + 5
+
+    # ARQ's own timeout is a backstop: the job wrapper stops a job at its timeout and records it
+    # (trying again for a while to write its end), so ARQ never has to kill one unrecorded.
+    def backstop_of(name: JobName) -> float:
+        return job_timeout(name, settings) + end_retry_seconds(settings) + 5
+
+    backstop = max(backstop_of(name) for name in JobName)
     functions = [
         job_function(
             cast(WorkerCoroutine, REGISTRY[name]),
             name=name.value,
-            timeout=backstop,
+            timeout=backstop_of(name),
             max_tries=retry_policy(name, settings).tries,
         )
         for name in JobName
@@ -173,13 +194,16 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     every = set(range(0, 60, settings.sweep_every_seconds))
     cron_jobs = [
         scheduled(
-            cast(WorkerCoroutine, SCHEDULED[JobName.cleanup_temp_files]), name=CRON_CLEANUP, second=0, timeout=backstop
+            cast(WorkerCoroutine, SCHEDULED[JobName.cleanup_temp_files]),
+            name=CRON_CLEANUP,
+            second=0,
+            timeout=backstop_of(JobName.cleanup_temp_files),
         ),
         scheduled(recovery_sweep, name=CRON_SWEEP, second=every, timeout=60, keep_result=0),
         # Every minute (several workers: ARQ runs each tick once); one run deletes all that expired.
         scheduled(purge_idempotency_keys, name=CRON_PURGE_KEYS, second=20, timeout=300, keep_result=0),
     ]
-    if settings.job_retention_days > 0:  # every 10 minutes; several workers: ARQ runs each tick once
+    if any(days > 0 for _, days in retention(settings)):  # every 10 minutes; several workers: ARQ runs each tick once
         prune_ticks = set(range(0, 60, 10))
         cron_jobs.append(
             scheduled(prune_ledger, name=CRON_PRUNE, minute=prune_ticks, second=30, timeout=300, keep_result=0)

@@ -211,8 +211,10 @@ PRUNE_BATCH = 1000
 """Jobs deleted per statement by :func:`prune_ended`: each statement's locks stay short."""
 
 
-async def prune_ended(db: Executor, *, ended_before_seconds: float, max_batches: int = 100) -> int:
-    """Delete jobs that ended more than ``ended_before_seconds`` ago; return how many.
+async def prune_ended(
+    db: Executor, *, ended_before_seconds: float, names: Sequence[str] | None = None, max_batches: int = 100
+) -> int:
+    """Delete jobs (of ``names`` only, unless None) that ended more than ``ended_before_seconds`` ago; return how many.
 
     Only ``succeeded``, ``failed`` and ``cancelled`` jobs go, with their attempts (the foreign key
     cascades) and their effects, oldest first, :data:`PRUNE_BATCH` per statement (each commits on
@@ -224,13 +226,14 @@ async def prune_ended(db: Executor, *, ended_before_seconds: float, max_batches:
         deleted = await db.fetchval(
             "WITH doomed AS ("
             "  SELECT id FROM jobs WHERE finished_at < clock_timestamp() - make_interval(secs => $1) "
-            f"  AND status IN ({statuses.FINAL}) "
+            f"  AND status IN ({statuses.FINAL}) AND ($3::text[] IS NULL OR name = ANY($3::text[])) "
             "  ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED"
             "), effects AS (DELETE FROM job_effects e USING doomed d WHERE e.job_id = d.id), "
             "gone AS (DELETE FROM jobs j USING doomed d WHERE j.id = d.id RETURNING 1) "
             "SELECT count(*) FROM gone",
             ended_before_seconds,
             PRUNE_BATCH,
+            None if names is None else list(names),
         )
         pruned += deleted
         if deleted < PRUNE_BATCH:

@@ -673,3 +673,18 @@ async def test_prune_ended_goes_in_batches_and_the_next_call_goes_on(
     assert left_after_first == [old[0]]  # oldest first: the most recently ended one is left
     assert second == 1
     assert all(row == (0, 0, 0) for row in (await _rows(conn, old)).values())
+
+
+async def test_prune_ended_keeps_to_the_jobs_named(conn: asyncpg.Connection) -> None:
+    # A job's own keep_days prunes its jobs alone (services.jobs.setup.retention groups them).
+    logged = await _ended(conn, JobStatus.succeeded, days_ago=500)
+    await conn.execute("UPDATE jobs SET name = 'write_log' WHERE id = $1", logged)
+    emailed = await _ended(conn, JobStatus.succeeded, days_ago=500)
+    await conn.execute("UPDATE jobs SET name = 'send_email' WHERE id = $1", emailed)
+
+    pruned = await ledger.prune_ended(conn, ended_before_seconds=450 * 86400, names=["write_log"])
+
+    rows = await _rows(conn, [logged, emailed])
+    assert pruned >= 1
+    assert rows[logged] == (0, 0, 0)
+    assert rows[emailed] == (1, 1, 1)

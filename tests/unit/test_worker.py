@@ -11,12 +11,13 @@ from typing import Any
 import asyncpg
 import pytest
 
-from services.contract import JobName, JobStatus
+from services.contract import JOBS, JobDefinition, JobName, JobStatus, SendEmail, WriteLog
 from services.core.serialization import deserialize, serialize
 from services.core.settings import Settings
 from services.jobs import execution as registry
 from services.jobs import retries
 from services.jobs.execution import REGISTRY, SCHEDULED
+from services.jobs.loading import Loaded
 from services.jobs.metrics import JobMetrics
 from services.jobs.retries import RetryPolicy, check_retries_fit, retry_policy
 from services.jobs.setup import (
@@ -28,6 +29,7 @@ from services.jobs.setup import (
     on_startup,
     prune_ledger,
     purge_idempotency_keys,
+    retention,
     worker_options,
 )
 from tests.support.ledger_jobs import insert_job
@@ -74,27 +76,40 @@ def test_max_tries_follow_the_setting_unless_a_job_caps_them(options: dict[str, 
     assert tries[JobName.cleanup_temp_files] == 1  # declared with tries=1: a cron's next run is its retry
 
 
-def test_a_job_declares_its_own_tries_and_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_job_defines_its_own_tries_backoff_and_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(registry, "REGISTRY", {})
+    monkeypatch.setattr(registry, "SCHEDULED", {})
     monkeypatch.setattr(retries, "RETRIES", {})
-    settings = Settings(_env_file=None, job_max_tries=7, retry_base_delay_seconds=2, retry_max_delay_seconds=60)
+    monkeypatch.setattr(retries, "TIMEOUTS", {})
+    settings = Settings(
+        _env_file=None, job_max_tries=7, retry_base_delay_seconds=2, retry_max_delay_seconds=60, job_timeout_seconds=30
+    )
 
-    @registry.job(JobName.send_email, tries=20, max_delay=900)
     async def send(ctx: Any, payload: Any) -> dict[str, Any]:
         return {}
 
-    @registry.job(JobName.write_log, base_delay=0.5)
-    async def write(ctx: Any, payload: Any) -> dict[str, Any]:
+    def write(ctx: Any, payload: Any) -> dict[str, Any]:
         return {}
 
+    registry.register(Loaded(JobDefinition(JobName.send_email, SendEmail, "m:send", tries=20, max_delay=900), send, ()))
+    registry.register(
+        Loaded(JobDefinition(JobName.write_log, WriteLog, "m:write", base_delay=0.5, timeout=5), write, (KeyError,))
+    )
+
     assert retry_policy(JobName.send_email, settings) == RetryPolicy(tries=20, base_delay=2, max_delay=900)
-    assert retry_policy(JobName.write_log, settings) == RetryPolicy(tries=7, base_delay=0.5, max_delay=60)
+    assert retry_policy(JobName.write_log, settings) == RetryPolicy(
+        tries=7, base_delay=0.5, max_delay=60, permanent=(KeyError,)
+    )
     assert retry_policy(JobName.update_user, settings) == RetryPolicy(tries=7, base_delay=2, max_delay=60)
+    assert retries.job_timeout(JobName.write_log, settings) == 5
+    assert retries.job_timeout(JobName.send_email, settings) == 30
 
 
-def test_a_declared_policy_is_checked_when_it_is_declared() -> None:
-    with pytest.raises(ValueError, match="tries must be at least 1"):
-        registry.job(JobName.send_email, tries=0)
+def test_a_definition_is_checked_when_it_is_made() -> None:
+    with pytest.raises(ValueError, match="tries must be positive"):
+        JobDefinition(JobName.send_email, SendEmail, "m:send", tries=0)
+    with pytest.raises(ValueError, match=r"package\.module:function"):
+        JobDefinition(JobName.send_email, SendEmail, "send")
 
 
 def test_retries_that_could_outlast_arqs_job_key_are_refused() -> None:
@@ -234,3 +249,19 @@ async def test_the_scheduled_cleanup_runs_without_a_ledger_row(tmp_path: Path) -
         "afterword_jobs_total", {"name": "cleanup_temp_files", "outcome": "succeeded"}
     )
     assert counted == 1
+
+
+def test_a_jobs_own_keep_days_set_its_retention_apart_from_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    write_log = JOBS[JobName.write_log]
+    monkeypatch.setitem(
+        JOBS, JobName.write_log, JobDefinition(JobName.write_log, WriteLog, write_log.implementation, keep_days=2)
+    )
+
+    groups = retention(Settings(_env_file=None, job_retention_days=30))
+    kept_forever = retention(Settings(_env_file=None, job_retention_days=0))
+
+    assert groups == [(["write_log"], 2), (["send_email", "update_user", "cleanup_temp_files"], 30)]
+    assert kept_forever == [(["send_email", "update_user", "cleanup_temp_files"], 0), (["write_log"], 2)]
+    assert any(
+        c.name == CRON_PRUNE for c in worker_options(Settings(_env_file=None, job_retention_days=0))["cron_jobs"]
+    )

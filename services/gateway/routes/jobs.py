@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from services import ledger
-from services.contract import PAYLOADS, JobName, JobStatus
+from services.contract import JOBS, PAYLOADS, JobName, JobStatus
 from services.gateway import cursor as cursors
 from services.gateway.dependencies import DbDep, JobEventsDep, JobIdDep, RedisDep, SettingsDep, acceptance
 from services.gateway.errors import Conflict, NotFound
@@ -31,26 +31,17 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 log = logging.getLogger("afterword.gateway")
 
 _EXAMPLES: dict[str, dict[str, Any]] = {
-    JobName.send_email: {
-        "summary": "Send an email",
+    name.value: {
+        "summary": definition.summary or name.value,
         "value": {
-            "name": "send_email",
-            "payload": {"to": "ada@example.com", "subject": "Hi", "body": "Hello!"},
+            "name": name.value,
+            "payload": dict(definition.example),
+            **({} if definition.defer_by is None else {"defer_by": definition.defer_by}),
         },
-    },
-    JobName.write_log: {
-        "summary": "Write a log line, in 30 s",
-        "value": {"name": "write_log", "payload": {"message": "hello"}, "defer_by": 30},
-    },
-    JobName.update_user: {
-        "summary": "Create or update a user",
-        "value": {"name": "update_user", "payload": {"email": "ada@example.com", "name": "Ada"}},
-    },
-    JobName.cleanup_temp_files: {
-        "summary": "Clean the temp directory now",
-        "value": {"name": "cleanup_temp_files", "payload": {}},
-    },
+    }
+    for name, definition in JOBS.items()
 }
+"""One example request per job, from its definition (``services.contract.JOBS``)."""
 
 
 def status_url(request: Request, job_id: str) -> str:

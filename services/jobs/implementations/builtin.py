@@ -14,7 +14,8 @@ from services import ledger
 from services.contract import CleanupTempFiles, JobName, SendEmail, UpdateUser, WriteLog
 from services.jobs.context import JobContext
 from services.jobs.effects.temp_cleaner import remove_old_files
-from services.jobs.execution import JobResult, job
+from services.jobs.execution import JobResult
+from services.jobs.loading import implements
 
 
 async def _done_before(ctx: JobContext, effect: str) -> bool:
@@ -27,7 +28,7 @@ async def _done_before(ctx: JobContext, effect: str) -> bool:
     return await ledger.effect_done(ctx["db"], job_id=ctx["job_id"], effect=effect)
 
 
-@job(JobName.send_email)
+@implements(JobName.send_email)
 async def send_email(ctx: JobContext, payload: SendEmail) -> JobResult:
     """Send the email once, then (for a welcome email) stamp the user's row."""
     job_id = ctx["job_id"]
@@ -47,7 +48,7 @@ async def send_email(ctx: JobContext, payload: SendEmail) -> JobResult:
     return {"to": payload.to, "message_id": message["Message-ID"], "sent_now": sent}
 
 
-@job(JobName.write_log)
+@implements(JobName.write_log)
 async def write_log(ctx: JobContext, payload: WriteLog) -> JobResult:
     """Append the message's line to the log file, once."""
     job_id = ctx["job_id"]
@@ -59,7 +60,7 @@ async def write_log(ctx: JobContext, payload: WriteLog) -> JobResult:
     return {"file": str(ctx["log_writer"].path), "written_now": written}
 
 
-@job(JobName.update_user)
+@implements(JobName.update_user)
 async def update_user(ctx: JobContext, payload: UpdateUser) -> JobResult:
     """Create or update the user row (a guarded upsert: a re-run changes nothing)."""
     await ctx["leases"].check(ctx["job_id"])
@@ -67,7 +68,7 @@ async def update_user(ctx: JobContext, payload: UpdateUser) -> JobResult:
     return {"email": payload.email.lower(), "changed": changed}
 
 
-@job(JobName.cleanup_temp_files, tries=1)
+@implements(JobName.cleanup_temp_files)
 async def cleanup_temp_files(ctx: JobContext, payload: CleanupTempFiles) -> JobResult:
     """Remove files older than the configured age from the configured temp directory."""
     settings = ctx["settings"]
