@@ -2,7 +2,7 @@
 
 ARQ's ``Worker.main`` polls the queue every ``poll_delay`` (0.5 s): a job waits 250 ms on average
 before it starts, and a worker whose ``max_jobs`` slots are full waits for its next poll to take
-more, however early a slot frees. :class:`Worker` keeps everything else of ARQ's worker (running a
+more, however early a slot frees. :class:`QueueWorker` keeps everything else of ARQ's worker (running a
 job, retries, timeouts, aborts, cron, health checks, signals, burst mode) and changes two things:
 
 * **When it looks.** Between two looks it waits on an event, set by a Pub/Sub subscription to the
@@ -186,7 +186,7 @@ class _End:
     token: str | None
 
 
-class Worker(ClaimedJobRunner):
+class QueueWorker(ClaimedJobRunner):
     """ARQ's worker that waits for work to arrive (see the module docstring); same arguments."""
 
     def __init__(self, *args: Any, claim_linger: float = 0.0, call_timeout: float | None = None, **kwargs: Any) -> None:

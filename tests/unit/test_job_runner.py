@@ -25,7 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from services.core.serialization import deserialize, serialize
 from services.queue import enqueue as queue
-from services.queue.worker import Worker
+from services.queue.worker import QueueWorker
 from tests.support.redis_server import RedisServer
 from tests.unit.test_wakeup import QUEUE, enqueue, running, soon
 
@@ -43,7 +43,7 @@ class Calls:
         self.runs: list[tuple[str, int]] = []
 
 
-def worker(server: RedisServer, calls: Calls, *, retry_first: bool = False, **options: Any) -> Worker:
+def worker(server: RedisServer, calls: Calls, *, retry_first: bool = False, **options: Any) -> QueueWorker:
     async def record(ctx: dict[str, Any], message: str, seconds: float = 0) -> str:
         calls.runs.append((message, ctx["job_try"]))
         if retry_first and ctx["job_try"] == 1:
@@ -51,7 +51,7 @@ def worker(server: RedisServer, calls: Calls, *, retry_first: bool = False, **op
         await asyncio.sleep(seconds)
         return message
 
-    return Worker(
+    return QueueWorker(
         [func(record, name="record")],
         redis_pool=server.arq_client(QUEUE),
         queue_name=QUEUE,
@@ -170,7 +170,7 @@ async def test_a_redis_outage_closes_the_worker_only_once_its_jobs_have_ended(tm
         events.append("on_shutdown")
 
     redis = server.arq_client(QUEUE)
-    worker = Worker(
+    worker = QueueWorker(
         [func(job, name="job")],
         redis_pool=server.arq_client(QUEUE),
         queue_name=QUEUE,
@@ -201,5 +201,5 @@ async def test_a_redis_outage_closes_the_worker_only_once_its_jobs_have_ended(tm
     assert events == ["short ended", "long handed back", "on_shutdown"]
 
 
-async def _running(worker: Worker, count: int) -> bool:
+async def _running(worker: QueueWorker, count: int) -> bool:
     return sum(not task.done() for task in worker.tasks.values()) == count

@@ -28,7 +28,7 @@ from services.jobs.attempts import AttemptBook, End, Operation, Written
 from services.queue import enqueue as queue
 from services.queue import worker as wakeup
 from services.queue.leases import LeaseKeeper
-from services.queue.worker import Worker
+from services.queue.worker import QueueWorker
 from tests.support.ledger_jobs import insert_job
 from tests.support.redis_server import RedisServer
 
@@ -56,7 +56,7 @@ class Ran:
         self.changed = asyncio.Event()
 
 
-def worker_for(server: RedisServer, ran: Ran, **options: Any) -> Worker:
+def worker_for(server: RedisServer, ran: Ran, **options: Any) -> QueueWorker:
     async def record(ctx: dict[str, Any], message: str, seconds: float = 0) -> str:
         await asyncio.sleep(seconds)
         ran.messages.append(message)
@@ -66,9 +66,9 @@ def worker_for(server: RedisServer, ran: Ran, **options: Any) -> Worker:
     return worker_with(server, [func(record, name="record")], **options)
 
 
-def worker_with(server: RedisServer, functions: list[Function], **options: Any) -> Worker:
+def worker_with(server: RedisServer, functions: list[Function], **options: Any) -> QueueWorker:
     """Our worker on the test queue, with a very long poll delay unless told otherwise."""
-    return Worker(
+    return QueueWorker(
         functions,
         redis_pool=arq_redis(server),
         queue_name=QUEUE,
@@ -80,7 +80,7 @@ def worker_with(server: RedisServer, functions: list[Function], **options: Any) 
 
 
 @contextlib.asynccontextmanager
-async def running(worker: Worker, redis: ArqRedis) -> AsyncIterator[Worker]:
+async def running(worker: QueueWorker, redis: ArqRedis) -> AsyncIterator[QueueWorker]:
     """Run ``worker`` until the block ends; enter once it listens on the wake channel."""
     task = asyncio.create_task(worker.async_run())
     channel = queue.wake_channel(QUEUE)
@@ -91,8 +91,8 @@ async def running(worker: Worker, redis: ArqRedis) -> AsyncIterator[Worker]:
         await stop(worker, task)
 
 
-async def stop(worker: Worker, task: asyncio.Task[None] | None = None) -> None:
-    """What ``Worker.close`` does, minus redis-py's deprecated ``close()`` of the pool."""
+async def stop(worker: QueueWorker, task: asyncio.Task[None] | None = None) -> None:
+    """What ``QueueWorker.close`` does, minus redis-py's deprecated ``close()`` of the pool."""
     worker.handle_sig(signal.SIGUSR1)  # cancels the running jobs and the main loop
     if task is not None:
         with contextlib.suppress(asyncio.CancelledError):
