@@ -2,7 +2,7 @@
 
 ARQ's ``Worker.run_job`` starts with a MULTI/EXEC of its own for each job: read the job, count
 the try (``arq:retry:<id>``) and take the job off the abort set. Our worker's claim script
-(``services.queue.worker``) does those same commands for every job it claims, in the round trip
+(``services.queue.claim``) does those same commands for every job it claims, in the round trip
 that claims them, and hands the answers to :meth:`ClaimedJobRunner.run_claimed`: one round trip
 per look instead of one more per job, on the path from a job's arrival to its start.
 

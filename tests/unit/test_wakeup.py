@@ -25,8 +25,8 @@ from services import ledger
 from services.contract import JobStatus as LedgerStatus
 from services.core.serialization import deserialize, serialize
 from services.jobs.attempts import AttemptBook, End, Operation, Written
+from services.queue import ends
 from services.queue import enqueue as queue
-from services.queue import worker as wakeup
 from services.queue.leases import LeaseKeeper
 from services.queue.worker import QueueWorker
 from tests.support.ledger_jobs import insert_job
@@ -302,7 +302,7 @@ async def test_a_running_job_can_be_aborted(redis_server: RedisServer, redis: Ar
 async def test_the_ends_of_concurrent_jobs_share_a_script(
     redis_server: RedisServer, redis: ArqRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    finish = wakeup._FINISH
+    finish = ends._FINISH
     scripts = 0
 
     async def counted(redis: ArqRedis, keys: list[str], args: list[Any]) -> Any:
@@ -310,7 +310,7 @@ async def test_the_ends_of_concurrent_jobs_share_a_script(
         scripts += 1
         return await finish(redis, keys, args)
 
-    monkeypatch.setattr(wakeup, "_FINISH", counted)
+    monkeypatch.setattr(ends, "_FINISH", counted)
     ran = Ran()
     ids = [await enqueue(redis, f"job {i}") for i in range(20)]
     execs_before = await exec_calls(redis)
