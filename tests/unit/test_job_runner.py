@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import arq.version
 import pytest
 from arq import Retry
 from arq.connections import ArqRedis
@@ -73,11 +72,6 @@ async def ended(redis: ArqRedis, job_id: str) -> JobResult:
     info = await job.result_info()
     assert info is not None
     return info
-
-
-def test_arq_is_the_version_whose_run_job_the_runner_mirrors() -> None:
-    # services.queue.runner repeats arq 0.28.0's Worker.run_job: another version must be re-read.
-    assert arq.version.VERSION == "0.28.0"
 
 
 async def test_a_job_runs_with_its_first_try_and_leaves_no_keys(redis_server: RedisServer, redis: ArqRedis) -> None:
