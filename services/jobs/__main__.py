@@ -27,7 +27,7 @@ from services.core.settings import Settings, load_settings
 from services.jobs.execution import install
 from services.jobs.loading import JobCatalogError, load
 from services.jobs.setup import worker_options
-from services.queue.worker import Worker
+from services.queue.worker import QueueWorker
 
 log = logging.getLogger("afterword.jobs")
 
@@ -63,7 +63,7 @@ def run(settings: Settings) -> None:
         asyncio.set_event_loop(loop)
         try:
             # ARQ's worker, woken when work arrives
-            worker = Worker(**worker_options(settings), claim_linger=settings.worker_claim_linger_ms / 1000)
+            worker = QueueWorker(**worker_options(settings), claim_linger=settings.worker_claim_linger_ms / 1000)
             if between.stop_now():  # it came before this worker's loop took the signals
                 return
             try:

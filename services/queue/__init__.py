@@ -2,10 +2,11 @@
 
 Everything else reaches ARQ through here: the gateway enqueues (:mod:`.enqueue`) and retries or
 cancels (:mod:`.control`); the sweeper and the metrics read the keys (:mod:`.inspection`); the
-worker is ARQ's worker subclassed (:mod:`.worker`, :mod:`.runner`) with claims (:mod:`.claim`),
-leases (:mod:`.leases`), fencing (:mod:`.fencing`), hand-offs (:mod:`.handoff`), heartbeats
-(:mod:`.heartbeat`) and call timeouts (:mod:`.timeouts`). Which ARQ internals those rely on, and
-the test that fails when the installed ARQ changes any of them: :mod:`.arq_internals`.
+worker is ARQ's worker subclassed (:mod:`.worker` on :mod:`.wake_ups`, :mod:`.slots` and
+:mod:`.runner`) with claims (:mod:`.claim`), ends (:mod:`.ends`), leases (:mod:`.leases`), fencing
+(:mod:`.fencing`), hand-offs (:mod:`.handoff`), heartbeats (:mod:`.heartbeat`) and call timeouts
+(:mod:`.timeouts`). Which ARQ internals those rely on, and the test that fails when the
+installed ARQ changes any of them: :mod:`.arq_internals`.
 
 The names below are ARQ's public API, named for what the rest of the code uses them for.
 """

@@ -8,7 +8,7 @@ Each write a worker makes for a job succeeds only while its token is the job's c
 
 - the lease's renewal, the hand-back of a handed-over job and ARQ's end of the job (result,
   keys, queue entry) are Lua scripts that check the key's value (``services.queue.leases``,
-  ``services.queue.worker``);
+  ``services.queue.ends``);
 - the attempt's start, end and effects are statements that check the attempt
   (``services.ledger``, migration 0011).
 

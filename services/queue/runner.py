@@ -2,12 +2,12 @@
 
 ARQ's ``Worker.run_job`` starts with a MULTI/EXEC of its own for each job: read the job, count
 the try (``arq:retry:<id>``) and take the job off the abort set. Our worker's claim script
-(``services.queue.worker``) does those same commands for every job it claims, in the round trip
+(``services.queue.claim``) does those same commands for every job it claims, in the round trip
 that claims them, and hands the answers to :meth:`ClaimedJobRunner.run_claimed`: one round trip
 per look instead of one more per job, on the path from a job's arrival to its start.
 
-:meth:`ClaimedJobRunner.run_claimed` is the rest of ARQ's ``run_job`` (arq 0.28.0, whose version
-``tests/unit/test_job_runner.py`` pins: an upgrade must re-read it), step for step: expiry,
+:meth:`ClaimedJobRunner.run_claimed` is the rest of ARQ's ``run_job`` (arq 0.28.0, pinned with the
+other internals we rely on in ``services.queue.arq_internals``), step for step: expiry,
 deserialization, abort before start, unknown function, the try count and ``max_tries``, the
 ``on_job_start``/``on_job_end``/``after_job_end`` hooks, the job's task in ``job_tasks`` (for
 aborts), its timeout, retries, the result and ``finish_job``. Three things differ: ARQ's INFO line

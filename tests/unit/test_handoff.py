@@ -18,7 +18,7 @@ from services.queue import claim as claims
 from services.queue import enqueue as queue
 from services.queue.handoff import HOLD_MS, parse, registration
 from services.queue.leases import LeaseKeeper
-from services.queue.worker import Worker
+from services.queue.worker import QueueWorker
 from tests.support.redis_server import RedisServer
 from tests.unit.test_job_runner import ended
 from tests.unit.test_wakeup import QUEUE, Ran, enqueue, running, soon, until_ran, worker_for
@@ -36,7 +36,7 @@ async def registrations(redis: ArqRedis) -> list[str]:
     return [member.decode() for member in await redis.zrange(IDLE, 0, -1)]
 
 
-async def registered(redis: ArqRedis, worker: Worker) -> bool:
+async def registered(redis: ArqRedis, worker: QueueWorker) -> bool:
     return any(member.endswith(worker._handoffs.channel) for member in await registrations(redis))
 
 

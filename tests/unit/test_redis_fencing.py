@@ -26,7 +26,7 @@ from services.queue.fencing import Fenced
 from services.queue.handoff import Handoff
 from services.queue.leases import LeaseKeeper
 from services.queue.runner import Fetched
-from services.queue.worker import Worker
+from services.queue.worker import QueueWorker
 from tests.support.ports import free_port
 from tests.support.redis_server import RedisServer
 from tests.unit.test_wakeup import QUEUE, Ran, enqueue, running, soon, until_ran, worker_for, worker_with
@@ -49,7 +49,7 @@ async def claimed(redis: ArqRedis, job_id: str) -> bool:
     return bool(await redis.exists(in_progress(job_id)))
 
 
-def idle(worker: Worker) -> Any:
+def idle(worker: QueueWorker) -> Any:
     async def check() -> bool:
         return all(task.done() for task in worker.tasks.values())
 

@@ -17,7 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.core.serialization import deserialize, serialize
 from services.queue.timeouts import call_timeout, create_redis
-from services.queue.worker import Worker
+from services.queue.worker import QueueWorker
 from tests.support.redis_server import RedisServer
 from tests.support.relay import Relay
 from tests.unit.test_handoff import registered
@@ -59,7 +59,7 @@ async def test_a_call_through_a_cut_network_gives_up(redis_server: RedisServer) 
             await pool.aclose(close_connection_pool=True)
 
 
-async def waiting_worker(port: int) -> Worker:
+async def waiting_worker(port: int) -> QueueWorker:
     """A worker with call timeouts on the Redis at ``port``, waiting for work (it polls once a minute)."""
     pool = await create_redis(
         RedisSettings(port=port),
@@ -68,7 +68,7 @@ async def waiting_worker(port: int) -> Worker:
         job_deserializer=deserialize,
         default_queue_name=QUEUE,
     )
-    return Worker(
+    return QueueWorker(
         [func(record, name="record")],
         redis_pool=pool,
         queue_name=QUEUE,

@@ -25,10 +25,10 @@ from services import ledger
 from services.contract import JobStatus as LedgerStatus
 from services.core.serialization import deserialize, serialize
 from services.jobs.attempts import AttemptBook, End, Operation, Written
+from services.queue import ends
 from services.queue import enqueue as queue
-from services.queue import worker as wakeup
 from services.queue.leases import LeaseKeeper
-from services.queue.worker import Worker
+from services.queue.worker import QueueWorker
 from tests.support.ledger_jobs import insert_job
 from tests.support.redis_server import RedisServer
 
@@ -56,7 +56,7 @@ class Ran:
         self.changed = asyncio.Event()
 
 
-def worker_for(server: RedisServer, ran: Ran, **options: Any) -> Worker:
+def worker_for(server: RedisServer, ran: Ran, **options: Any) -> QueueWorker:
     async def record(ctx: dict[str, Any], message: str, seconds: float = 0) -> str:
         await asyncio.sleep(seconds)
         ran.messages.append(message)
@@ -66,9 +66,9 @@ def worker_for(server: RedisServer, ran: Ran, **options: Any) -> Worker:
     return worker_with(server, [func(record, name="record")], **options)
 
 
-def worker_with(server: RedisServer, functions: list[Function], **options: Any) -> Worker:
+def worker_with(server: RedisServer, functions: list[Function], **options: Any) -> QueueWorker:
     """Our worker on the test queue, with a very long poll delay unless told otherwise."""
-    return Worker(
+    return QueueWorker(
         functions,
         redis_pool=arq_redis(server),
         queue_name=QUEUE,
@@ -80,7 +80,7 @@ def worker_with(server: RedisServer, functions: list[Function], **options: Any) 
 
 
 @contextlib.asynccontextmanager
-async def running(worker: Worker, redis: ArqRedis) -> AsyncIterator[Worker]:
+async def running(worker: QueueWorker, redis: ArqRedis) -> AsyncIterator[QueueWorker]:
     """Run ``worker`` until the block ends; enter once it listens on the wake channel."""
     task = asyncio.create_task(worker.async_run())
     channel = queue.wake_channel(QUEUE)
@@ -91,8 +91,8 @@ async def running(worker: Worker, redis: ArqRedis) -> AsyncIterator[Worker]:
         await stop(worker, task)
 
 
-async def stop(worker: Worker, task: asyncio.Task[None] | None = None) -> None:
-    """What ``Worker.close`` does, minus redis-py's deprecated ``close()`` of the pool."""
+async def stop(worker: QueueWorker, task: asyncio.Task[None] | None = None) -> None:
+    """What ``QueueWorker.close`` does, minus redis-py's deprecated ``close()`` of the pool."""
     worker.handle_sig(signal.SIGUSR1)  # cancels the running jobs and the main loop
     if task is not None:
         with contextlib.suppress(asyncio.CancelledError):
@@ -302,7 +302,7 @@ async def test_a_running_job_can_be_aborted(redis_server: RedisServer, redis: Ar
 async def test_the_ends_of_concurrent_jobs_share_a_script(
     redis_server: RedisServer, redis: ArqRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    finish = wakeup._FINISH
+    finish = ends._FINISH
     scripts = 0
 
     async def counted(redis: ArqRedis, keys: list[str], args: list[Any]) -> Any:
@@ -310,7 +310,7 @@ async def test_the_ends_of_concurrent_jobs_share_a_script(
         scripts += 1
         return await finish(redis, keys, args)
 
-    monkeypatch.setattr(wakeup, "_FINISH", counted)
+    monkeypatch.setattr(ends, "_FINISH", counted)
     ran = Ran()
     ids = [await enqueue(redis, f"job {i}") for i in range(20)]
     execs_before = await exec_calls(redis)
