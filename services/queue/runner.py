@@ -48,8 +48,8 @@ from arq.jobs import DeserializationError, SerializationError, deserialize_job_r
 from arq.utils import ms_to_datetime, timestamp_ms
 from arq.worker import Function, JobExecutionFailed, Retry, RetryJob, no_result
 from arq.worker import Worker as ArqWorker
-from redis.exceptions import RedisError
 
+from services.core.failures import REDIS_FAILED
 from services.jobs.attempts import AttemptBook
 from services.queue import fencing
 from services.queue.enqueue import RETRY_KEY_TTL_SECONDS
@@ -91,14 +91,14 @@ class ClaimedJobRunner(ArqWorker):
         self.allow_pick_jobs = False
         await self._let_running_jobs_finish()
         try:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*REDIS_FAILED):
                 await self.pool.delete(self.health_check_key)
             if self.on_shutdown:
                 await self.on_shutdown(self.ctx)
         except Exception:
             log.exception("closing: on_shutdown failed")
         finally:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*REDIS_FAILED):
                 await self.pool.aclose(close_connection_pool=True)
             self._pool = None
 

@@ -22,9 +22,8 @@ import uuid
 from collections.abc import Coroutine
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from services.core.batching import Batcher
+from services.core.failures import REDIS_FAILED
 from services.core.throttled_log import ThrottledLog
 from services.jobs.attempts import AttemptBook
 from services.queue import ends, fencing
@@ -51,9 +50,7 @@ class JobSlots(ClaimedJobRunner):
         self._wake = asyncio.Event()  # set: the worker looks at the queue now
         self._more_waiting = False  # the last look left due jobs behind: take them when a slot frees
         self._tokens: dict[str, str] = {}  # the token of each running job's claim
-        self._ends: Batcher[End, bool] = Batcher(
-            self._finish_many, fail_together=(RedisError, OSError), name="job-ends"
-        )
+        self._ends: Batcher[End, bool] = Batcher(self._finish_many, fail_together=REDIS_FAILED, name="job-ends")
         self._freed_early: set[str] = set()  # jobs whose slot was freed when they handed in their end
         self._book_held: asyncio.TimerHandle | None = None  # the attempt book is held: the release's deadline
         self._trouble = ThrottledLog(log)  # values in Redis it cannot use, said once a minute at most

@@ -43,8 +43,9 @@ from typing import Any
 from arq.connections import create_pool, log_redis_info
 from arq.constants import abort_job_max_age, abort_jobs_ss, in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from arq.utils import timestamp_ms
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
+from services.core.failures import REDIS_FAILED
 from services.jobs.attempts import AttemptBook
 from services.queue import claim as claims
 from services.queue import ends, handoff, timeouts
@@ -149,7 +150,7 @@ class QueueWorker(WakeUps):
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
             if self._handoffs.registered is not None:
-                with contextlib.suppress(RedisError, OSError):
+                with contextlib.suppress(*REDIS_FAILED):
                     await self.pool.zrem(idle_workers_key(self.queue_name), self._handoffs.registered)
 
     async def _wait_for_work(self) -> None:
@@ -231,7 +232,7 @@ class QueueWorker(WakeUps):
         ledger keeps its effects from being repeated).
         """
         error = None if task.cancelled() else task.exception()
-        if isinstance(error, RedisError | OSError):
+        if isinstance(error, REDIS_FAILED):
             self._trouble.warning(f"end {type(error).__name__}", "job %s could not end in Redis: %s", job_id, error)
         elif error is not None:
             log.error("job %s ended with an error of the worker's", job_id, exc_info=error)
