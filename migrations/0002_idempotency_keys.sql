@@ -1,4 +1,4 @@
--- Idempotency-Key of POST requests (services/gateway/idempotency.py): one row per key, claimed
+-- Idempotency-Key of POST requests (services/gateway/middleware/idempotency.py): one row per key, claimed
 -- ('processing') while its first request runs, then ('done') holding the response that a repeat
 -- of the same request gets again. Rows older than 24 hours are ignored, and deleted lazily.
 

@@ -1,4 +1,4 @@
--- Live job status (services/gateway/job_events.py): every time a job's status is written, the new
+-- Live job status (services/gateway/live/job_events.py): every time a job's status is written, the new
 -- status is announced on the 'afterword_job_status' channel, delivered when the transaction commits.
 -- The gateway LISTENs on one connection and wakes the long-polls (GET /jobs/{id}?wait=N) and the
 -- event streams (GET /jobs/{id}/events) of that job.

@@ -1,4 +1,4 @@
--- Starting an attempt in one round trip (services/ledger.py start_attempt): the same four
+-- Starting an attempt in one round trip (services/ledger/attempts.py): the same four
 -- statements the worker used to send one by one in a transaction, now run by the server. Each
 -- statement of a PL/pgSQL function takes a fresh snapshot, as the separate statements did, so a
 -- worker that waited for the row lock sees the attempts committed meanwhile.

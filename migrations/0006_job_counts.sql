@@ -1,4 +1,4 @@
--- GET /stats, jobs per status (services/stats.py), without reading the whole ledger.
+-- GET /stats, jobs per status (services/ledger/stats.py), without reading the whole ledger.
 --
 -- The ledger keeps ended jobs for JOB_RETENTION_DAYS (30 by default): counting each status with
 -- count(*) read every row on every call, about 0.1 s per million rows on our 2-core VM, and the

@@ -1,4 +1,4 @@
--- Pickup latency in GET /stats (services/stats.py) without joining every first attempt of the
+-- Pickup latency in GET /stats (services/ledger/stats.py) without joining every first attempt of the
 -- window to its job: each attempt records when its job was due (the job's run_at, read by the
 -- start from the row it already locks). The figures are the same, the query reads one table
 -- instead of two, and the start does no extra read. docs/performance.md has the measurements.

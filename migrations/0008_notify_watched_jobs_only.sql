@@ -1,4 +1,4 @@
--- Live status (services/gateway/job_events.py) announces only the changes of jobs somebody waits
+-- Live status (services/gateway/live/job_events.py) announces only the changes of jobs somebody waits
 -- on. Until now every status change was announced, and a transaction that NOTIFYs takes one lock
 -- for the whole Postgres instance at its commit and holds it through the commit's WAL flush
 -- (PreCommit_Notify: "queue entries appear in commit order"), so every commit of every worker

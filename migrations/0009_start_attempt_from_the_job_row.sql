@@ -1,4 +1,4 @@
--- Starting an attempt (services/ledger.py write_bookkeeping, once per job a worker starts)
+-- Starting an attempt (services/ledger/attempts.py write_bookkeeping, once per job a worker starts)
 -- without two reads of the job's attempts that the job row already answers.
 --
 -- The new attempt's number was max(try) + 1 over the job's attempts, read by the INSERT. The

@@ -1,6 +1,6 @@
--- Idempotency-Keys (services/gateway/idempotency.py, services/idempotency_keys.py) are written
+-- Idempotency-Keys (services/gateway/middleware/idempotency.py, services/ledger/idempotency.py) are written
 -- once, with the outcome of their request, in the same statement as the request's jobs
--- (services/ledger.py insert_jobs): a key's row and its jobs commit together or not at all.
+-- (services/ledger/jobs.py insert_jobs): a key's row and its jobs commit together or not at all.
 --
 -- A request in flight is no longer a committed 'processing' row, which outlived a gateway that
 -- died mid-request (a retry got 409 until the claim was a minute old, then ran again although
@@ -13,7 +13,7 @@
 -- Rows written before this migration are in scope ''.
 --
 -- Expired rows (older than 24 hours) are deleted by the worker's cron in batches
--- (services.jobs.worker purge_idempotency_keys), through the index on created_at.
+-- (services/jobs/setup.py purge_idempotency_keys), through the index on created_at.
 
 DELETE FROM idempotency_keys WHERE status = 'processing';
 

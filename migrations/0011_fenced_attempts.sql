@@ -1,4 +1,4 @@
--- Fencing by attempt (services/ledger.py keep_books): a worker whose claim on a job was superseded
+-- Fencing by attempt (services/ledger/attempts.py keep_books): a worker whose claim on a job was superseded
 -- (paused, stalled or cut off past its lease while another worker took the job over) changes
 -- nothing in the ledger.
 --
@@ -12,7 +12,7 @@
 --
 -- After Redis lost a job and its try count (restart without persistence, FLUSHALL) a new claim
 -- counts from 1 again: its start is refused once, and the worker sets the count past
--- `superseded_by` before it lets the job go (services/jobs/leases.py), so the next claim starts.
+-- `superseded_by` before it lets the job go (services/queue/leases.py), so the next claim starts.
 -- A start without a try (NULL: an older worker) closes any open attempt, as before.
 
 ALTER TABLE job_attempts ADD COLUMN job_try integer;

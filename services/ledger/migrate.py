@@ -28,8 +28,25 @@ SCHEMA_FILE_NAME = "schema.sql"
 
 
 REWORDED: dict[str, frozenset[str]] = {
-    "0007": frozenset({"ebd3719b84fb177a54bf204994558eb9fb5b985a772d0ebbfc6857d8e6fadae5"}),
-    "0009": frozenset({"65dff8c72237a99879cff05acbbfce5b0a25a4f4d771b64ec231b47632dc7f73"}),
+    "0002": frozenset({"1d83c7dbd349c4bc0a43243d1a04d9a7cfed9b269acc06b1cee6c0717f6c21c6"}),
+    "0003": frozenset({"a9b1ae6c38950a75456def7a57ff33c8119bfd37a295de5ab8e0a8a51da941d4"}),
+    "0004": frozenset({"ada14a62a3af3eeae1561f490f43551c20631624e69447ab5f90e5976437748e"}),
+    "0006": frozenset({"db6b06bdecf37073da9c098784ac0d757ee584b34d2e04b462697021f16ee474"}),
+    "0007": frozenset(
+        {
+            "93fc65c7f5c37513fb5fec89b3e7ce2e022d0dc31f1ef4057a213b1895585007",
+            "ebd3719b84fb177a54bf204994558eb9fb5b985a772d0ebbfc6857d8e6fadae5",
+        }
+    ),
+    "0008": frozenset({"14e3025cd08af09fb4c20bd5fc1bb1ef4d05f1afd8af421da493b71f81d13dd5"}),
+    "0009": frozenset(
+        {
+            "65dff8c72237a99879cff05acbbfce5b0a25a4f4d771b64ec231b47632dc7f73",
+            "688bab23ce1a5b93f72f7f98349b1b6d9bd331666509d464ba602307be4e20ba",
+        }
+    ),
+    "0010": frozenset({"dfc3445aa5df622d484c6941b1c64a27d6e1a74facf33b6f84216dfb7c5675fe"}),
+    "0011": frozenset({"4cfd08daa9493d77d3906bdd046d026706aa82e73895ab92286b1a3bda190a28"}),
 }
 """Earlier checksums of files whose comments were reworded after they were applied, by version.
 
