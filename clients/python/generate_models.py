@@ -51,6 +51,7 @@ class _Definition:
         self.last_line = last_line
         self.names = _bound_names(statement)
         self.uses = {node.id for node in ast.walk(statement) if isinstance(node, ast.Name)}
+        self.text: str | None = None  # what is written in its place, when not the contract's own lines
 
 
 def _bound_names(statement: ast.stmt) -> set[str]:
@@ -123,10 +124,36 @@ def _import_line(statement: ast.Import | ast.ImportFrom, used: set[str]) -> str 
     return f"from {module} import {names}" if isinstance(statement, ast.ImportFrom) else f"import {names}"
 
 
+def _payloads_of_jobs(payloads: _Definition, definitions: list[_Definition]) -> _Definition:
+    """``PAYLOADS`` as a literal mapping, from the name and payload model of each ``JobDefinition`` in ``JOBS``.
+
+    The contract derives ``PAYLOADS`` from its job definitions, which also name the worker's
+    implementations and options: the client needs only the pairs.
+    """
+    jobs = next((d for d in definitions if "JOBS" in d.names), None)
+    if jobs is None or not isinstance(jobs.statement, ast.Assign | ast.AnnAssign) or jobs.statement.value is None:
+        return payloads
+    pairs = []
+    for node in ast.walk(jobs.statement.value):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "JobDefinition":
+            if len(node.args) < 2 or not isinstance(node.args[1], ast.Name):
+                raise ContractError("each JobDefinition must name its job and its payload model first")
+            pairs.append((ast.unparse(node.args[0]), node.args[1].id))
+    entries = "".join(f"    {name}: {model},\n" for name, model in pairs)
+    text = (
+        f"PAYLOADS: dict[JobName, type[Payload]] = {{\n{entries}}}\n"
+        '"""The payload model of each job (from the job definitions of services/contract.py)."""'
+    )
+    literal = _Definition(ast.parse(text).body[0], payloads.first_line, payloads.last_line)
+    literal.text = text
+    return literal
+
+
 def render(contract_source: str) -> str:
     """The text of the client's ``models.py`` for a contract whose source is ``contract_source``."""
     lines = contract_source.splitlines()
     definitions = list(_definitions(ast.parse(contract_source), lines))
+    definitions = [_payloads_of_jobs(d, definitions) if "PAYLOADS" in d.names else d for d in definitions]
     needed = _needed(definitions)
     kept = [d for index, d in enumerate(definitions) if index in needed]
     used = set().union(*(d.uses for d in kept if not isinstance(d.statement, ast.Import | ast.ImportFrom)))
@@ -150,7 +177,8 @@ def render(contract_source: str) -> str:
                 gap = "\n" * (definition.first_line - definitions[previous].last_line)
             else:
                 gap = "\n\n\n"
-            body += gap + "\n".join(lines[definition.first_line - 1 : definition.last_line])
+            own = "\n".join(lines[definition.first_line - 1 : definition.last_line])
+            body += gap + (own if definition.text is None else definition.text)
             previous = index
     public = sorted({*ROOTS, *(name for d in kept for name in d.names if _is_payload_model(kept, name))}, key=_isort)
     imports = "\n\n".join("\n".join(group) for group in (standard, others) if group)
