@@ -3,7 +3,8 @@
 ``worker_options(settings)`` builds the keyword arguments of the worker
 (``services.queue.worker.QueueWorker``): the job functions, the cron runs (the recovery sweep,
 the ledger's pruning, the purge of expired Idempotency-Keys, the temp-file cleaner), and
-``on_startup``/``on_shutdown``, which open and close the pools and the effects' resources.
+``on_startup``/``on_shutdown``, which open and close the pools, the effects' resources and the
+relay of transactional enqueues (``services.jobs.relay``).
 ``python -m services.jobs`` uses it.
 """
 
@@ -27,8 +28,9 @@ from services.jobs.effects.log_writer import LogWriter
 from services.jobs.effects.mailer import Mailer
 from services.jobs.effects.users import UserRepository
 from services.jobs.execution import REGISTRY, SCHEDULED, end_retry_seconds, retry_policy
+from services.jobs.relay import Relay
 from services.jobs.sweeper import sweep
-from services.ledger import prune_ended
+from services.ledger import job_kinds, prune_ended
 from services.ledger.idempotency import purge_expired
 from services.queue import JOB_KEY_LIFETIME_SECONDS, RedisSettings, WorkerCoroutine, job_function, scheduled
 from services.queue.heartbeat import Heartbeat
@@ -66,6 +68,7 @@ async def on_startup(ctx: dict[str, Any]) -> None:
         command_timeout=call_timeout(settings.lease_seconds),
         timeout=call_timeout(settings.lease_seconds),
     )
+    await job_kinds.sync(db)  # the jobs this worker runs are the ones afterword_enqueue accepts
     ctx.update(
         db=db,
         mailer=Mailer.from_settings(settings),
@@ -99,11 +102,24 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     leases = LeaseKeeper(ctx["redis"], lease_seconds=settings.lease_seconds)
     await leases.start()
     ctx["leases"] = leases
+    # Jobs enqueued in applications' transactions: queued as they commit. What it could miss while
+    # not listening is either in its catch-up or old enough for the recovery sweep.
+    relay = Relay(
+        settings.database_dsn,
+        ctx["redis"],
+        queue_name=settings.queue_name,
+        catch_up_seconds=settings.sweep_idle_seconds + settings.sweep_every_seconds,
+        call_seconds=call_timeout(settings.lease_seconds),
+    )
+    await relay.start()
+    ctx["relay"] = relay
 
 
 async def on_shutdown(ctx: dict[str, Any]) -> None:
     """Close what ``on_startup`` opened."""
     context = cast(WorkerContext, ctx)
+    if "relay" in context:
+        await context["relay"].stop()
     if "leases" in context:
         await context["leases"].stop()
     if "heartbeat" in context:
