@@ -68,7 +68,6 @@ async def on_startup(ctx: dict[str, Any]) -> None:
         command_timeout=call_timeout(settings.lease_seconds),
         timeout=call_timeout(settings.lease_seconds),
     )
-    await job_kinds.sync(db)  # the jobs this worker runs are the ones afterword_enqueue accepts
     ctx.update(
         db=db,
         mailer=Mailer.from_settings(settings),
@@ -76,6 +75,7 @@ async def on_startup(ctx: dict[str, Any]) -> None:
         users=UserRepository(db),
         attempts=AttemptBook(db, worker_id=ctx["worker_id"]),  # attempt starts/ends, batched
     )
+    await job_kinds.sync(db)  # the jobs this worker runs are the ones afterword_enqueue accepts
     # Prometheus metrics: recorded by the job wrapper, served on WORKER_METRICS_PORT (0: off).
     ctx["metrics"] = job_metrics.JobMetrics()
     ctx["metrics_server"] = metrics_server = await job_metrics.serve(

@@ -13,6 +13,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -21,7 +23,9 @@ from arq.constants import job_key_prefix
 from arq.utils import to_unix_ms
 
 from services.core.serialization import deserialize
+from services.core.settings import Settings
 from services.jobs.relay import LISTENER_NAME, Relay
+from services.jobs.setup import on_shutdown, on_startup
 from tests.support.redis_server import RedisServer
 
 QUEUE = "relay-test:queue"
@@ -196,3 +200,31 @@ async def test_with_redis_away_the_job_stays_queued_in_the_ledger(database_dsn: 
         assert await connection.fetchval("SELECT status FROM jobs WHERE id = $1", job_id) == "queued"
     finally:
         await connection.close()
+
+
+async def test_a_starting_worker_writes_the_job_kinds_and_relays(
+    database_dsn: str, redis_server: RedisServer, redis: ArqRedis, tmp_path: Path
+) -> None:
+    settings = Settings(
+        _env_file=None,
+        database_url=database_dsn,
+        redis_url=redis_server.url,
+        queue_name=QUEUE,
+        worker_metrics_port=0,
+        log_file=tmp_path / "log",
+        temp_dir=tmp_path,
+    )
+    admin = await asyncpg.connect(database_dsn)
+    ctx: dict[str, Any] = {"settings": settings, "worker_id": "relay-test", "redis": redis}
+    try:
+        await admin.execute("DELETE FROM job_kinds WHERE name = 'write_log'")
+        await on_startup(ctx)
+        try:
+            assert await admin.fetchval("SELECT required FROM job_kinds WHERE name = 'write_log'") == ["message"]
+            assert await ctx["relay"].wait_connected(within=10)
+            (job_id,) = await enqueue(database_dsn, [{"message": "through the worker's relay"}])
+            await eventually(lambda: all_queued(redis, [job_id]))
+        finally:
+            await on_shutdown(ctx)
+    finally:
+        await admin.close()
