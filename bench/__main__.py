@@ -143,6 +143,13 @@ async def run(config: Config) -> dict[str, Any]:
                 jobs=config.pickup_jobs,
                 interval=config.pickup_interval,
             )
+        phases.say("workers ours: pickup latency at light load, jobs enqueued in a transaction")
+        transactional = await phases.pickup(
+            _transactional_setup(ours),
+            settle=config.settle_seconds,
+            jobs=config.pickup_jobs,
+            interval=config.pickup_interval,
+        )
         phases.say("workers: drain rates (setups take turns)")
         drained = await phases.drains(
             setups,
@@ -169,7 +176,7 @@ async def run(config: Config) -> dict[str, Any]:
             },
             "ours": {
                 "gateway": front["ours"],
-                "workers": {"wake": workers["ours"]},
+                "workers": {"wake": workers["ours"], "transactional": transactional},
                 "crash_recovery": await phases.our_crash(ours, repetitions=config.crash_repetitions),
             },
         }
@@ -201,6 +208,13 @@ def _worker_setups(arq: ArqSystem, ours: OurSystem) -> list[phases.Workers]:
         phases.Workers("ours", ours, ours.start_workers, ours.stop_workers, ours.accept_timed, ours.pickups_ms)
     )
     return setups
+
+
+def _transactional_setup(ours: OurSystem) -> phases.Workers:
+    """Our worker, its jobs enqueued in transactions of the bench's own (``afterword_enqueue``)."""
+    return phases.Workers(
+        "ours:transactional", ours, ours.start_workers, ours.stop_workers, ours.accept_in_transaction, ours.pickups_ms
+    )
 
 
 def _waiting_setup(ours: OurSystem, *, smtp_port: int) -> phases.Workers:

@@ -101,24 +101,41 @@ async def idle_and_pickup(setup: Workers, *, idle: float, settle: float, jobs: i
     try:
         await asyncio.sleep(settle)
         (cpu,) = await measures.idle_cpu(workers, seconds=idle)
-        host = host_cpu.read()
-        ids = await measures.paced(jobs, interval, setup.accept_timed)
-        use = host_cpu.since(host)
-
-        async def picked_up() -> bool:
-            return len(await setup.pickups(ids)) >= len(ids)
-
-        await measures.until(picked_up, within=60, what=f"{setup.key} pickups", interval=0.1)
-        samples = await setup.pickups(ids)
+        figures, use = await _pickups(setup, jobs=jobs, interval=interval)
     finally:
         setup.stop()
-    say(f"  {setup.key}: pickup p50 {statistics.median(samples):.2f} ms, idle CPU {cpu:.2f} %{_host_text(use)}")
+    say(f"  {setup.key}: pickup p50 {figures['pickup_ms']['p50']:.2f} ms, idle CPU {cpu:.2f} %{_host_text(use)}")
+    return {"idle_cpu_pct": cpu, **figures}
+
+
+async def pickup(setup: Workers, *, settle: float, jobs: int, interval: float) -> dict[str, Any]:
+    """One worker: the pickup latency of ``jobs`` jobs accepted ``interval`` apart."""
+    await setup.start(1)
+    try:
+        await asyncio.sleep(settle)
+        figures, use = await _pickups(setup, jobs=jobs, interval=interval)
+    finally:
+        setup.stop()
+    say(f"  {setup.key}: pickup p50 {figures['pickup_ms']['p50']:.2f} ms{_host_text(use)}")
+    return figures
+
+
+async def _pickups(setup: Workers, *, jobs: int, interval: float) -> tuple[dict[str, Any], host_cpu.Use]:
+    """The pickup latencies of ``jobs`` jobs accepted ``interval`` apart, and the machine's CPU use meanwhile."""
+    host = host_cpu.read()
+    ids = await measures.paced(jobs, interval, setup.accept_timed)
+    use = host_cpu.since(host)
+
+    async def picked_up() -> bool:
+        return len(await setup.pickups(ids)) >= len(ids)
+
+    await measures.until(picked_up, within=60, what=f"{setup.key} pickups", interval=0.1)
+    samples = await setup.pickups(ids)
     return {
-        "idle_cpu_pct": cpu,
         "pickup_ms": measures.percentiles(samples),
         "pickup_samples_ms": samples,
         "pickup_host_cpu": asdict(use),
-    }
+    }, use
 
 
 async def drains(

@@ -88,6 +88,11 @@ def _worker(path: str) -> Getter:
     return get
 
 
+def _transactional(percentile: str) -> Getter:
+    """Our pickup latency for jobs enqueued in a transaction (``afterword_enqueue``, then the relay)."""
+    return lambda systems, column: _dig(systems["ours"]["workers"]["transactional"], f"pickup_ms.{percentile}")
+
+
 def _crash(systems: dict[str, Any], column: str) -> float:
     return float(systems[column]["crash_recovery"]["seconds"])
 
@@ -120,6 +125,8 @@ ROWS = (
     ),
     Row("pickup_p50", "Pickup latency p50, light load", "ms", WORKERS, _worker("pickup_ms.p50"), _ARQS),
     Row("pickup_p99", "Pickup latency p99, light load", "ms", WORKERS, _worker("pickup_ms.p99"), _ARQS),
+    Row("pickup_txn_p50", "Pickup latency p50, enqueued in a transaction", "ms", ("ours",), _transactional("p50")),
+    Row("pickup_txn_p99", "Pickup latency p99, enqueued in a transaction", "ms", ("ours",), _transactional("p99")),
     Row(
         "drain_write_log_1w", "Drain write_log, 1 worker", "jobs/s", WORKERS, _worker("drain.write_log_1w.rate"), _ARQS
     ),
@@ -171,6 +178,13 @@ TARGETS = (
     ("p99 vs seed", "ratio.latency_p99.seed", "<=", 0.1, "gateway p99 latency <= 0.1x the seed's"),
     ("pickup p50", "ours.pickup_p50", "<=", 2.0, "pickup latency p50 <= 2 ms"),
     ("pickup p99", "ours.pickup_p99", "<=", 5.0, "pickup latency p99 <= 5 ms"),
+    (
+        "transactional pickup p50",
+        "ours.pickup_txn_p50",
+        "<=",
+        5.0,
+        "pickup latency p50 <= 5 ms, enqueued in a transaction",
+    ),
     ("idle worker CPU", "ours.worker_idle_cpu", "<=", 1.0, "idle worker CPU <= 1 %"),
     (
         "drain write_log vs ARQ",

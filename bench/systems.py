@@ -334,8 +334,17 @@ class OurSystem:
         job_id: str = response.json()["jobs"][0]["id"]
         return job_id
 
+    async def accept_in_transaction(self, client: httpx.AsyncClient) -> str:
+        """Queue one ``write_log`` in a transaction of our own (``afterword_enqueue``); its id (``client``: unused)."""
+        async with self.db.acquire() as conn, conn.transaction():
+            job_id: str = await conn.fetchval(
+                "SELECT afterword_enqueue('write_log', '{\"message\": \"bench: enqueued in a transaction\"}')"
+            )
+        return job_id
+
     async def pickups_ms(self, job_ids: Sequence[str]) -> list[float]:
-        """From acceptance (the ledger row's ``enqueued_at``) to the first attempt's start, in ms."""
+        """From acceptance (the ledger row's ``enqueued_at``, in a transaction before its commit) to the first
+        attempt's start, in ms."""
         rows = await self.db.fetch(
             "SELECT extract(epoch FROM a.started_at - j.enqueued_at) * 1000 AS ms FROM jobs j "
             "JOIN job_attempts a ON a.job_id = j.id AND a.try = 1 WHERE j.id = ANY($1::text[])",

@@ -1,6 +1,68 @@
--- The current schema: what migrations 0001 to 0011 build in an empty database, as pg_dump prints it.
+-- The current schema: what migrations 0001 to 0012 build in an empty database, as pg_dump prints it.
 -- Written by `make schema` (python -m services.ledger.schema_dump); do not edit it by hand.
 -- For reading and review only: databases are built by the migrations (make migrate).
+
+CREATE FUNCTION public.afterword_enqueue(p_name text, p_payload jsonb DEFAULT '{}'::jsonb, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_defer_by double precision DEFAULT NULL::double precision, p_id text DEFAULT NULL::text) RETURNS text
+    LANGUAGE plpgsql
+    AS $_$
+DECLARE
+    kind job_kinds%ROWTYPE;
+    now_ timestamptz := clock_timestamp();
+    due timestamptz;
+    job_id text;
+    wrong text;
+BEGIN
+    SELECT * INTO kind FROM job_kinds k WHERE k.name = p_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'afterword_enqueue: unknown job name %; known: %', quote_nullable(p_name),
+            (SELECT coalesce(string_agg(k.name, ', ' ORDER BY k.name), 'none') FROM job_kinds k)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_payload IS NULL OR jsonb_typeof(p_payload) <> 'object' THEN
+        RAISE EXCEPTION 'afterword_enqueue: the payload of % must be a JSON object, not %', p_name,
+            coalesce(jsonb_typeof(p_payload), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF kind.fields IS NOT NULL THEN
+        SELECT string_agg(f, ', ' ORDER BY f) INTO wrong
+        FROM jsonb_object_keys(p_payload) AS f WHERE f <> ALL (kind.fields);
+        IF wrong IS NOT NULL THEN
+            RAISE EXCEPTION 'afterword_enqueue: % has no field(s) %; its fields: %', p_name, wrong,
+                array_to_string(kind.fields, ', ')
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
+    SELECT string_agg(f, ', ' ORDER BY f) INTO wrong FROM unnest(kind.required) AS f WHERE NOT p_payload ? f;
+    IF wrong IS NOT NULL THEN
+        RAISE EXCEPTION 'afterword_enqueue: the payload of % lacks the required field(s) %', p_name, wrong
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_run_at IS NOT NULL AND p_defer_by IS NOT NULL THEN
+        RAISE EXCEPTION 'afterword_enqueue: give p_run_at or p_defer_by, not both'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- As the gateway's defer_by: 0 to 7 days (NaN compares greater than any number).
+    IF p_defer_by < 0 OR p_defer_by > 604800 THEN
+        RAISE EXCEPTION 'afterword_enqueue: p_defer_by must be 0 to 604800 seconds (7 days), not %', p_defer_by
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    due := coalesce(p_run_at, now_ + make_interval(secs => coalesce(p_defer_by, 0)));
+    IF due > now_ + interval '7 days' THEN
+        RAISE EXCEPTION 'afterword_enqueue: p_run_at must be at most 7 days ahead, not %', p_run_at
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_id IS NOT NULL AND p_id !~ '^[0-9a-f]{32}$' THEN
+        RAISE EXCEPTION 'afterword_enqueue: p_id must be 32 lowercase hex digits, not %', quote_literal(p_id)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    job_id := coalesce(p_id, replace(gen_random_uuid()::text, '-', ''));
+    INSERT INTO jobs (id, name, payload, status, run_at, enqueued_at, updated_at)
+    VALUES (job_id, p_name, p_payload, CASE WHEN due > now_ THEN 'deferred' ELSE 'queued' END,
+            greatest(due, now_), now_, now_);
+    PERFORM pg_notify('afterword_enqueued', job_id);
+    RETURN job_id;
+END;
+$_$;
 
 CREATE FUNCTION public.afterword_job_counts(p_statuses text[], p_exact_limit bigint) RETURNS TABLE(status text, jobs bigint, estimated boolean)
     LANGUAGE plpgsql
@@ -162,6 +224,13 @@ CREATE TABLE public.job_effects (
     done_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL
 );
 
+CREATE TABLE public.job_kinds (
+    name text NOT NULL,
+    fields text[],
+    required text[] DEFAULT '{}'::text[] NOT NULL,
+    updated_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL
+);
+
 CREATE UNLOGGED TABLE public.job_watchers (
     watch_id text NOT NULL,
     job_id text NOT NULL,
@@ -219,6 +288,9 @@ ALTER TABLE ONLY public.job_attempts
 
 ALTER TABLE ONLY public.job_effects
     ADD CONSTRAINT job_effects_pkey PRIMARY KEY (job_id, effect);
+
+ALTER TABLE ONLY public.job_kinds
+    ADD CONSTRAINT job_kinds_pkey PRIMARY KEY (name);
 
 ALTER TABLE ONLY public.job_watchers
     ADD CONSTRAINT job_watchers_pkey PRIMARY KEY (watch_id);

@@ -13,6 +13,7 @@ from services.jobs.effects.log_writer import LogWriter
 from services.jobs.effects.mailer import Mailer
 from services.jobs.effects.users import UserRepository
 from services.jobs.metrics import JobMetrics, MetricsServer
+from services.jobs.relay import Relay
 from services.queue import QueueRedis
 from services.queue.heartbeat import Heartbeat
 from services.queue.leases import LeaseKeeper
@@ -33,6 +34,7 @@ class WorkerContext(TypedDict):
     attempts: AttemptBook
     metrics: JobMetrics
     metrics_server: MetricsServer | None
+    relay: Relay
 
 
 class JobContext(WorkerContext):

@@ -3,7 +3,8 @@
 ``worker_options(settings)`` builds the keyword arguments of the worker
 (``services.queue.worker.QueueWorker``): the job functions, the cron runs (the recovery sweep,
 the ledger's pruning, the purge of expired Idempotency-Keys, the temp-file cleaner), and
-``on_startup``/``on_shutdown``, which open and close the pools and the effects' resources.
+``on_startup``/``on_shutdown``, which open and close the pools, the effects' resources and the
+relay of transactional enqueues (``services.jobs.relay``).
 ``python -m services.jobs`` uses it.
 """
 
@@ -27,9 +28,10 @@ from services.jobs.effects.mailer import Mailer
 from services.jobs.effects.users import UserRepository
 from services.jobs.execution import REGISTRY, SCHEDULED, end_retry_seconds, install
 from services.jobs.loading import load
+from services.jobs.relay import Relay
 from services.jobs.retries import check_retries_fit, job_timeout, retry_policy
 from services.jobs.sweeper import sweep
-from services.ledger import prune_ended
+from services.ledger import job_kinds, prune_ended
 from services.ledger.idempotency import purge_expired
 from services.queue import RedisSettings, WorkerCoroutine, job_function, scheduled
 from services.queue.heartbeat import Heartbeat
@@ -74,6 +76,7 @@ async def on_startup(ctx: dict[str, Any]) -> None:
         users=UserRepository(db),
         attempts=AttemptBook(db, worker_id=ctx["worker_id"]),  # attempt starts/ends, batched
     )
+    await job_kinds.sync(db)  # the jobs this worker runs are the ones afterword_enqueue accepts
     # Prometheus metrics: recorded by the job wrapper, served on WORKER_METRICS_PORT (0: off).
     ctx["metrics"] = job_metrics.JobMetrics()
     ctx["metrics_server"] = metrics_server = await job_metrics.serve(
@@ -100,11 +103,24 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     leases = LeaseKeeper(ctx["redis"], lease_seconds=settings.lease_seconds)
     await leases.start()
     ctx["leases"] = leases
+    # Jobs enqueued in applications' transactions: queued as they commit. What it could miss while
+    # not listening is either in its catch-up or old enough for the recovery sweep.
+    relay = Relay(
+        settings.database_dsn,
+        ctx["redis"],
+        queue_name=settings.queue_name,
+        catch_up_seconds=settings.sweep_idle_seconds + settings.sweep_every_seconds,
+        call_seconds=call_timeout(settings.lease_seconds),
+    )
+    await relay.start()
+    ctx["relay"] = relay
 
 
 async def on_shutdown(ctx: dict[str, Any]) -> None:
     """Close what ``on_startup`` opened."""
     context = cast(WorkerContext, ctx)
+    if "relay" in context:
+        await context["relay"].stop()
     if "leases" in context:
         await context["leases"].stop()
     if "heartbeat" in context:

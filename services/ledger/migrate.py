@@ -3,7 +3,8 @@
 Each file runs in its own transaction under a Postgres advisory lock, so two migrators never
 race, and is recorded with its SHA-256. A file that changed after it was applied is refused,
 except for the comment-only rewordings listed in ``REWORDED``. The target database is created
-first when it does not exist yet. ``migrations/schema.sql`` is no migration: it shows the schema
+first when it does not exist yet. Afterwards the contract's jobs are written into ``job_kinds``
+(the names ``afterword_enqueue`` accepts). ``migrations/schema.sql`` is no migration: it shows the schema
 the migrations build (``python -m services.ledger.schema_dump`` rewrites it), and is never applied.
 """
 
@@ -19,6 +20,7 @@ from pathlib import Path
 import asyncpg
 
 from services.core.settings import Settings, load_settings
+from services.ledger import job_kinds
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 _LOCK_KEY = 0x61667477  # "aftw": one advisory lock for every migrator of this schema
@@ -96,7 +98,11 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
 
 
 async def apply(conn: asyncpg.Connection, migrations: list[Migration]) -> list[str]:
-    """Apply the migrations not applied yet; return the names of those applied now."""
+    """Apply the migrations not applied yet; return the names of those applied now.
+
+    Then, once the schema has the ``job_kinds`` table, write the contract's jobs into it
+    (:func:`services.ledger.job_kinds.sync`), whether or not a migration was applied.
+    """
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
     try:
         await conn.execute(
@@ -136,6 +142,8 @@ async def apply(conn: asyncpg.Connection, migrations: list[Migration]) -> list[s
                     migration.checksum,
                 )
             done.append(migration.name)
+        if await conn.fetchval("SELECT to_regclass('job_kinds') IS NOT NULL"):
+            await job_kinds.sync(conn)  # the jobs afterword_enqueue accepts (migration 0012)
         return done
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)

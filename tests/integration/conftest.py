@@ -156,6 +156,7 @@ async def observer(local_stack: LocalStack | None, smtp_sink: SmtpSink) -> Async
             mailpit_url=mailpit,
             log_file=log_file,
             db=db,
+            db_dsn=dsn,
             redis=redis,
             queue_name=os.environ.get("QUEUE_NAME", QUEUE),
         )

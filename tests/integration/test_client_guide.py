@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.observers import Observer
+
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "client.md"
 _PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 EXAMPLES = _PYTHON_BLOCK.findall(GUIDE.read_text("utf-8"))
-PRINTS = ["succeeded", "succeeded", "['payload.to']"]
-"""Something each example prints when it works: the sync one, the async one, the errors one."""
+PRINTS = ["succeeded", "succeeded", "['payload.to']", "succeeded"]
+"""Something each example prints when it works: the sync one, the async one, the errors one, the transaction one."""
 
 
 def test_the_guide_has_the_examples_these_tests_expect() -> None:
@@ -23,13 +25,17 @@ def test_the_guide_has_the_examples_these_tests_expect() -> None:
 
 
 @pytest.mark.parametrize(
-    ("example", "prints"), list(zip(EXAMPLES, PRINTS, strict=True)), ids=["sync", "async", "errors"]
+    ("example", "prints"),
+    list(zip(EXAMPLES, PRINTS, strict=True)),
+    ids=["sync", "async", "errors", "transaction"],
 )
 async def test_an_example_of_the_guide_runs_as_written(
-    example: str, prints: str, base_url: str, tmp_path: Path
+    example: str, prints: str, base_url: str, observer: Observer, tmp_path: Path
 ) -> None:
     code = example.replace("http://127.0.0.1:8000", base_url)
     environment = {name: value for name, value in os.environ.items() if name != "KEY"}  # the stack has no keys
+    if "DATABASE_URL" in code:  # the example connects to the stack's database
+        environment["DATABASE_URL"] = observer.db_dsn
 
     ran = await asyncio.to_thread(
         subprocess.run,

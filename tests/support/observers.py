@@ -32,6 +32,7 @@ class Observer:
         mailpit_url: str | None = None,
         log_file: Path | None = None,
         db: asyncpg.Pool | None = None,
+        db_dsn: str | None = None,
         redis: Redis | None = None,
         queue_name: str | None = None,
     ) -> None:
@@ -39,6 +40,7 @@ class Observer:
         self.mailpit_url = mailpit_url
         self.log_file = log_file
         self._db = db
+        self._db_dsn = db_dsn
         self._redis = redis
         self.queue_name = queue_name
 
@@ -48,6 +50,13 @@ class Observer:
         if self._db is None:
             pytest.skip("the stack's database is not observable (set DATABASE_URL)")
         return self._db
+
+    @property
+    def db_dsn(self) -> str:
+        """The stack's database's DSN, for connections of a test's own; skips the test when unknown."""
+        if not self._db_dsn:
+            pytest.skip("the stack's database is not observable (set DATABASE_URL)")
+        return self._db_dsn
 
     @property
     def redis(self) -> Redis:

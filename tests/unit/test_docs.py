@@ -140,3 +140,44 @@ def test_the_link_check_refuses_what_it_must() -> None:
         "../../shared/ARQ-NOTES.md: a path outside the repository",
         "../../elsewhere.md: a path outside the repository",
     ]
+
+
+def _layout_modules() -> set[str]:
+    """The modules docs/architecture.md's Layout tree names, as paths from the repository root."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    block = text.split("## Layout", 1)[1].split("```", 2)[1]
+    named: set[str] = set()
+    directories: list[str] = []  # the directory at each depth of the tree
+    current = ""  # the directory the last entry line names, for its continuation lines
+    for line in block.splitlines():
+        entry = re.search(r"[├└]── (\S+)", line)
+        if entry is None:
+            words = line
+            owner = current
+        else:
+            depth = entry.start() // 4
+            name = entry.group(1)
+            del directories[depth:]
+            if name.endswith("/"):
+                directories.append(name.rstrip("/"))
+                owner = current = "/".join(directories)
+                words = line[entry.end() :]
+            else:
+                owner = "/".join(directories)
+                current = owner
+                words = line[entry.start() :]
+        for module in re.findall(r"\b(\w+\.py)\b", words):
+            named.add(f"{owner}/{module}")
+    return named
+
+
+def test_the_layout_names_every_module_and_only_those() -> None:
+    named = _layout_modules()
+    present = {
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "services").rglob("*.py")
+        if path.name not in {"__init__.py", "__main__.py"}
+    }
+
+    assert sorted(named - present) == [], "docs/architecture.md's Layout names modules that do not exist"
+    assert sorted(present - named) == [], "docs/architecture.md's Layout misses these modules"
