@@ -8,6 +8,10 @@ and patterns, and the imports they need), with their comments and docstrings and
 contract's order, so that the client validates a payload exactly as the gateway does. An import
 of anything but the standard library and pydantic is refused: the client cannot have it.
 
+The contract derives ``PAYLOADS`` from ``JOBS``, whose definitions name the worker's
+implementations: the client gets ``PAYLOADS`` written out instead, one ``JobName.x: Model`` per
+``JobDefinition`` of ``JOBS``, and nothing of ``JOBS`` itself (:func:`_payloads_from_jobs`).
+
 Run ``make client-models`` after editing the contract. ``tests/unit/test_client_models.py``
 renders the module again in memory and fails while the committed file differs.
 """
@@ -51,6 +55,8 @@ class _Definition:
         self.last_line = last_line
         self.names = _bound_names(statement)
         self.uses = {node.id for node in ast.walk(statement) if isinstance(node, ast.Name)}
+        self.text: str | None = None
+        """What the client gets instead of the statement's own lines (see :func:`_payloads_from_jobs`)."""
 
 
 def _bound_names(statement: ast.stmt) -> set[str]:
@@ -87,6 +93,42 @@ def _definitions(tree: ast.Module, lines: list[str]) -> Iterator[_Definition]:
         if isinstance(statement, ast.Assign | ast.AnnAssign) and following is not None and _is_docstring(following):
             last = following.end_lineno or following.lineno
         yield _Definition(statement, first, last)
+
+
+def _payloads_from_jobs(definitions: list[_Definition], lines: list[str]) -> None:
+    """Write ``PAYLOADS`` out as a literal when the contract derives it (from ``JOBS``).
+
+    Each ``JobDefinition(name, payload, ...)`` of ``JOBS`` gives one ``name: payload`` entry (by
+    position or keyword), in ``JOBS``'s order; the docstring after ``PAYLOADS`` is kept.
+    """
+    by_name = {name: definition for definition in definitions for name in definition.names}
+    payloads, jobs = by_name.get("PAYLOADS"), by_name.get("JOBS")
+    if payloads is None or not isinstance(payloads.statement, ast.Assign | ast.AnnAssign):
+        return
+    if isinstance(payloads.statement.value, ast.Dict) or jobs is None:
+        return  # a literal already: copied as it is
+    entries: list[tuple[str, str]] = []
+    for call in ast.walk(jobs.statement):
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "JobDefinition"):
+            continue
+        given = {keyword.arg: keyword.value for keyword in call.keywords if keyword.arg}
+        name = call.args[0] if call.args else given.get("name")
+        model = call.args[1] if len(call.args) > 1 else given.get("payload")
+        if name is None or not isinstance(model, ast.Name):
+            raise ContractError(f"a JobDefinition of JOBS without a name and a payload class: {ast.unparse(call)}")
+        entries.append((ast.unparse(name), model.id))
+    statement = payloads.statement
+    end = statement.end_lineno or statement.lineno
+    annotation = f": {ast.unparse(statement.annotation)}" if isinstance(statement, ast.AnnAssign) else ""
+    body = "".join(f"    {name}: {model},\n" for name, model in entries)
+    payloads.text = "\n".join(
+        [
+            *lines[payloads.first_line - 1 : statement.lineno - 1],  # its comment
+            f"PAYLOADS{annotation} = {{\n{body}}}",
+            *lines[end : payloads.last_line],  # its docstring
+        ]
+    )
+    payloads.uses = {"JobName", "Payload", *(model for _, model in entries)}
 
 
 def _needed(definitions: list[_Definition]) -> set[int]:
@@ -127,6 +169,7 @@ def render(contract_source: str) -> str:
     """The text of the client's ``models.py`` for a contract whose source is ``contract_source``."""
     lines = contract_source.splitlines()
     definitions = list(_definitions(ast.parse(contract_source), lines))
+    _payloads_from_jobs(definitions, lines)
     needed = _needed(definitions)
     kept = [d for index, d in enumerate(definitions) if index in needed]
     used = set().union(*(d.uses for d in kept if not isinstance(d.statement, ast.Import | ast.ImportFrom)))
@@ -150,7 +193,8 @@ def render(contract_source: str) -> str:
                 gap = "\n" * (definition.first_line - definitions[previous].last_line)
             else:
                 gap = "\n\n\n"
-            body += gap + "\n".join(lines[definition.first_line - 1 : definition.last_line])
+            own = "\n".join(lines[definition.first_line - 1 : definition.last_line])
+            body += gap + (own if definition.text is None else definition.text)
             previous = index
     public = sorted({*ROOTS, *(name for d in kept for name in d.names if _is_payload_model(kept, name))}, key=_isort)
     imports = "\n\n".join("\n".join(group) for group in (standard, others) if group)

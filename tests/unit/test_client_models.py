@@ -91,7 +91,7 @@ def test_the_generator_refuses_an_import_the_client_cannot_have(generator: Modul
         "from pydantic import", "from services.core.settings import Settings\nfrom pydantic import", 1
     ).replace("class CleanupTempFiles(Payload):", "class CleanupTempFiles(Payload):\n    at: Settings | None = None\n")
 
-    with pytest.raises(generator.ContractError, match=r"cannot import 'services\.settings'"):
+    with pytest.raises(generator.ContractError, match=r"cannot import 'services\.core\.settings'"):
         generator.render(needing_services)
 
 
@@ -111,13 +111,36 @@ def test_the_generator_leaves_out_what_the_client_does_not_use(generator: Module
 
 def test_a_new_job_in_the_contract_reaches_the_client(generator: ModuleType) -> None:
     source = (ROOT / "services" / "contract.py").read_text("utf-8")
-    with_job = source.replace(
-        "PAYLOADS: dict[JobName, type[Payload]] = {",
-        'class ResizeImage(Payload):\n    """Make a thumbnail."""\n\n    path: SingleLine\n\n\n'
-        'PAYLOADS: dict[JobName, type[Payload]] = {\n    "resize_image": ResizeImage,',
+    with_job = (
+        source.replace(
+            '    cleanup_temp_files = "cleanup_temp_files"\n',
+            '    cleanup_temp_files = "cleanup_temp_files"\n    resize_image = "resize_image"\n',
+        )
+        .replace(
+            "@dataclass(frozen=True)\nclass JobDefinition:",
+            'class ResizeImage(Payload):\n    """Make a thumbnail."""\n\n    path: SingleLine\n\n\n'
+            "@dataclass(frozen=True)\nclass JobDefinition:",
+        )
+        .replace(
+            "JOBS: dict[JobName, JobDefinition] = _catalog(\n",
+            "JOBS: dict[JobName, JobDefinition] = _catalog(\n"
+            '    JobDefinition(payload=ResizeImage, name=JobName.resize_image, implementation="images:resize"),\n',
+        )
     )
 
     rendered = generator.render(with_job)
 
     assert "class ResizeImage(Payload):" in rendered
     assert '"ResizeImage",' in rendered
+    assert "    JobName.resize_image: ResizeImage,\n" in rendered
+    assert 'resize_image = "resize_image"' in rendered
+
+
+def test_the_client_gets_the_payloads_of_the_jobs_and_nothing_of_their_definitions(generator: ModuleType) -> None:
+    rendered = generator.render((ROOT / "services" / "contract.py").read_text("utf-8"))
+
+    for name, definition in contract.JOBS.items():
+        assert f"    JobName.{name.value}: {definition.payload.__name__},\n" in rendered
+    assert "JobDefinition" not in rendered
+    assert "JOBS" not in rendered
+    assert "implementations" not in rendered

@@ -107,7 +107,7 @@ PAYLOADS: dict[JobName, type[Payload]] = {
     JobName.update_user: UpdateUser,
     JobName.cleanup_temp_files: CleanupTempFiles,
 }
-"""The payload model of each job, the one place that pairs a name with its data."""
+"""The payload model of each job."""
 
 
 class JobStatus(StrEnum):
