@@ -30,6 +30,9 @@ TARGET = Path(__file__).resolve().parent / "src" / "afterword_client" / "models.
 ROOTS = ("JobName", "JobStatus", "FINAL_STATUSES", "Payload", "PAYLOADS")
 """The contract's names the client uses; what they use comes along."""
 
+LINE_LENGTH = 120
+"""The repository's line length (ruff's ``line-length``): a longer import is wrapped."""
+
 ALLOWED_PACKAGES = frozenset(sys.stdlib_module_names) | {"pydantic"}
 """What the copied definitions may import: the client depends on httpx and pydantic only."""
 
@@ -161,8 +164,14 @@ def _import_line(statement: ast.Import | ast.ImportFrom, used: set[str]) -> str 
         raise ContractError(f"the client cannot have the contract's relative import of {module!r}")
     if (module or "").partition(".")[0] not in ALLOWED_PACKAGES:
         raise ContractError(f"the client cannot import {module!r}: it depends on httpx and pydantic only")
-    names = ", ".join(alias.name if alias.asname is None else f"{alias.name} as {alias.asname}" for alias in kept)
-    return f"from {module} import {names}" if isinstance(statement, ast.ImportFrom) else f"import {names}"
+    listed = [alias.name if alias.asname is None else f"{alias.name} as {alias.asname}" for alias in kept]
+    if not isinstance(statement, ast.ImportFrom):
+        return f"import {', '.join(listed)}"
+    line = f"from {module} import {', '.join(listed)}"
+    if len(line) <= LINE_LENGTH:
+        return line
+    names = "".join(f"    {name},\n" for name in listed)  # as ruff wraps it: one name a line
+    return f"from {module} import (\n{names})"
 
 
 def render(contract_source: str) -> str:
