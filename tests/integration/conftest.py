@@ -65,6 +65,7 @@ def stack_env(
         "SMTP_PORT": str(sink.port),
         "LOG_FILE": str(workdir / "afterword.log"),
         "TEMP_DIR": str(workdir / "tmp"),
+        "REPORTS_DIR": str(workdir / "reports"),
         "GATEWAY_HOST": "127.0.0.1",
         "GATEWAY_PORT": str(port),
         "HEARTBEAT_SECONDS": "1",
