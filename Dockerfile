@@ -28,12 +28,13 @@ ENV PATH=/app/.venv/bin:$PATH \
     GATEWAY_HOST=0.0.0.0 \
     WORKER_METRICS_HOST=0.0.0.0 \
     LOG_FILE=/var/lib/afterword/afterword.log \
-    TEMP_DIR=/var/lib/afterword/tmp
+    TEMP_DIR=/var/lib/afterword/tmp \
+    REPORTS_DIR=/var/lib/afterword/reports
 # A fixed non-root user. /var/lib/afterword is created here with its owner so that a new named
 # volume mounted there starts out writable by that user.
 RUN groupadd --system --gid 10001 afterword \
     && useradd --system --uid 10001 --gid afterword --home-dir /app --no-create-home afterword \
-    && mkdir -p /var/lib/afterword/tmp \
+    && mkdir -p /var/lib/afterword/tmp /var/lib/afterword/reports \
     && chown -R afterword:afterword /var/lib/afterword
 WORKDIR /app
 COPY --from=build /app/.venv /app/.venv

@@ -8,6 +8,10 @@ and patterns, and the imports they need), with their comments and docstrings and
 contract's order, so that the client validates a payload exactly as the gateway does. An import
 of anything but the standard library and pydantic is refused: the client cannot have it.
 
+The contract derives ``PAYLOADS`` from ``JOBS``, whose definitions name the worker's
+implementations: the client gets ``PAYLOADS`` written out instead, one ``JobName.x: Model`` per
+``JobDefinition`` of ``JOBS``, and nothing of ``JOBS`` itself (:func:`_payloads_from_jobs`).
+
 Run ``make client-models`` after editing the contract. ``tests/unit/test_client_models.py``
 renders the module again in memory and fails while the committed file differs.
 """
@@ -25,6 +29,9 @@ TARGET = Path(__file__).resolve().parent / "src" / "afterword_client" / "models.
 
 ROOTS = ("JobName", "JobStatus", "FINAL_STATUSES", "Payload", "PAYLOADS")
 """The contract's names the client uses; what they use comes along."""
+
+LINE_LENGTH = 120
+"""The repository's line length (ruff's ``line-length``): a longer import is wrapped."""
 
 ALLOWED_PACKAGES = frozenset(sys.stdlib_module_names) | {"pydantic"}
 """What the copied definitions may import: the client depends on httpx and pydantic only."""
@@ -51,7 +58,8 @@ class _Definition:
         self.last_line = last_line
         self.names = _bound_names(statement)
         self.uses = {node.id for node in ast.walk(statement) if isinstance(node, ast.Name)}
-        self.text: str | None = None  # what is written in its place, when not the contract's own lines
+        self.text: str | None = None
+        """What the client gets instead of the statement's own lines (see :func:`_payloads_from_jobs`)."""
 
 
 def _bound_names(statement: ast.stmt) -> set[str]:
@@ -90,6 +98,42 @@ def _definitions(tree: ast.Module, lines: list[str]) -> Iterator[_Definition]:
         yield _Definition(statement, first, last)
 
 
+def _payloads_from_jobs(definitions: list[_Definition], lines: list[str]) -> None:
+    """Write ``PAYLOADS`` out as a literal when the contract derives it (from ``JOBS``).
+
+    Each ``JobDefinition(name, payload, ...)`` of ``JOBS`` gives one ``name: payload`` entry (by
+    position or keyword), in ``JOBS``'s order; the docstring after ``PAYLOADS`` is kept.
+    """
+    by_name = {name: definition for definition in definitions for name in definition.names}
+    payloads, jobs = by_name.get("PAYLOADS"), by_name.get("JOBS")
+    if payloads is None or not isinstance(payloads.statement, ast.Assign | ast.AnnAssign):
+        return
+    if isinstance(payloads.statement.value, ast.Dict) or jobs is None:
+        return  # a literal already: copied as it is
+    entries: list[tuple[str, str]] = []
+    for call in ast.walk(jobs.statement):
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "JobDefinition"):
+            continue
+        given = {keyword.arg: keyword.value for keyword in call.keywords if keyword.arg}
+        name = call.args[0] if call.args else given.get("name")
+        model = call.args[1] if len(call.args) > 1 else given.get("payload")
+        if name is None or not isinstance(model, ast.Name):
+            raise ContractError(f"a JobDefinition of JOBS without a name and a payload class: {ast.unparse(call)}")
+        entries.append((ast.unparse(name), model.id))
+    statement = payloads.statement
+    end = statement.end_lineno or statement.lineno
+    annotation = f": {ast.unparse(statement.annotation)}" if isinstance(statement, ast.AnnAssign) else ""
+    body = "".join(f"    {name}: {model},\n" for name, model in entries)
+    payloads.text = "\n".join(
+        [
+            *lines[payloads.first_line - 1 : statement.lineno - 1],  # its comment
+            f"PAYLOADS{annotation} = {{\n{body}}}",
+            *lines[end : payloads.last_line],  # its docstring
+        ]
+    )
+    payloads.uses = {"JobName", "Payload", *(model for _, model in entries)}
+
+
 def _needed(definitions: list[_Definition]) -> set[int]:
     """The indexes of the definitions that :data:`ROOTS` need, directly or not."""
     providers: dict[str, int] = {}
@@ -120,40 +164,21 @@ def _import_line(statement: ast.Import | ast.ImportFrom, used: set[str]) -> str 
         raise ContractError(f"the client cannot have the contract's relative import of {module!r}")
     if (module or "").partition(".")[0] not in ALLOWED_PACKAGES:
         raise ContractError(f"the client cannot import {module!r}: it depends on httpx and pydantic only")
-    names = ", ".join(alias.name if alias.asname is None else f"{alias.name} as {alias.asname}" for alias in kept)
-    return f"from {module} import {names}" if isinstance(statement, ast.ImportFrom) else f"import {names}"
-
-
-def _payloads_of_jobs(payloads: _Definition, definitions: list[_Definition]) -> _Definition:
-    """``PAYLOADS`` as a literal mapping, from the name and payload model of each ``JobDefinition`` in ``JOBS``.
-
-    The contract derives ``PAYLOADS`` from its job definitions, which also name the worker's
-    implementations and options: the client needs only the pairs.
-    """
-    jobs = next((d for d in definitions if "JOBS" in d.names), None)
-    if jobs is None or not isinstance(jobs.statement, ast.Assign | ast.AnnAssign) or jobs.statement.value is None:
-        return payloads
-    pairs = []
-    for node in ast.walk(jobs.statement.value):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "JobDefinition":
-            if len(node.args) < 2 or not isinstance(node.args[1], ast.Name):
-                raise ContractError("each JobDefinition must name its job and its payload model first")
-            pairs.append((ast.unparse(node.args[0]), node.args[1].id))
-    entries = "".join(f"    {name}: {model},\n" for name, model in pairs)
-    text = (
-        f"PAYLOADS: dict[JobName, type[Payload]] = {{\n{entries}}}\n"
-        '"""The payload model of each job (from the job definitions of services/contract.py)."""'
-    )
-    literal = _Definition(ast.parse(text).body[0], payloads.first_line, payloads.last_line)
-    literal.text = text
-    return literal
+    listed = [alias.name if alias.asname is None else f"{alias.name} as {alias.asname}" for alias in kept]
+    if not isinstance(statement, ast.ImportFrom):
+        return f"import {', '.join(listed)}"
+    line = f"from {module} import {', '.join(listed)}"
+    if len(line) <= LINE_LENGTH:
+        return line
+    names = "".join(f"    {name},\n" for name in listed)  # as ruff wraps it: one name a line
+    return f"from {module} import (\n{names})"
 
 
 def render(contract_source: str) -> str:
     """The text of the client's ``models.py`` for a contract whose source is ``contract_source``."""
     lines = contract_source.splitlines()
     definitions = list(_definitions(ast.parse(contract_source), lines))
-    definitions = [_payloads_of_jobs(d, definitions) if "PAYLOADS" in d.names else d for d in definitions]
+    _payloads_from_jobs(definitions, lines)
     needed = _needed(definitions)
     kept = [d for index, d in enumerate(definitions) if index in needed]
     used = set().union(*(d.uses for d in kept if not isinstance(d.statement, ast.Import | ast.ImportFrom)))

@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     temp_max_age_seconds: int = Field(
         default=3600, ge=1, description="cleanup_temp_files removes files older than this."
     )
+    reports_dir: Path = Field(
+        default=Path("var/reports"), description="Directory write_report writes its CSV files to."
+    )
 
     gateway_host: str = Field(default="127.0.0.1", description="Address the gateway listens on.")
     gateway_port: int = Field(default=8000, ge=1, le=65535, description="Port the gateway listens on.")

@@ -65,6 +65,7 @@ def stack_env(
         "SMTP_PORT": str(sink.port),
         "LOG_FILE": str(workdir / "afterword.log"),
         "TEMP_DIR": str(workdir / "tmp"),
+        "REPORTS_DIR": str(workdir / "reports"),
         "GATEWAY_HOST": "127.0.0.1",
         "GATEWAY_PORT": str(port),
         "HEARTBEAT_SECONDS": "1",
@@ -140,12 +141,14 @@ async def observer(local_stack: LocalStack | None, smtp_sink: SmtpSink) -> Async
         dsn = local_stack.env["DATABASE_URL"]
         redis_url = local_stack.redis.url
         log_file: Path | None = Path(local_stack.env["LOG_FILE"])
+        reports_dir: Path | None = Path(local_stack.env["REPORTS_DIR"])
         sink: SmtpSink | None = smtp_sink
         mailpit = None
     else:
         dsn = os.environ.get("DATABASE_URL", "")
         redis_url = os.environ.get("REDIS_URL", "")
         log_file = Path(os.environ["LOG_FILE"]) if os.environ.get("LOG_FILE") else None
+        reports_dir = Path(os.environ["REPORTS_DIR"]) if os.environ.get("REPORTS_DIR") else None
         sink = None
         mailpit = os.environ.get("MAILPIT_URL")  # compose: http://localhost:8025
     db = await asyncpg.create_pool(dsn, min_size=1, max_size=4) if dsn else None
@@ -155,6 +158,7 @@ async def observer(local_stack: LocalStack | None, smtp_sink: SmtpSink) -> Async
             sink=sink,
             mailpit_url=mailpit,
             log_file=log_file,
+            reports_dir=reports_dir,
             db=db,
             db_dsn=dsn,
             redis=redis,

@@ -1,8 +1,9 @@
-"""How an integration test sees a job's effects: the email, the log line, the database row.
+"""How an integration test sees a job's effects: the email, the log line, the database row, the report.
 
-Locally the stack's SMTP server is the test's own sink, its log file a temp file and its database
-a throwaway one. Against a running stack (``GATEWAY_URL``) the email is read from Mailpit's API
-(``MAILPIT_URL``), the log from ``LOG_FILE`` and the database from ``DATABASE_URL``, each only
+Locally the stack's SMTP server is the test's own sink, its log file a temp file, its reports
+directory a temp directory and its database a throwaway one. Against a running stack
+(``GATEWAY_URL``) the email is read from Mailpit's API (``MAILPIT_URL``), the log from
+``LOG_FILE``, the reports from ``REPORTS_DIR`` and the database from ``DATABASE_URL``, each only
 when given; an effect that cannot be observed skips the test that needs it.
 """
 
@@ -31,6 +32,7 @@ class Observer:
         sink: SmtpSink | None = None,
         mailpit_url: str | None = None,
         log_file: Path | None = None,
+        reports_dir: Path | None = None,
         db: asyncpg.Pool | None = None,
         db_dsn: str | None = None,
         redis: Redis | None = None,
@@ -39,6 +41,7 @@ class Observer:
         self.sink = sink
         self.mailpit_url = mailpit_url
         self.log_file = log_file
+        self.reports_dir = reports_dir
         self._db = db
         self._db_dsn = db_dsn
         self._redis = redis
@@ -97,6 +100,14 @@ class Observer:
             return []
         lines = self.log_file.read_text("utf-8").splitlines()
         return [json.loads(line) for line in lines]
+
+    def reports_of(self, job_id: str) -> dict[str, str]:
+        """The text of each report file the job ``job_id`` wrote (``write_report``), by file name, as written."""
+        if self.reports_dir is None:
+            pytest.skip("the reports directory is not observable (set REPORTS_DIR)")
+        if not self.reports_dir.exists():
+            return {}
+        return {path.name: path.read_bytes().decode("utf-8") for path in self.reports_dir.glob(f"{job_id}-*.csv")}
 
     def log_records_of(self, job_id: str) -> list[dict[str, Any]]:
         """The log lines written by one job."""

@@ -124,7 +124,7 @@ def test_a_new_job_in_the_contract_reaches_the_client(generator: ModuleType) -> 
         .replace(
             "JOBS: dict[JobName, JobDefinition] = _catalog(\n",
             "JOBS: dict[JobName, JobDefinition] = _catalog(\n"
-            '    JobDefinition(JobName.resize_image, ResizeImage, "images:resize", tries=2),\n',
+            '    JobDefinition(payload=ResizeImage, name=JobName.resize_image, implementation="images:resize"),\n',
         )
     )
 
@@ -132,5 +132,15 @@ def test_a_new_job_in_the_contract_reaches_the_client(generator: ModuleType) -> 
 
     assert "class ResizeImage(Payload):" in rendered
     assert '"ResizeImage",' in rendered
-    assert "JobName.resize_image: ResizeImage," in rendered
-    assert "images:resize" not in rendered  # where the worker's code is: nothing for the client
+    assert "    JobName.resize_image: ResizeImage,\n" in rendered
+    assert 'resize_image = "resize_image"' in rendered
+
+
+def test_the_client_gets_the_payloads_of_the_jobs_and_nothing_of_their_definitions(generator: ModuleType) -> None:
+    rendered = generator.render((ROOT / "services" / "contract.py").read_text("utf-8"))
+
+    for name, definition in contract.JOBS.items():
+        assert f"    JobName.{name.value}: {definition.payload.__name__},\n" in rendered
+    assert "JobDefinition" not in rendered
+    assert "JOBS" not in rendered
+    assert "implementations" not in rendered

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import uuid
@@ -63,8 +64,9 @@ def test_each_function_runs_its_registered_coroutine(options: dict[str, Any]) ->
         name = JobName(function.name)
         assert function.coroutine is REGISTRY[name]
         assert function.max_tries == retry_policy(name, Settings(_env_file=None, job_max_tries=7)).tries
-        # ARQ's backstop: the job's timeout, the wrapper's tries at writing its end (three 9 s leases), 5 s.
-        assert function.timeout_s == 30 + 27 + 5
+        # ARQ's backstop: the job's timeout (its own or the setting's), the wrapper's tries at writing
+        # its end (three 9 s leases), 5 s.
+        assert function.timeout_s == (JOBS[name].timeout or 30) + 27 + 5
 
 
 def test_max_tries_follow_the_setting_unless_a_job_caps_them(options: dict[str, Any]) -> None:
@@ -132,8 +134,12 @@ def test_cron_cleanup(options: dict[str, Any]) -> None:
     ]
 
 
-def test_cron_prune_runs_every_ten_minutes_unless_retention_is_off(options: dict[str, Any]) -> None:
+def test_cron_prune_runs_every_ten_minutes_unless_retention_is_off(
+    options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     prune = {c.name: c for c in options["cron_jobs"]}[CRON_PRUNE]
+    for name, definition in list(JOBS.items()):  # no job keeps its records for days of its own
+        monkeypatch.setitem(JOBS, name, dataclasses.replace(definition, keep_days=None))
     kept_forever = worker_options(Settings(_env_file=None, job_retention_days=0))
 
     assert prune.coroutine is prune_ledger
@@ -257,11 +263,18 @@ def test_a_jobs_own_keep_days_set_its_retention_apart_from_the_setting(monkeypat
         JOBS, JobName.write_log, JobDefinition(JobName.write_log, WriteLog, write_log.implementation, keep_days=2)
     )
 
-    groups = retention(Settings(_env_file=None, job_retention_days=30))
-    kept_forever = retention(Settings(_env_file=None, job_retention_days=0))
+    by_days = retention(Settings(_env_file=None, job_retention_days=30))
+    groups = {days: names for names, days in by_days}
+    kept_forever = {days: names for names, days in retention(Settings(_env_file=None, job_retention_days=0))}
 
-    assert groups == [(["write_log"], 2), (["send_email", "update_user", "cleanup_temp_files"], 30)]
-    assert kept_forever == [(["send_email", "update_user", "cleanup_temp_files"], 0), (["write_log"], 2)]
+    assert [days for _, days in by_days] == sorted(groups)
+    assert groups[2] == kept_forever[2] == ["write_log"]
+    assert set(groups[30]) >= {"send_email", "update_user", "cleanup_temp_files"}
+    assert set(kept_forever[0]) >= {"send_email", "update_user", "cleanup_temp_files"}
+    for name, definition in JOBS.items():  # the others: their own keep_days, else the setting's
+        if name is not JobName.write_log and definition.keep_days is not None:
+            assert name.value in groups[definition.keep_days]
+            assert name.value in kept_forever[definition.keep_days]
     assert any(
         c.name == CRON_PRUNE for c in worker_options(Settings(_env_file=None, job_retention_days=0))["cron_jobs"]
     )

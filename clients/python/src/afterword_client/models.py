@@ -6,11 +6,21 @@ repository's tests fail while it differs from what the contract generates.
 
 from __future__ import annotations
 
+import math
 import re
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    PlainValidator,
+    ValidationInfo,
+    field_validator,
+)
 
 __all__ = [
     "FINAL_STATUSES",
@@ -22,6 +32,7 @@ __all__ = [
     "SendEmail",
     "UpdateUser",
     "WriteLog",
+    "WriteReport",
 ]
 
 # Control characters (C0, DEL, C1) and the Unicode line/paragraph separators. None of them may
@@ -64,6 +75,7 @@ class JobName(StrEnum):
     write_log = "write_log"
     update_user = "update_user"
     cleanup_temp_files = "cleanup_temp_files"
+    write_report = "write_report"
 
 
 class Payload(BaseModel):
@@ -101,13 +113,62 @@ class CleanupTempFiles(Payload):
     """Remove files older than the configured age from the configured temp directory."""
 
 
+def _cell(value: Any) -> str | int | float | None:
+    if isinstance(value, str):
+        if len(value) > 1_000:
+            raise ValueError("must be at most 1000 characters")
+        return _no_nul(_unicode(value))
+    if value is None or (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)):
+        return value
+    raise ValueError("must be text, a finite number or null")
+
+
+Cell = Annotated[
+    str | int | float | None,
+    PlainValidator(_cell, json_schema_input_type=Annotated[str, Field(max_length=1_000)] | int | float | None),
+]
+"""One value of a report: text (no NUL), a finite number (``true`` is none), or null (an empty cell)."""
+
+
+class WriteReport(Payload):
+    """Write a CSV file, a header line and the rows, to the configured reports directory."""
+
+    title: SingleLine = Field(
+        min_length=1,
+        max_length=100,
+        description="Names the file, made a slug: <job id>-<slug>.csv (never a path).",
+        examples=["Signups by day"],
+    )
+    columns: list[Annotated[SingleLine, Field(min_length=1, max_length=100)]] = Field(
+        min_length=1, max_length=50, examples=[["day", "signups"]]
+    )
+    rows: list[list[Cell]] = Field(
+        default_factory=list,
+        max_length=1_000,
+        description="One list per line, each with one value per column.",
+        examples=[[["2024-05-01", 12], ["2024-05-02", 9]]],
+    )
+
+    @field_validator("rows")
+    @classmethod
+    def _one_value_per_column(cls, rows: list[list[Cell]], info: ValidationInfo) -> list[list[Cell]]:
+        columns = info.data.get("columns")
+        if columns is None:  # the columns are invalid: that is their own error
+            return rows
+        for index, row in enumerate(rows):
+            if len(row) != len(columns):
+                raise ValueError(f"row {index} has {len(row)} values, not one per column ({len(columns)})")
+        return rows
+
+
 PAYLOADS: dict[JobName, type[Payload]] = {
     JobName.send_email: SendEmail,
     JobName.write_log: WriteLog,
     JobName.update_user: UpdateUser,
     JobName.cleanup_temp_files: CleanupTempFiles,
+    JobName.write_report: WriteReport,
 }
-"""The payload model of each job (from the job definitions of services/contract.py)."""
+"""The payload model of each job."""
 
 
 class JobStatus(StrEnum):
