@@ -14,9 +14,11 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from afterword_client import JobStatus as ClientStatus
-from afterword_client import ValidationFailed, WriteLog
+from afterword_client import UpdateUser, ValidationFailed, WriteLog
+from fastapi import FastAPI
 from starlette.exceptions import StarletteDeprecationWarning
 
 from services.contract import JobName, JobStatus, SendEmail
@@ -209,6 +211,37 @@ def test_the_inline_mode_runs_a_job_before_the_request_is_answered(afterword_job
 
     assert [run.job_id for run in afterword_jobs.runs] == [job_id]
     assert len(afterword_jobs.mail.messages_to(ADA)) == 1
+
+
+def test_a_sync_endpoint_queues_through_the_blocking_client(afterword_jobs: InProcessAfterword) -> None:
+    app = FastAPI()
+
+    @app.post("/users/{email}")
+    def rename(email: str) -> dict[str, str]:  # run in the app's thread pool, as FastAPI runs a def
+        with afterword_jobs.client() as client:
+            return {"job": client.enqueue(UpdateUser(email=email, name="Ada Lovelace")).id}
+
+    with TestClient(app) as http:
+        job_id = http.post(f"/users/{ADA}").json()["job"]
+
+    assert [job.id for job in afterword_jobs.of(JobName.update_user)] == [job_id]
+    [run] = afterword_jobs.run_all()
+    assert run.result == {"email": ADA, "changed": True}
+
+
+def test_the_seed_signup_queues_three_jobs_that_each_take_effect(afterword_jobs: InProcessAfterword) -> None:
+    with httpx.Client(transport=afterword_jobs.transport, base_url=afterword_jobs.base_url) as http:
+        response = http.post("/signup", json={"email": ADA, "name": "Ada Lovelace"})
+    assert response.status_code == 202, response.text
+
+    assert [job.name for job in afterword_jobs.enqueued] == ["send_email", "update_user", "write_log"]
+    assert {job.request_id for job in afterword_jobs.enqueued} == {response.headers["X-Request-ID"]}
+    runs = afterword_jobs.run_all()
+
+    assert [run.status for run in runs] == [JobStatus.succeeded] * 3
+    assert afterword_jobs.mail.messages_to(ADA)[0]["Subject"] == "Welcome to Afterword, Ada Lovelace"
+    assert welcome_sent_at(afterword_jobs, ADA) is not None
+    assert f"signup: {ADA}" in afterword_jobs.settings.log_file.read_text()
 
 
 async def test_an_async_test_queues_follows_and_runs_jobs(afterword_jobs: InProcessAfterword) -> None:
