@@ -10,8 +10,8 @@ commits the jobs to the ledger and stops there, instead of pushing them to ARQ's
 
 What a route would do with Redis beyond that is attempted on the settings' ``REDIS_URL``, which
 the in-process Afterword points at a closed port: ``DELETE /jobs/{id}`` cancels the job in the
-ledger and notes that Redis could not be told (as the gateway does when Redis is away);
-``POST /jobs/{id}/retry`` needs Redis (it makes ARQ forget the job's past runs) and answers 500.
+ledger and notes that Redis could not be told; ``POST /jobs/{id}/retry`` puts the job back in the
+ledger, then fails to make ARQ forget its past runs and answers 500 (as with Redis away).
 
 Each job an answer accepted (202, not replayed) is noted as a :class:`QueuedJob`, with the request's
 ``defer_by`` and Idempotency-Key, for the test's assertions.

@@ -1,8 +1,9 @@
 """``afterword_jobs``: a user's app queues jobs through the client, and the jobs run for real, without Redis.
 
-Every test of this module runs with ``REDIS_URL`` on a listening socket that counts connections
-(:class:`RedisTrap`); :func:`test_nothing_reaches_redis` drives every path a client takes and
-checks that none was made.
+The tests of this module run with ``REDIS_URL`` on a listening socket that counts connections
+(:class:`RedisTrap`), but for a cancel, which the gateway tells Redis about (on a closed port, as
+by default); :func:`test_nothing_reaches_redis` drives the other paths a client takes and checks
+that no connection was made.
 """
 
 from __future__ import annotations
@@ -202,6 +203,17 @@ def test_a_deferred_job_runs_when_due_or_when_every_job_is_run(afterword_jobs: I
     [run] = afterword_jobs.run_all()
     assert run.status is JobStatus.succeeded
     assert '"message":"later"' in afterword_jobs.settings.log_file.read_text()
+
+
+@pytest.mark.parametrize("afterword_settings", [{}])  # REDIS_URL on a closed port, as by default
+def test_a_cancelled_job_never_runs(afterword_jobs: InProcessAfterword) -> None:
+    with afterword_jobs.client() as client:
+        accepted = client.enqueue(WriteLog(message="never"), defer_by=60)
+        cancelled = client.cancel(accepted.id)
+
+    assert cancelled.status is ClientStatus.cancelled
+    assert afterword_jobs.run_all() == []
+    assert not afterword_jobs.settings.log_file.exists()
 
 
 def test_the_inline_mode_runs_a_job_before_the_request_is_answered(afterword_jobs: InProcessAfterword) -> None:
