@@ -1,4 +1,5 @@
-"""Fixtures shared by unit and integration tests: a migrated throwaway database, an SMTP sink."""
+"""Fixtures shared by unit and integration tests: a migrated throwaway database, an SMTP sink,
+and Afterword in the test's process (``afterword_jobs``, from ``services.testing.plugin``)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,17 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 import pytest
 
-from tests.support.database import create_database, drop_database
+from tests.support.database import ADMIN_DSN, create_database, drop_database
 from tests.support.redis_server import RedisServer
 from tests.support.smtp_sink import SmtpSink
+
+pytest_plugins = ["services.testing.plugin"]
+
+
+@pytest.fixture(scope="session")
+def afterword_postgres_url() -> str:
+    """The role ``afterword_jobs`` creates its databases with: the one the other tests use."""
+    return ADMIN_DSN
 
 
 @pytest.fixture(scope="session")

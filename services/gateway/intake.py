@@ -24,8 +24,9 @@ still acknowledged: their rows stay ``queued`` and the recovery sweep pushes the
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -48,6 +49,9 @@ log = logging.getLogger("afterword.gateway")
 MAX_BATCH = 512
 """At most this many jobs go into one INSERT and one enqueue."""
 
+Queue = Callable[[Sequence[ledger.NewJob]], Awaitable[object]]
+"""Where committed jobs go on to reach a worker: ARQ's queue in Redis (:func:`push`)."""
+
 
 @dataclass(frozen=True)
 class _Submission:
@@ -61,13 +65,21 @@ class Intake:
     """Writes accepted jobs to the ledger, then queues them, in batches shared by concurrent requests.
 
     ``metrics`` counts the jobs once their rows are committed (afterword_jobs_accepted_total).
+    ``queue`` takes the committed jobs on to the workers: :func:`push` to ``redis`` unless given
+    (the in-process worker of ``services.testing`` reads them from the ledger instead).
     """
 
     def __init__(
-        self, *, db: asyncpg.Pool, redis: QueueRedis, metrics: GatewayMetrics, max_batch: int = MAX_BATCH
+        self,
+        *,
+        db: asyncpg.Pool,
+        redis: QueueRedis,
+        metrics: GatewayMetrics,
+        max_batch: int = MAX_BATCH,
+        queue: Queue | None = None,
     ) -> None:
         self._db = db
-        self._redis = redis
+        self._queue = queue if queue is not None else functools.partial(push, redis)
         self._metrics = metrics
         self._batcher: Batcher[_Submission, bool] = Batcher(
             self._write,
@@ -109,7 +121,7 @@ class Intake:
                 self._metrics.accepted(job.name for job in jobs)
                 # Queued before the connection goes back to the pool: the release stays off the
                 # path from acceptance to the job's start.
-                await push(self._redis, jobs)
+                await self._queue(jobs)
         except POSTGRES_UNREACHABLE as exc:
             if not committed:
                 count = sum(len(submission.jobs) for submission in submissions)
