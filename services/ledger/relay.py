@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 
 from services.contract import JobName, JobStatus
-from services.ledger import Executor
+from services.ledger import Executor, statuses
 
 CHANNEL = "afterword_enqueued"
 """The notification channel of ``afterword_enqueue``: each notification's payload is a job's id."""
@@ -36,6 +36,10 @@ class Waiting:
 
 
 _COLUMNS = "id, name, payload, status, run_at"
+
+
+_NOT_STARTED = statuses.listed([JobStatus.queued, JobStatus.deferred])
+"""What a job enqueued and never started is: queued, or deferred."""
 
 
 def _waiting(rows: Sequence[asyncpg.Record]) -> list[Waiting]:
@@ -56,7 +60,7 @@ def _waiting(rows: Sequence[asyncpg.Record]) -> list[Waiting]:
 async def waiting(db: Executor, job_ids: Sequence[str]) -> list[Waiting]:
     """The jobs of ``job_ids`` that are still ``queued`` or ``deferred`` and never started."""
     rows = await db.fetch(
-        f"SELECT {_COLUMNS} FROM jobs WHERE id = ANY($1::text[]) AND status IN ('queued', 'deferred') AND tries = 0",
+        f"SELECT {_COLUMNS} FROM jobs WHERE id = ANY($1::text[]) AND status IN ({_NOT_STARTED}) AND tries = 0",
         list(job_ids),
     )
     return _waiting(rows)
@@ -69,7 +73,7 @@ async def recent(db: Executor, *, within_seconds: float, limit: int) -> list[Wai
     What a relay that was not listening may have missed; older rows are the recovery sweep's.
     """
     rows = await db.fetch(
-        f"SELECT {_COLUMNS} FROM jobs WHERE status IN ('queued', 'deferred') AND tries = 0 "
+        f"SELECT {_COLUMNS} FROM jobs WHERE status IN ({_NOT_STARTED}) AND tries = 0 "
         "AND enqueued_at > clock_timestamp() - make_interval(secs => $1) ORDER BY enqueued_at LIMIT $2",
         within_seconds,
         limit,

@@ -26,9 +26,21 @@ from services.core.serialization import deserialize
 from services.core.settings import Settings
 from services.jobs.relay import LISTENER_NAME, Relay
 from services.jobs.setup import on_shutdown, on_startup
+from tests.support.database import create_database, drop_database
 from tests.support.redis_server import RedisServer
 
 QUEUE = "relay-test:queue"
+
+
+@pytest.fixture
+async def database_dsn() -> AsyncIterator[str]:
+    """A migrated database of each test's own: a relay's catch-up reads every waiting job of its
+    database, and the session's database holds the other tests' jobs."""
+    dsn = await create_database("afterword_relay")
+    try:
+        yield dsn
+    finally:
+        await drop_database(dsn)
 
 
 @pytest.fixture
