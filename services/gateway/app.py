@@ -11,7 +11,7 @@ from services.gateway.middleware.body_limit import BodyLimitMiddleware
 from services.gateway.middleware.idempotency import IdempotencyMiddleware
 from services.gateway.middleware.observation import RequestObservationMiddleware
 from services.gateway.middleware.security_headers import SecurityHeadersMiddleware
-from services.gateway.routes import dashboard, docs, health, jobs, live, seed, stats
+from services.gateway.routes import dashboard, docs, health, job_types, jobs, live, seed, stats
 from services.gateway.routes import metrics as metrics_route
 from services.gateway.state import lifespan_for
 
@@ -60,6 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
     app.include_router(seed.router)
     app.include_router(jobs.router)
+    app.include_router(job_types.router)
     app.include_router(health.router)
     app.include_router(metrics_route.router)
     app.include_router(live.router)

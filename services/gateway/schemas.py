@@ -15,6 +15,10 @@ Timestamp = Annotated[
 ]
 
 
+MAX_DEFER_SECONDS = 7 * 24 * 3600
+"""The longest ``defer_by`` a request may ask for: a week."""
+
+
 class Request(BaseModel):
     """Base of request bodies: unknown fields are an error, not silently dropped."""
 
@@ -44,7 +48,7 @@ class JobRequest(Request):
         examples=[{"message": "hello from the API"}],
     )
     defer_by: float | None = Field(
-        default=None, ge=0, le=7 * 24 * 3600, description="Seconds to wait before the job may run."
+        default=None, ge=0, le=MAX_DEFER_SECONDS, description="Seconds to wait before the job may run."
     )
 
 
