@@ -17,8 +17,9 @@ GUIDE = Path(__file__).resolve().parents[2] / "docs" / "client.md"
 _PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 # "Testing your app" holds a pytest suite, not scripts: tests/unit/test_client_testing_guide.py runs it.
 EXAMPLES = _PYTHON_BLOCK.findall(GUIDE.read_text("utf-8").partition("\n## Testing your app\n")[0])
-PRINTS = ["succeeded", "succeeded", "['payload.to']", "succeeded"]
-"""Something each example prints when it works: the sync one, the async one, the errors one, the transaction one."""
+PRINTS = ["succeeded", "succeeded", "['payload.to']", "succeeded", "succeeded"]
+"""Something each example prints when it works: the sync one, the async one, the errors one, the
+transaction ones (asyncpg, SQLAlchemy)."""
 
 
 def test_the_guide_has_the_examples_these_tests_expect() -> None:

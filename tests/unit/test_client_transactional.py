@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -10,6 +11,8 @@ import pytest
 from afterword_client import CleanupTempFiles, SendEmail, WriteLog
 from afterword_client.transactional import enqueue_in_transaction
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from services import ledger
 from services.contract import JobStatus
@@ -80,3 +83,56 @@ async def test_outside_a_transaction_it_refuses(database_dsn: str) -> None:
         assert await connection.fetchval("SELECT count(*) FROM jobs WHERE payload->>'message' = 'autocommitted'") == 0
     finally:
         await connection.close()
+
+
+# SQLAlchemy: an AsyncSession and an AsyncConnection on the session's database, through asyncpg.
+
+
+@pytest.fixture
+async def engine(database_dsn: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(database_dsn.replace("postgresql://", "postgresql+asyncpg://", 1))
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def _committed(database_dsn: str, job_id: str) -> ledger.JobRecord | None:
+    """The job's row as another connection sees it: there once its transaction committed."""
+    connection = await asyncpg.connect(database_dsn)
+    try:
+        return await ledger.get_job(connection, job_id)
+    finally:
+        await connection.close()
+
+
+async def test_an_sqlalchemy_session_writes_the_job_with_its_commit(engine: AsyncEngine, database_dsn: str) -> None:
+    async with AsyncSession(engine) as session:
+        async with session.begin():
+            job_id = await enqueue_in_transaction(session, WriteLog(message="from a session"), defer_by=30)
+            assert await _committed(database_dsn, job_id) is None  # not before the commit
+
+    record = await _committed(database_dsn, job_id)
+    assert record is not None
+    assert (record.name, record.payload, record.status) == ("write_log", {"message": "from a session"}, "deferred")
+
+
+async def test_an_sqlalchemy_rollback_leaves_no_job(engine: AsyncEngine, database_dsn: str) -> None:
+    async with engine.connect() as connection:
+        transaction = await connection.begin()
+        job_id = await enqueue_in_transaction(connection, "write_log", {"message": "rolled back"})
+        await transaction.rollback()
+
+    assert is_id(job_id)
+    assert await _committed(database_dsn, job_id) is None
+
+
+async def test_an_sqlalchemy_session_gets_the_databases_refusal(engine: AsyncEngine) -> None:
+    async with AsyncSession(engine) as session, session.begin():
+        with pytest.raises(DBAPIError, match="unknown job name 'send_emial'"):
+            await enqueue_in_transaction(session, "send_emial", {"to": "ada@example.com"})
+
+
+async def test_something_that_is_no_connection_is_refused() -> None:
+    with pytest.raises(TypeError, match="not an asyncpg connection nor an SQLAlchemy"):
+        await enqueue_in_transaction(object(), WriteLog(message="x"))  # type: ignore[arg-type]

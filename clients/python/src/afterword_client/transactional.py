@@ -12,7 +12,12 @@
 The job's row is written by ``afterword_enqueue``, a function of Afterword's database, on your
 connection and in your transaction: roll it back and the job never existed; commit it and the
 workers queue the job at once. This module sends no HTTP request and imports no database driver:
-it takes the connection you have (asyncpg's ``Connection``, or a pool's connection).
+it takes the connection you have: asyncpg's ``Connection`` (or a pool's connection), or
+SQLAlchemy's ``AsyncSession`` or ``AsyncConnection`` (``pip install "afterword-client[sqlalchemy]"``)::
+
+    async with session.begin():  # an SQLAlchemy AsyncSession on Afterword's database
+        session.add(Order(item="book"))
+        job_id = await enqueue_in_transaction(session, SendEmail(to=..., subject="Your order", body=...))
 """
 
 from __future__ import annotations
@@ -20,22 +25,41 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any, Protocol, overload
+from typing import Any, Protocol, overload, runtime_checkable
 
 from afterword_client.models import PAYLOADS, JobName, Payload
 
 _ENQUEUE = "SELECT afterword_enqueue($1::text, $2::jsonb, $3::timestamptz, $4::float8, $5::text)"
+_ENQUEUE_NAMED = (
+    "SELECT afterword_enqueue(CAST(:name AS text), CAST(:payload AS jsonb), CAST(:run_at AS timestamptz), "
+    "CAST(:defer_by AS float8), CAST(:job_id AS text))"
+)
+"""The same statement with named parameters, as SQLAlchemy's ``text()`` takes them."""
 _NAME_OF: dict[type[Payload], JobName] = {model: name for name, model in PAYLOADS.items()}
 
 
-class Connection(Protocol):
-    """What this module needs of a connection: asyncpg's ``fetchval`` and ``is_in_transaction``."""
+class AsyncpgConnection(Protocol):
+    """What this module needs of an asyncpg connection: ``fetchval`` and ``is_in_transaction``."""
 
     async def fetchval(self, query: str, *args: Any) -> Any:
         """Run ``query`` and return the first column of its first row."""
 
     def is_in_transaction(self) -> bool:
         """True inside a transaction block."""
+
+
+class SqlAlchemyConnection(Protocol):
+    """What this module needs of SQLAlchemy's ``AsyncSession`` or ``AsyncConnection``."""
+
+    async def execute(self, statement: Any, parameters: Any = None, /) -> Any:
+        """Run ``statement`` in the session's transaction (begun by it if none is)."""
+
+    def in_transaction(self) -> bool:
+        """True once a transaction has begun."""
+
+
+Connection = AsyncpgConnection | SqlAlchemyConnection
+"""A connection this module can write a job on."""
 
 
 @overload
@@ -82,10 +106,13 @@ async def enqueue_in_transaction(
     hex digits) gives the job an id of your choosing; a new uuid4 otherwise.
 
     The database refuses an unknown name, a payload field the job does not have and a missing
-    required one, with SQLSTATE 22023 (asyncpg's ``InvalidParameterValueError``): the transaction
-    is then aborted, as after any failed statement. Raises ``RuntimeError`` outside a transaction.
+    required one, with SQLSTATE 22023 (asyncpg's ``InvalidParameterValueError``; SQLAlchemy wraps
+    it in a ``DBAPIError``): the transaction is then aborted, as after any failed statement.
+    asyncpg runs a statement outside a transaction block on its own, committed at once: on an
+    asyncpg connection outside a transaction this raises ``RuntimeError``. SQLAlchemy begins a
+    transaction with the statement when none is open, and the job is then written when you commit.
     """
-    if not conn.is_in_transaction():
+    if isinstance(conn, _AsyncpgLike) and not conn.is_in_transaction():
         raise RuntimeError("enqueue_in_transaction needs an open transaction: async with conn.transaction(): ...")
     name, data = _job(job, payload)
     if defer_by is not None and run_at is not None:
@@ -94,8 +121,29 @@ async def enqueue_in_transaction(
         raise ValueError("run_at must be timezone-aware (datetime.now(UTC) + ..., say)")
     seconds = defer_by.total_seconds() if isinstance(defer_by, timedelta) else defer_by
     body = json.dumps(data, separators=(",", ":"), allow_nan=False)
-    created: str = await conn.fetchval(_ENQUEUE, name, body, run_at, seconds, job_id)
-    return created
+    if isinstance(conn, _AsyncpgLike):
+        created: str = await conn.fetchval(_ENQUEUE, name, body, run_at, seconds, job_id)
+        return created
+    if isinstance(conn, _SqlAlchemyLike):
+        from sqlalchemy import text  # the sqlalchemy extra: only whoever passes a session has it
+
+        parameters = {"name": name, "payload": body, "run_at": run_at, "defer_by": seconds, "job_id": job_id}
+        result = await conn.execute(text(_ENQUEUE_NAMED), parameters)
+        written: str = result.scalar_one()
+        return written
+    raise TypeError(
+        f"not an asyncpg connection nor an SQLAlchemy AsyncSession or AsyncConnection: {type(conn).__name__}"
+    )
+
+
+@runtime_checkable
+class _AsyncpgLike(AsyncpgConnection, Protocol):
+    pass
+
+
+@runtime_checkable
+class _SqlAlchemyLike(SqlAlchemyConnection, Protocol):
+    pass
 
 
 def _job(job: Payload | JobName | str, payload: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
