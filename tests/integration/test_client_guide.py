@@ -29,7 +29,7 @@ def test_the_guide_has_the_examples_these_tests_expect() -> None:
 @pytest.mark.parametrize(
     ("example", "prints"),
     list(zip(EXAMPLES, PRINTS, strict=True)),
-    ids=["sync", "async", "errors", "transaction"],
+    ids=["sync", "async", "errors", "transaction", "transaction-sqlalchemy"],
 )
 async def test_an_example_of_the_guide_runs_as_written(
     example: str, prints: str, base_url: str, observer: Observer, tmp_path: Path

@@ -107,10 +107,9 @@ async def _committed(database_dsn: str, job_id: str) -> ledger.JobRecord | None:
 
 
 async def test_an_sqlalchemy_session_writes_the_job_with_its_commit(engine: AsyncEngine, database_dsn: str) -> None:
-    async with AsyncSession(engine) as session:
-        async with session.begin():
-            job_id = await enqueue_in_transaction(session, WriteLog(message="from a session"), defer_by=30)
-            assert await _committed(database_dsn, job_id) is None  # not before the commit
+    async with AsyncSession(engine) as session, session.begin():
+        job_id = await enqueue_in_transaction(session, WriteLog(message="from a session"), defer_by=30)
+        assert await _committed(database_dsn, job_id) is None  # not before the commit
 
     record = await _committed(database_dsn, job_id)
     assert record is not None
@@ -135,4 +134,4 @@ async def test_an_sqlalchemy_session_gets_the_databases_refusal(engine: AsyncEng
 
 async def test_something_that_is_no_connection_is_refused() -> None:
     with pytest.raises(TypeError, match="not an asyncpg connection nor an SQLAlchemy"):
-        await enqueue_in_transaction(object(), WriteLog(message="x"))  # type: ignore[arg-type]
+        await enqueue_in_transaction(object(), WriteLog(message="x"))  # type: ignore[call-overload]
