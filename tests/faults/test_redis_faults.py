@@ -138,3 +138,22 @@ def _succeeded(stack: FaultStack, job_id: str):  # type: ignore[no-untyped-def]
         return bool((await stack.job(job_id))["status"] == "succeeded")
 
     return check
+
+
+async def test_a_retry_while_redis_is_down_changes_nothing_and_works_once_it_is_back(stack: FaultStack) -> None:
+    answer = await stack.post("/jobs", {"name": "write_log", "payload": {"message": "retried"}, "defer_by": 3600})
+    job_id = answer["id"]
+    cancelled = await stack.http.delete(f"/jobs/{job_id}")
+    assert cancelled.status_code == 200, cancelled.text
+
+    stack.redis.kill()
+    refused = await stack.http.post(f"/jobs/{job_id}/retry")
+    record = await stack.job(job_id)
+    stack.redis.start()
+    retried = await stack.http.post(f"/jobs/{job_id}/retry")
+
+    assert refused.status_code == 503, refused.text
+    assert "Redis" in refused.json()["detail"]
+    assert record["status"] == "cancelled"  # not queued in the ledger while the queue could not take it
+    assert retried.status_code == 202, retried.text
+    await until(_succeeded(stack, job_id), within=45, what="the job retried once Redis was back ran")

@@ -11,9 +11,10 @@ from pydantic import ValidationError
 
 from services import ledger
 from services.contract import JOBS, PAYLOADS, JobName, JobStatus
+from services.core.failures import REDIS_FAILED
 from services.gateway import cursor as cursors
 from services.gateway.dependencies import DbDep, JobEventsDep, JobIdDep, RedisDep, SettingsDep, acceptance
-from services.gateway.errors import Conflict, NotFound
+from services.gateway.errors import Conflict, NotFound, ServiceUnavailable
 from services.gateway.intake import Order, push
 from services.gateway.live.job_events import wait_until_final
 from services.gateway.schemas import (
@@ -28,6 +29,9 @@ from services.gateway.schemas import (
 from services.queue import control
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+RETRYABLE = frozenset({JobStatus.failed, JobStatus.cancelled})
+"""The statuses a job can be retried from."""
 log = logging.getLogger("afterword.gateway")
 
 _EXAMPLES: dict[str, dict[str, Any]] = {
@@ -184,18 +188,29 @@ async def get_job(
     "/{job_id}/retry",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobAcceptedView,
-    responses={404: {"description": "No such job"}, 409: {"description": "The job is not failed or cancelled"}},
+    responses={
+        404: {"description": "No such job"},
+        409: {"description": "The job is not failed or cancelled"},
+        503: {"description": "Postgres or Redis is unavailable; the job was not retried"},
+    },
 )
 async def retry_job(job_id: JobIdDep, request: Request, db: DbDep, redis: RedisDep) -> JobAcceptedView:
     """Run a failed or cancelled job again, under the same id (its attempts keep counting)."""
-    record = await ledger.requeue_for_retry(db, job_id=job_id)
-    if record is None:
-        current = await ledger.get_job(db, job_id)
-        if current is None:
-            raise NotFound(f"no job with id {job_id!r}")
+    current = await ledger.get_job(db, job_id)
+    if current is None:
+        raise NotFound(f"no job with id {job_id!r}")
+    if current.status not in RETRYABLE:
         raise Conflict(f"job {job_id} is {current.status}; only failed or cancelled jobs can be retried")
-    # ARQ refuses an id whose result it still keeps, and counts tries per id: start afresh.
-    await control.forget_past_runs(redis, job_id)
+    # ARQ refuses an id whose result it still keeps, and counts tries per id: start afresh, before
+    # the ledger says queued. With Redis away nothing has changed: 503, and the job stays as it was.
+    try:
+        await control.forget_past_runs(redis, job_id)
+    except REDIS_FAILED as exc:
+        log.warning("job %s not retried: the queue (Redis) is unavailable: %s", job_id, type(exc).__name__)
+        raise ServiceUnavailable(f"the queue (Redis) is unavailable; job {job_id} was not retried") from exc
+    record = await ledger.requeue_for_retry(db, job_id=job_id)
+    if record is None:  # retried or changed by another request meanwhile
+        raise Conflict(f"job {job_id} is no longer failed or cancelled")
     job = ledger.NewJob(
         id=record.id,
         name=JobName(record.name),
