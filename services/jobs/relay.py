@@ -33,6 +33,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.contract import JobStatus
+from services.core.listening import ListeningConnection
 from services.core.serialization import serialize
 from services.ledger import relay as waiting_jobs
 from services.queue import enqueue as queue
@@ -48,10 +49,8 @@ MAX_BATCH = 512
 CATCH_UP_LIMIT = 10_000
 """At most this many rows are queued by the catch-up of one (re)connection; the sweep takes the rest."""
 
-_LISTENER_ERRORS: tuple[type[Exception], ...] = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
-
-class Relay:
+class Relay(ListeningConnection):
     """One listening connection; the jobs it hears of, queued in batches."""
 
     def __init__(
@@ -65,73 +64,23 @@ class Relay:
         reconnect_seconds: float = 1.0,
         check_seconds: float = 10.0,
     ) -> None:
+        super().__init__(what="relay", log=log, reconnect_seconds=reconnect_seconds)
         self._dsn = dsn
         self._redis = redis
         self._queue_name = queue_name
         self.catch_up_seconds = catch_up_seconds
         self._call_seconds = call_seconds
-        self.reconnect_seconds = reconnect_seconds
         self._check_seconds = check_seconds
         self._heard: list[str] = []
         self._wake = asyncio.Event()
-        self._connected = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self.queued = 0
         """How many jobs this relay put on the queue (ids ARQ did not know yet)."""
-
-    @property
-    def connected(self) -> bool:
-        """True while the listening connection is up (and its catch-up done)."""
-        return self._connected.is_set()
-
-    async def start(self) -> None:
-        """Start listening in the background (Postgres may be away: the relay keeps trying)."""
-        self._task = asyncio.create_task(self._run(), name="relay")
-
-    async def wait_connected(self, *, within: float) -> bool:
-        """Wait until the relay listens and has caught up; False if it has not within ``within`` s."""
-        try:
-            async with asyncio.timeout(within):
-                await self._connected.wait()
-        except TimeoutError:
-            return False
-        return True
-
-    async def stop(self) -> None:
-        """Stop listening and close the connection (the ids heard and not yet queued are the sweep's)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     def _hear(
         self, connection: asyncpg.Connection | PoolConnectionProxy, pid: int, channel: str, payload: object
     ) -> None:
         self._heard.append(str(payload))
         self._wake.set()
-
-    async def _run(self) -> None:
-        failures = 0  # in a row: only the first of a streak is logged
-        while True:
-            try:
-                await self._listen(failures)
-                failures = 0
-            except asyncio.CancelledError:
-                raise
-            except _LISTENER_ERRORS as exc:
-                if not failures:
-                    log.warning(
-                        "relay cannot reach Postgres, retrying every %.0f s: %s: %s",
-                        self.reconnect_seconds,
-                        type(exc).__name__,
-                        exc,
-                    )
-                failures += 1
-            except Exception:
-                log.exception("relay failed, reconnecting")
-                failures += 1
-            await asyncio.sleep(self.reconnect_seconds)
 
     async def _listen(self, failures: int) -> None:
         """Listen, catch up, then queue what is heard until the connection is lost."""
@@ -154,8 +103,7 @@ class Relay:
             missed = await waiting_jobs.recent(connection, within_seconds=self.catch_up_seconds, limit=CATCH_UP_LIMIT)
             await self._queue(missed)
             self._connected.set()
-            if failures:
-                log.info("relay connected again after %d failed attempt(s)", failures)
+            self._said_again(failures)
             loop = asyncio.get_running_loop()
             next_check = loop.time() + self._check_seconds
             while not lost.is_set():

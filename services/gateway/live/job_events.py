@@ -38,7 +38,8 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from services import ledger
-from services.core.failures import POSTGRES_CONNECTION_FAILED, POSTGRES_UNREACHABLE
+from services.core.failures import POSTGRES_UNREACHABLE
+from services.core.listening import ListeningConnection
 from services.ledger import StatusChange
 from services.ledger import events as ledger_events
 from services.ledger.events import CHANNEL
@@ -99,7 +100,7 @@ class Subscription:
         self.close()
 
 
-class JobEvents:
+class JobEvents(ListeningConnection):
     """The hub: one listening connection, and the subscriptions it feeds."""
 
     def __init__(
@@ -110,24 +111,17 @@ class JobEvents:
         poll_seconds: float = 1.0,
         check_seconds: float = 10.0,
     ) -> None:
+        super().__init__(what="job status listener", log=log, reconnect_seconds=reconnect_seconds)
         self._dsn = dsn
-        self.reconnect_seconds = reconnect_seconds
         self.poll_seconds = poll_seconds
         """How often waiters read the ledger while the listening connection is down."""
         self._check_seconds = check_seconds
         self._subscriptions: dict[str, set[Subscription]] = {}
-        self._task: asyncio.Task[None] | None = None
         self._connection: asyncpg.Connection | None = None
-        self._connected = asyncio.Event()
         self._listener_pid: int | None = None
         self._unwatched: set[str] = set()
         """Watch ids of closed subscriptions, to delete from ``job_watchers``."""
         self._wake = asyncio.Event()
-
-    @property
-    def connected(self) -> bool:
-        """True while the listening connection is up."""
-        return self._connected.is_set()
 
     @property
     def listener_pid(self) -> int | None:
@@ -158,27 +152,6 @@ class JobEvents:
         self._unwatched.add(subscription.watch_id)
         self._wake.set()
 
-    async def start(self) -> None:
-        """Start listening in the background (Postgres may be away: the hub keeps trying)."""
-        self._task = asyncio.create_task(self._run(), name="job-events-listener")
-
-    async def wait_connected(self, *, within: float) -> bool:
-        """Wait until the listening connection is up; False if it is not within ``within`` s."""
-        try:
-            async with asyncio.timeout(within):
-                await self._connected.wait()
-        except TimeoutError:
-            return False
-        return True
-
-    async def stop(self) -> None:
-        """Stop listening and close the connection."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
     def _notify(
         self, connection: asyncpg.Connection | PoolConnectionProxy, pid: int, channel: str, payload: object
     ) -> None:
@@ -197,27 +170,6 @@ class JobEvents:
             for subscription in subs:
                 subscription.queue.put_nowait(RESYNC)
 
-    async def _run(self) -> None:
-        failures = 0  # in a row: only the first of a streak is logged
-        while True:
-            try:
-                await self._listen(failures)
-                failures = 0
-            except asyncio.CancelledError:
-                raise
-            except POSTGRES_CONNECTION_FAILED as exc:
-                if not failures:
-                    log.warning(
-                        "job status listener cannot reach Postgres, retrying every %.0f s: %s",
-                        self.reconnect_seconds,
-                        type(exc).__name__,
-                    )
-                failures += 1
-            except Exception:
-                log.exception("job status listener failed, reconnecting")
-                failures += 1
-            await asyncio.sleep(self.reconnect_seconds)
-
     async def _listen(self, failures: int) -> None:
         """Listen until the connection is lost (``failures``: failed attempts just before this one)."""
         connection = await asyncpg.connect(self._dsn, timeout=5, server_settings={"application_name": LISTENER_NAME})
@@ -234,8 +186,7 @@ class JobEvents:
             self._listener_pid = connection.get_server_pid()
             self._connected.set()
             self._resync_all()  # each waiter reads its job again, which registers its watch under this pid
-            if failures:
-                log.info("job status listener connected again after %d failed attempt(s)", failures)
+            self._said_again(failures)
             loop = asyncio.get_running_loop()
             next_check = loop.time()
             while not lost.is_set():
