@@ -43,8 +43,16 @@ fmt: install ## Format and auto-fix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: install lint browser wrk ## Lint, then every test (unit + integration) against throwaway Redis/Postgres databases
-	$(BIN)/pytest
+test: install lint browser wrk ## Lint, then every test (unit, integration, faults, bench) against throwaway servers
+	@# Two pytest processes side by side: the fault and bench tests, which mostly wait on the
+	@# processes they start, kill and restart, beside the unit and integration tests. Each has its
+	@# own databases, Redis servers and ports; the faults' output follows once both have ended.
+	@mkdir -p test-artifacts
+	@$(BIN)/pytest tests/faults tests/bench > test-artifacts/faults-and-bench.log 2>&1 & faults=$$!; \
+	$(BIN)/pytest tests/unit tests/integration; rest=$$?; \
+	wait $$faults; slow=$$?; \
+	echo; echo "== tests/faults and tests/bench"; cat test-artifacts/faults-and-bench.log; \
+	[ $$rest -eq 0 ] && [ $$slow -eq 0 ]
 
 chaos: install ## The chaos test for 5 minutes (make test runs it for 24 s): kills under a keyed load
 	CHAOS_SECONDS=$${CHAOS_SECONDS:-300} $(BIN)/pytest tests/faults/test_chaos.py -s
