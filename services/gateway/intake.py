@@ -138,18 +138,9 @@ async def push(redis: QueueRedis, jobs: Sequence[ledger.NewJob]) -> int:
     A job ARQ already knows (same id) is not queued twice. Redis errors are logged, not raised:
     the jobs are in the ledger, and the recovery sweep pushes them later.
     """
-    entries = [
-        queue.Entry(
-            function=job.name.value,
-            job_id=job.id,
-            args=(job.payload,),
-            defer_until=job.run_at if job.status is JobStatus.deferred else None,
-        )
-        for job in jobs
-    ]
     try:
         queued = await queue.enqueue(
-            redis, entries, queue_name=redis.default_queue_name, serializer=redis.job_serializer
+            redis, queue.entries_of(jobs), queue_name=redis.default_queue_name, serializer=redis.job_serializer
         )
     except REDIS_FAILED as exc:
         log.warning("redis unavailable; %d job(s) stay in the ledger for the sweep: %s", len(jobs), exc)

@@ -30,9 +30,8 @@ from collections.abc import Sequence
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from services.contract import JobStatus
+from services.core.failures import REDIS_FAILED
 from services.core.listening import ListeningConnection
 from services.core.serialization import serialize
 from services.ledger import relay as waiting_jobs
@@ -134,18 +133,10 @@ class Relay(ListeningConnection):
         """Queue ``jobs`` (a job ARQ knows already is skipped); Redis errors leave them to the sweep."""
         for start in range(0, len(jobs), MAX_BATCH):
             chunk = jobs[start : start + MAX_BATCH]
-            entries = [
-                queue.Entry(
-                    function=job.name.value,
-                    job_id=job.id,
-                    args=(job.payload,),
-                    defer_until=job.run_at if job.status is JobStatus.deferred else None,
-                )
-                for job in chunk
-            ]
+            entries = queue.entries_of(chunk)
             try:
                 queued = await queue.enqueue(self._redis, entries, queue_name=self._queue_name, serializer=serialize)
-            except (RedisError, OSError) as exc:
+            except REDIS_FAILED as exc:
                 log.warning("redis unavailable; %d job(s) stay in the ledger for the sweep: %s", len(chunk), exc)
                 return
             self.queued += sum(queued)

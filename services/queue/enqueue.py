@@ -25,7 +25,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from arq.constants import (
     abort_jobs_ss,
@@ -39,6 +39,8 @@ from arq.jobs import serialize_job
 from arq.utils import timestamp_ms, to_unix_ms
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
+
+from services.contract import JobStatus
 
 WAKE_SUFFIX = ":wake"
 IDLE_SUFFIX = ":idle"
@@ -159,6 +161,35 @@ class Entry:
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     defer_until: datetime | None = None
+
+
+class Recorded(Protocol):
+    """A job as its ledger row holds it: all :func:`entries_of` needs to queue it."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def payload(self) -> dict[str, Any]: ...
+    @property
+    def status(self) -> JobStatus: ...
+    @property
+    def run_at(self) -> datetime: ...
+
+
+def entries_of(jobs: Sequence[Recorded]) -> list[Entry]:
+    """One entry per recorded job: its name is ARQ's function, its payload the one argument, its
+    ledger id ARQ's job id; a deferred job waits until its ``run_at``."""
+    return [
+        Entry(
+            function=str(job.name),
+            job_id=job.id,
+            args=(job.payload,),
+            defer_until=job.run_at if job.status is JobStatus.deferred else None,
+        )
+        for job in jobs
+    ]
 
 
 async def enqueue(
