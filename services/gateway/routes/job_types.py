@@ -14,10 +14,9 @@ from fastapi import APIRouter, Body, Request, Response, status
 from pydantic import Field, create_model
 
 from services.contract import JOBS, JobDefinition, JobName, Payload
-from services.gateway.dependencies import acceptance
 from services.gateway.intake import Order
-from services.gateway.routes.jobs import status_url
-from services.gateway.schemas import MAX_DEFER_SECONDS, JobAcceptedView, accepted_response
+from services.gateway.routes.jobs import accept_one
+from services.gateway.schemas import MAX_DEFER_SECONDS, JobAcceptedView
 from services.gateway.schemas import Request as RequestBody
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -54,9 +53,7 @@ def _add_route(name: JobName, definition: JobDefinition) -> None:
 
     async def submit(request: Request, body: Annotated[body_model, Body(openapi_examples=examples)]) -> Response:  # type: ignore[valid-type]
         typed = cast(TypedJobRequest, body)
-        (job,) = await acceptance(request).accept([Order(name, typed.payload, typed.defer_by)])
-        view = JobAcceptedView(id=job.id, name=job.name, status=job.status, status_url=status_url(request, job.id))
-        return accepted_response(view)
+        return await accept_one(request, Order(name, typed.payload, typed.defer_by))
 
     router.add_api_route(
         f"/{name.value}",

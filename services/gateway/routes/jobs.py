@@ -89,7 +89,12 @@ async def submit_job(
         raise RequestValidationError(
             [{**error, "loc": ("body", "payload", *error["loc"])} for error in errors]
         ) from None
-    (job,) = await acceptance(request).accept([Order(job_request.name, payload, job_request.defer_by)])
+    return await accept_one(request, Order(job_request.name, payload, job_request.defer_by))
+
+
+async def accept_one(request: Request, order: Order) -> Response:
+    """Accept one job for ``request`` and answer 202 with its id and status URL."""
+    (job,) = await acceptance(request).accept([order])
     view = JobAcceptedView(id=job.id, name=job.name, status=job.status, status_url=status_url(request, job.id))
     return accepted_response(view)
 
